@@ -1,0 +1,189 @@
+//! The catalog of resource kinds slipway manages: which attributes force a
+//! replacement, which are computed by the cloud, and which must never be shown.
+
+/// What the engine needs to know about one kind of resource.
+#[derive(Debug)]
+pub struct KindSpec {
+    /// `DOMAIN.KIND`, e.g. `aws.subnet`.
+    pub key: &'static str,
+    /// Attributes that cannot be changed in place: a change replaces the resource.
+    pub force_new: &'static [&'static str],
+    /// Attributes the cloud computes; never set by the stack, known after apply.
+    pub outputs: &'static [&'static str],
+    /// Attributes whose values are secrets and are never printed.
+    pub sensitive: &'static [&'static str],
+    /// Replace by creating the new object before deleting the old one.
+    pub create_before_destroy: bool,
+}
+
+const fn kind(
+    key: &'static str,
+    force_new: &'static [&'static str],
+    outputs: &'static [&'static str],
+) -> KindSpec {
+    KindSpec {
+        key,
+        force_new,
+        outputs,
+        sensitive: &[],
+        create_before_destroy: false,
+    }
+}
+
+const K8S_OUT: &[&str] = &["id", "uid"];
+
+/// Every kind slipway knows.
+pub static KINDS: &[KindSpec] = &[
+    kind("aws.vpc", &["cidr_block"], &["id"]),
+    kind("aws.internet_gateway", &["vpc_id"], &["id"]),
+    kind(
+        "aws.subnet",
+        &["vpc_id", "cidr_block", "availability_zone"],
+        &["id", "arn"],
+    ),
+    kind("aws.eip", &["domain"], &["id", "public_ip"]),
+    kind(
+        "aws.nat_gateway",
+        &["subnet_id", "allocation_id", "connectivity_type"],
+        &["id"],
+    ),
+    kind("aws.route_table", &["vpc_id"], &["id"]),
+    kind(
+        "aws.route",
+        &["route_table_id", "destination_cidr_block"],
+        &["id"],
+    ),
+    kind("aws.route_table_association", &["subnet_id"], &["id"]),
+    kind(
+        "aws.security_group",
+        &["name", "description", "vpc_id"],
+        &["id", "arn"],
+    ),
+    kind(
+        "aws.security_group_rule",
+        &["security_group_id", "type"],
+        &["id"],
+    ),
+    kind(
+        "aws.iam_role",
+        &["name", "path"],
+        &["id", "arn", "unique_id"],
+    ),
+    kind(
+        "aws.iam_role_policy_attachment",
+        &["role", "policy_arn"],
+        &["id"],
+    ),
+    kind("aws.iam_role_policy", &["role", "name"], &["id"]),
+    kind(
+        "aws.iam_instance_profile",
+        &["name", "path"],
+        &["id", "arn"],
+    ),
+    kind("aws.iam_openid_connect_provider", &["url"], &["id", "arn"]),
+    kind("aws.iam_policy", &["name", "path"], &["id", "arn"]),
+    KindSpec {
+        key: "aws.instance",
+        force_new: &[
+            "ami_parameter",
+            "subnet_id",
+            "user_data",
+            "root_volume_encrypted",
+            "key_name",
+        ],
+        outputs: &["id", "ami", "private_ip", "public_ip", "public_dns"],
+        sensitive: &[],
+        create_before_destroy: false,
+    },
+    kind(
+        "aws.ecr_repository",
+        &["name", "encryption_type"],
+        &["id", "arn", "registry_id", "repository_url"],
+    ),
+    kind("aws.ecr_lifecycle_policy", &["repository"], &["id"]),
+    kind(
+        "aws.eks_cluster",
+        &["name", "role_arn", "subnet_ids"],
+        &[
+            "id",
+            "arn",
+            "endpoint",
+            "certificate_authority",
+            "oidc_issuer",
+            "cluster_security_group_id",
+        ],
+    ),
+    kind(
+        "aws.eks_fargate_profile",
+        &[
+            "cluster_name",
+            "name",
+            "pod_execution_role_arn",
+            "subnet_ids",
+            "selectors",
+        ],
+        &["id", "arn"],
+    ),
+    kind(
+        "aws.eks_access_entry",
+        &["cluster_name", "principal_arn", "type"],
+        &["id", "arn"],
+    ),
+    kind(
+        "aws.eks_access_policy_association",
+        &["cluster_name", "principal_arn", "policy_arn"],
+        &["id"],
+    ),
+    kind("k8s.namespace", &[], K8S_OUT),
+    kind("k8s.deployment_patch", &[], K8S_OUT),
+    kind("k8s.service_account", &[], K8S_OUT),
+    kind("k8s.role", &[], K8S_OUT),
+    kind("k8s.role_binding", &["role_ref"], K8S_OUT),
+    kind("k8s.cluster_role", &[], K8S_OUT),
+    kind("k8s.cluster_role_binding", &["role_ref"], K8S_OUT),
+    kind("k8s.crd", &[], K8S_OUT),
+    kind("k8s.secret", &[], K8S_OUT),
+    kind("k8s.service", &[], K8S_OUT),
+    kind("k8s.deployment", &[], K8S_OUT),
+    kind("k8s.mutating_webhook_configuration", &[], K8S_OUT),
+    kind("k8s.validating_webhook_configuration", &[], K8S_OUT),
+    kind("k8s.ingress_class", &[], K8S_OUT),
+    kind("k8s.ingress_class_params", &[], K8S_OUT),
+    KindSpec {
+        key: "tls.certificate",
+        force_new: &["common_name", "dns_names", "validity_days"],
+        outputs: &["id", "ca_pem", "cert_pem", "key_pem", "not_after"],
+        sensitive: &["key_pem"],
+        create_before_destroy: true,
+    },
+];
+
+/// The spec of a kind key like `aws.subnet`.
+pub fn spec_opt(key: &str) -> Option<&'static KindSpec> {
+    KINDS.iter().find(|k| k.key == key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_unique_and_well_formed() {
+        let mut seen = std::collections::BTreeSet::new();
+        for k in KINDS {
+            assert!(seen.insert(k.key), "duplicate kind {}", k.key);
+            let addr = format!("{}.x", k.key);
+            assert!(addr.parse::<crate::addr::Address>().is_ok(), "{addr}");
+            assert!(k.outputs.contains(&"id"), "{} has no id output", k.key);
+            for f in k.force_new {
+                assert!(
+                    !k.outputs.contains(f),
+                    "{}: {f} is both input and output",
+                    k.key
+                );
+            }
+        }
+        assert!(spec_opt("aws.subnet").is_some());
+        assert!(spec_opt("aws.nope").is_none());
+    }
+}
