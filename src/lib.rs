@@ -3,5 +3,9 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod addr;
+pub mod clock;
+pub mod env;
 pub mod graph;
+pub mod plan;
 pub mod resource;
+pub mod state;

@@ -1,0 +1,28 @@
+//! Every environment variable slipway reads, in one place.
+
+/// Disables colour when set to anything (<https://no-color.org>).
+pub const NO_COLOR: &str = "NO_COLOR";
+/// Path of a kubeconfig to use instead of connecting through EKS.
+pub const KUBECONFIG: &str = "SLIPWAY_KUBECONFIG";
+/// Test-only: use the file-backed simulated cloud at this path instead of AWS
+/// and Kubernetes. See docs/testing.md.
+pub const FAKE_CLOUD: &str = "SLIPWAY_FAKE_CLOUD";
+
+/// The user running slipway, for lock records.
+pub fn user_opt() -> Option<String> {
+    ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+}
+
+/// True when `NO_COLOR` is set to a non-empty value.
+pub fn no_color() -> bool {
+    std::env::var_os(NO_COLOR).is_some_and(|v| !v.is_empty())
+}
+
+/// The simulated cloud's file, if one is selected.
+pub fn fake_cloud_opt() -> Option<std::path::PathBuf> {
+    std::env::var_os(FAKE_CLOUD)
+        .filter(|v| !v.is_empty())
+        .map(Into::into)
+}

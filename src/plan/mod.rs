@@ -1,0 +1,167 @@
+//! Plans: what apply would do, and the drift between the last state and the
+//! live cloud. Pure data and pure diffing; no I/O.
+
+mod planner;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::addr::Address;
+use crate::resource::{Expr, Live};
+
+pub use planner::{PlanError, PlanInput, plan};
+
+/// The format version of saved plan files.
+pub const PLAN_FORMAT_VERSION: u32 = 1;
+
+/// What apply will do to one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    NoOp,
+    Create,
+    Update,
+    Replace,
+    Delete,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::NoOp => "no-op",
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Replace => "replace",
+            Action::Delete => "delete",
+        }
+    }
+}
+
+/// One planned change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    pub addr: Address,
+    pub action: Action,
+    /// The live object, when one exists.
+    pub before: Option<Live>,
+    /// Planned attributes; outputs not known yet are references to this
+    /// resource itself. `None` for deletes.
+    pub after: Option<BTreeMap<String, Expr>>,
+    /// Attributes whose values differ (updates and replaces).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed: Vec<String>,
+    /// Attributes that force the replacement.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replace_because: Vec<String>,
+    /// Resources this one depends on (from the stack; from the state for deletes).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub depends_on: BTreeSet<Address>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial_group: Option<String>,
+    #[serde(default)]
+    pub create_before_destroy: bool,
+}
+
+/// How a resource differs from what the last state recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftKind {
+    /// Attributes were changed outside slipway.
+    Changed,
+    /// The resource was deleted outside slipway.
+    Deleted,
+    /// A resource tagged as this stack's exists but the state does not know it.
+    Unmanaged,
+}
+
+/// One attribute's drift.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttrDrift {
+    pub name: String,
+    pub prior: Option<Value>,
+    pub live: Option<Value>,
+}
+
+/// One resource's drift.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Drift {
+    pub addr: Address,
+    pub kind: DriftKind,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attrs: Vec<AttrDrift>,
+    /// The cloud identifier, for unmanaged and deleted resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// What the plan is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Mode {
+    /// Converge on the stack.
+    Apply,
+    /// Delete everything, or one environment's resources.
+    Destroy { env: Option<String> },
+}
+
+/// The stack file a plan was made from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackRef {
+    pub name: String,
+    pub path: String,
+    pub sha256: String,
+}
+
+/// A complete plan, as printed and as saved by `plan --out`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub format_version: u32,
+    pub id: String,
+    pub created_at: String,
+    pub slipway_version: String,
+    pub stack: StackRef,
+    pub mode: Mode,
+    /// Lineage and serial of the state the plan was made against (`None`: no state yet).
+    pub state_lineage: Option<String>,
+    pub state_serial: Option<u64>,
+    /// What refresh found for every address in the state (`None`: gone).
+    pub refreshed: BTreeMap<Address, Option<Live>>,
+    pub changes: Vec<Change>,
+    pub drift: Vec<Drift>,
+}
+
+/// Counts for the summary line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub add: usize,
+    pub change: usize,
+    pub destroy: usize,
+}
+
+impl Plan {
+    /// Terraform's arithmetic: a replace is one add and one destroy.
+    pub fn summary(&self) -> Summary {
+        let mut s = Summary::default();
+        for c in &self.changes {
+            match c.action {
+                Action::NoOp => {}
+                Action::Create => s.add += 1,
+                Action::Update => s.change += 1,
+                Action::Replace => {
+                    s.add += 1;
+                    s.destroy += 1;
+                }
+                Action::Delete => s.destroy += 1,
+            }
+        }
+        s
+    }
+
+    pub fn has_changes(&self) -> bool {
+        self.changes.iter().any(|c| c.action != Action::NoOp)
+    }
+}

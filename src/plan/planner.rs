@@ -1,0 +1,499 @@
+//! The planner: a pure function of desired graph, prior state and refreshed
+//! live objects.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+
+use super::{Action, AttrDrift, Change, Drift, DriftKind, Mode};
+use crate::addr::Address;
+use crate::resource::{Desired, Expr, Live, Reference};
+use crate::state::ResourceState;
+
+/// Everything the planner looks at.
+pub struct PlanInput<'a> {
+    pub desired: &'a Desired,
+    /// The last state's resources.
+    pub prior: &'a BTreeMap<Address, ResourceState>,
+    /// What refresh found for each prior address (`None`: gone). Addresses
+    /// missing here were not refreshed and are taken as the prior says.
+    pub live: &'a BTreeMap<Address, Option<Live>>,
+    /// Objects tagged as this stack's that the state does not know.
+    pub unmanaged: &'a BTreeMap<Address, Live>,
+    pub mode: &'a Mode,
+}
+
+/// Why no plan can be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(
+        "environment `{env}` cannot be destroyed alone: `{dependent}` (outside it) depends on `{dependency}`"
+    )]
+    EnvDependency {
+        env: String,
+        dependent: Address,
+        dependency: Address,
+    },
+    #[error("the state has no resources of environment `{0}`")]
+    EmptyEnv(String),
+}
+
+/// Computes changes and drift.
+pub fn plan(input: &PlanInput<'_>) -> Result<(Vec<Change>, Vec<Drift>), PlanError> {
+    let drift = drift(input);
+    let current = |addr: &Address| -> Option<Live> {
+        match input.live.get(addr) {
+            Some(live) => live.clone(),
+            None => input.prior.get(addr).map(ResourceState::live),
+        }
+    };
+    let changes = match input.mode {
+        Mode::Apply => plan_apply(input, &current),
+        Mode::Destroy { env } => plan_destroy(input, env.as_deref(), &current)?,
+    };
+    Ok((changes, drift))
+}
+
+fn plan_apply(input: &PlanInput<'_>, current: &dyn Fn(&Address) -> Option<Live>) -> Vec<Change> {
+    let desired = input.desired;
+    let mut changes = Vec::new();
+    // Values known at plan time, per address, for substituting references.
+    let mut known: BTreeMap<Address, BTreeMap<String, Value>> = BTreeMap::new();
+    for addr in desired.graph().topo_order() {
+        let Some(resource) = desired.get_opt(&addr) else {
+            continue;
+        };
+        let spec = resource.spec();
+        let lookup = |r: &Reference| {
+            known
+                .get(&r.addr)
+                .and_then(|attrs| attrs.get(&r.attr))
+                .cloned()
+        };
+        let mut after: BTreeMap<String, Expr> = resource
+            .attrs()
+            .iter()
+            .map(|(k, e)| (k.clone(), e.substitute(&lookup)))
+            .collect();
+        let outputs = spec.map(|s| s.outputs).unwrap_or_default();
+        let force_new = spec.map(|s| s.force_new).unwrap_or_default();
+        let before = current(&addr);
+
+        let (action, changed, replace_because) = match &before {
+            None => (Action::Create, Vec::new(), Vec::new()),
+            Some(live) => {
+                let changed: Vec<String> = after
+                    .iter()
+                    .filter(|(k, e)| e.known().as_ref() != live.attrs.get(*k))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                let forcing: Vec<String> = changed
+                    .iter()
+                    .filter(|k| force_new.contains(&k.as_str()))
+                    .cloned()
+                    .collect();
+                let action = if !forcing.is_empty() {
+                    Action::Replace
+                } else if !changed.is_empty() {
+                    Action::Update
+                } else {
+                    Action::NoOp
+                };
+                (action, changed, forcing)
+            }
+        };
+
+        for out in outputs {
+            let value = match (&before, action) {
+                (Some(live), Action::NoOp | Action::Update) => {
+                    live.attrs.get(*out).cloned().map(Expr::Lit)
+                }
+                _ => None,
+            };
+            after.insert(
+                out.to_string(),
+                value.unwrap_or_else(|| Expr::reference(&addr, out)),
+            );
+        }
+        known.insert(
+            addr.clone(),
+            after
+                .iter()
+                .filter_map(|(k, e)| e.known().map(|v| (k.clone(), v)))
+                .collect(),
+        );
+        changes.push(Change {
+            addr: addr.clone(),
+            action,
+            before,
+            after: Some(after),
+            changed,
+            replace_because,
+            depends_on: resource.dependencies(),
+            env: resource.env_opt().map(str::to_string),
+            serial_group: resource.serial_group_opt().map(str::to_string),
+            create_before_destroy: spec.is_some_and(|s| s.create_before_destroy),
+        });
+    }
+    for (addr, prior) in input.prior {
+        if desired.get_opt(addr).is_none() {
+            if let Some(live) = current(addr) {
+                changes.push(delete(addr, prior, live));
+            }
+        }
+    }
+    changes
+}
+
+fn plan_destroy(
+    input: &PlanInput<'_>,
+    env: Option<&str>,
+    current: &dyn Fn(&Address) -> Option<Live>,
+) -> Result<Vec<Change>, PlanError> {
+    let targeted = |r: &ResourceState| env.is_none_or(|e| r.env.as_deref() == Some(e));
+    if let Some(env) = env {
+        if !input.prior.values().any(|r| targeted(r)) {
+            return Err(PlanError::EmptyEnv(env.to_string()));
+        }
+        for (addr, r) in input.prior {
+            if targeted(r) {
+                continue;
+            }
+            if let Some(dep) = r
+                .depends_on
+                .iter()
+                .find(|d| input.prior.get(*d).is_some_and(|x| targeted(x)))
+            {
+                return Err(PlanError::EnvDependency {
+                    env: env.to_string(),
+                    dependent: addr.clone(),
+                    dependency: dep.clone(),
+                });
+            }
+        }
+    }
+    Ok(input
+        .prior
+        .iter()
+        .filter(|(_, r)| targeted(r))
+        .filter_map(|(addr, prior)| current(addr).map(|live| delete(addr, prior, live)))
+        .collect())
+}
+
+fn delete(addr: &Address, prior: &ResourceState, live: Live) -> Change {
+    Change {
+        addr: addr.clone(),
+        action: Action::Delete,
+        before: Some(live),
+        after: None,
+        changed: Vec::new(),
+        replace_because: Vec::new(),
+        depends_on: prior.depends_on.clone(),
+        env: prior.env.clone(),
+        serial_group: None,
+        create_before_destroy: false,
+    }
+}
+
+fn drift(input: &PlanInput<'_>) -> Vec<Drift> {
+    let mut out = Vec::new();
+    for (addr, prior) in input.prior {
+        match input.live.get(addr) {
+            None => {}
+            Some(None) => out.push(Drift {
+                addr: addr.clone(),
+                kind: DriftKind::Deleted,
+                attrs: Vec::new(),
+                id: Some(prior.id.clone()),
+            }),
+            Some(Some(live)) => {
+                let names: BTreeSet<&String> =
+                    prior.attributes.keys().chain(live.attrs.keys()).collect();
+                let attrs: Vec<AttrDrift> = names
+                    .into_iter()
+                    .filter(|k| prior.attributes.get(*k) != live.attrs.get(*k))
+                    .map(|k| AttrDrift {
+                        name: k.clone(),
+                        prior: prior.attributes.get(k).cloned(),
+                        live: live.attrs.get(k).cloned(),
+                    })
+                    .collect();
+                if !attrs.is_empty() {
+                    out.push(Drift {
+                        addr: addr.clone(),
+                        kind: DriftKind::Changed,
+                        attrs,
+                        id: None,
+                    });
+                }
+            }
+        }
+    }
+    for (addr, live) in input.unmanaged {
+        if !input.prior.contains_key(addr) {
+            out.push(Drift {
+                addr: addr.clone(),
+                kind: DriftKind::Unmanaged,
+                attrs: Vec::new(),
+                id: Some(live.id.clone()),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::Resource;
+    use serde_json::json;
+
+    fn a(s: &str) -> Address {
+        s.parse().unwrap()
+    }
+
+    fn desired() -> Desired {
+        let vpc = a("aws.vpc.main");
+        Desired::new(vec![
+            Resource::new(vpc.clone()).attr("cidr_block", "10.0.0.0/16"),
+            Resource::new(a("aws.subnet.a"))
+                .attr("vpc_id", Expr::reference(&vpc, "id"))
+                .attr("cidr_block", "10.0.0.0/20")
+                .attr("availability_zone", "ap-south-1a")
+                .env("blue"),
+        ])
+        .unwrap()
+    }
+
+    fn state(id: &str, attrs: Value, deps: &[&str], env: Option<&str>) -> ResourceState {
+        ResourceState {
+            id: id.into(),
+            attributes: serde_json::from_value(attrs).unwrap(),
+            depends_on: deps.iter().map(|d| a(d)).collect(),
+            env: env.map(str::to_string),
+        }
+    }
+
+    fn applied() -> BTreeMap<Address, ResourceState> {
+        [
+            (a("aws.vpc.main"), state("vpc-1", json!({"cidr_block": "10.0.0.0/16", "id": "vpc-1"}), &[], None)),
+            (
+                a("aws.subnet.a"),
+                state(
+                    "subnet-1",
+                    json!({"vpc_id": "vpc-1", "cidr_block": "10.0.0.0/20", "availability_zone": "ap-south-1a", "id": "subnet-1", "arn": "arn:s"}),
+                    &["aws.vpc.main"],
+                    Some("blue"),
+                ),
+            ),
+        ]
+        .into()
+    }
+
+    fn live_of(prior: &BTreeMap<Address, ResourceState>) -> BTreeMap<Address, Option<Live>> {
+        prior
+            .iter()
+            .map(|(a, r)| (a.clone(), Some(r.live())))
+            .collect()
+    }
+
+    fn run(
+        desired: &Desired,
+        prior: &BTreeMap<Address, ResourceState>,
+        live: &BTreeMap<Address, Option<Live>>,
+        mode: Mode,
+    ) -> Result<(Vec<Change>, Vec<Drift>), PlanError> {
+        plan(&PlanInput {
+            desired,
+            prior,
+            live,
+            unmanaged: &BTreeMap::new(),
+            mode: &mode,
+        })
+    }
+
+    fn actions(changes: &[Change]) -> Vec<(String, Action)> {
+        changes
+            .iter()
+            .map(|c| (c.addr.to_string(), c.action))
+            .collect()
+    }
+
+    #[test]
+    fn empty_state_creates_everything_with_unknown_references() {
+        let d = desired();
+        let (changes, drift) = run(&d, &BTreeMap::new(), &BTreeMap::new(), Mode::Apply).unwrap();
+        assert!(drift.is_empty());
+        assert_eq!(
+            actions(&changes),
+            [
+                ("aws.vpc.main".into(), Action::Create),
+                ("aws.subnet.a".into(), Action::Create)
+            ]
+        );
+        let after = changes[1].after.as_ref().unwrap();
+        assert_eq!(after["vpc_id"], Expr::reference(&a("aws.vpc.main"), "id"));
+        assert_eq!(after["id"], Expr::reference(&a("aws.subnet.a"), "id"));
+        assert_eq!(changes[1].env.as_deref(), Some("blue"));
+    }
+
+    #[test]
+    fn unchanged_is_noop_and_references_resolve_from_live() {
+        let d = desired();
+        let prior = applied();
+        let (changes, drift) = run(&d, &prior, &live_of(&prior), Mode::Apply).unwrap();
+        assert!(drift.is_empty());
+        assert!(
+            changes.iter().all(|c| c.action == Action::NoOp),
+            "{changes:?}"
+        );
+        let after = changes[1].after.as_ref().unwrap();
+        assert_eq!(after["vpc_id"], Expr::Lit(json!("vpc-1")));
+    }
+
+    #[test]
+    fn force_new_attribute_replaces_and_ripples_to_dependents() {
+        let vpc = a("aws.vpc.main");
+        let d = Desired::new(vec![
+            Resource::new(vpc.clone()).attr("cidr_block", "10.1.0.0/16"),
+            Resource::new(a("aws.subnet.a"))
+                .attr("vpc_id", Expr::reference(&vpc, "id"))
+                .attr("cidr_block", "10.0.0.0/20")
+                .attr("availability_zone", "ap-south-1a")
+                .env("blue"),
+        ])
+        .unwrap();
+        let prior = applied();
+        let (changes, _) = run(&d, &prior, &live_of(&prior), Mode::Apply).unwrap();
+        assert_eq!(changes[0].action, Action::Replace);
+        assert_eq!(changes[0].replace_because, ["cidr_block"]);
+        // The subnet's vpc_id is now unknown, and vpc_id forces a new subnet.
+        assert_eq!(changes[1].action, Action::Replace);
+        assert_eq!(changes[1].replace_because, ["vpc_id"]);
+    }
+
+    #[test]
+    fn in_place_update_lists_changed_attributes() {
+        let d = Desired::new(vec![
+            Resource::new(a("aws.vpc.main"))
+                .attr("cidr_block", "10.0.0.0/16")
+                .attr("tags", Expr::map([("Name", Expr::str("new"))])),
+        ])
+        .unwrap();
+        let mut prior = applied();
+        prior.remove(&a("aws.subnet.a"));
+        let mut live = live_of(&prior);
+        if let Some(Some(l)) = live.get_mut(&a("aws.vpc.main")) {
+            l.attrs.insert("tags".into(), json!({"Name": "old"}));
+        }
+        let (changes, drift) = run(&d, &prior, &live, Mode::Apply).unwrap();
+        assert_eq!(changes[0].action, Action::Update);
+        assert_eq!(changes[0].changed, ["tags"]);
+        assert_eq!(drift.len(), 1);
+        assert_eq!(drift[0].kind, DriftKind::Changed);
+        assert_eq!(drift[0].attrs[0].name, "tags");
+    }
+
+    #[test]
+    fn deleted_outside_is_drift_and_recreated() {
+        let d = desired();
+        let prior = applied();
+        let mut live = live_of(&prior);
+        live.insert(a("aws.subnet.a"), None);
+        let (changes, drift) = run(&d, &prior, &live, Mode::Apply).unwrap();
+        assert_eq!(changes[1].action, Action::Create);
+        assert_eq!(drift[0].kind, DriftKind::Deleted);
+        assert_eq!(drift[0].addr, a("aws.subnet.a"));
+    }
+
+    #[test]
+    fn removed_from_stack_is_deleted_with_state_dependencies() {
+        let d = Desired::new(vec![
+            Resource::new(a("aws.vpc.main")).attr("cidr_block", "10.0.0.0/16"),
+        ])
+        .unwrap();
+        let prior = applied();
+        let (changes, _) = run(&d, &prior, &live_of(&prior), Mode::Apply).unwrap();
+        let del = changes.iter().find(|c| c.action == Action::Delete).unwrap();
+        assert_eq!(del.addr, a("aws.subnet.a"));
+        assert!(del.depends_on.contains(&a("aws.vpc.main")));
+    }
+
+    #[test]
+    fn destroy_env_targets_only_that_environment() {
+        let d = desired();
+        let prior = applied();
+        let (changes, _) = run(
+            &d,
+            &prior,
+            &live_of(&prior),
+            Mode::Destroy {
+                env: Some("blue".into()),
+            },
+        )
+        .unwrap();
+        assert_eq!(actions(&changes), [("aws.subnet.a".into(), Action::Delete)]);
+        let all = run(&d, &prior, &live_of(&prior), Mode::Destroy { env: None })
+            .unwrap()
+            .0;
+        assert_eq!(all.len(), 2);
+        assert!(matches!(
+            run(
+                &d,
+                &prior,
+                &live_of(&prior),
+                Mode::Destroy {
+                    env: Some("green".into())
+                }
+            ),
+            Err(PlanError::EmptyEnv(_))
+        ));
+    }
+
+    #[test]
+    fn destroy_env_refuses_when_shared_resources_depend_on_it() {
+        let mut prior = applied();
+        prior.insert(
+            a("aws.route_table_association.x"),
+            state("rta-1", json!({}), &["aws.subnet.a"], None),
+        );
+        let err = run(
+            &desired(),
+            &prior,
+            &live_of(&prior),
+            Mode::Destroy {
+                env: Some("blue".into()),
+            },
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("`aws.route_table_association.x`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unmanaged_objects_are_reported() {
+        let d = desired();
+        let prior = applied();
+        let unmanaged: BTreeMap<Address, Live> = [(
+            a("aws.subnet.z"),
+            Live {
+                id: "subnet-9".into(),
+                attrs: Default::default(),
+            },
+        )]
+        .into();
+        let (_, drift) = plan(&PlanInput {
+            desired: &d,
+            prior: &prior,
+            live: &live_of(&prior),
+            unmanaged: &unmanaged,
+            mode: &Mode::Apply,
+        })
+        .unwrap();
+        assert_eq!(drift.len(), 1);
+        assert_eq!(drift[0].kind, DriftKind::Unmanaged);
+        assert_eq!(drift[0].id.as_deref(), Some("subnet-9"));
+    }
+}

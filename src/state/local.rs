@@ -1,0 +1,257 @@
+//! State on the local disk: `state/<stack>.json`, written atomically with the
+//! previous version kept as `<file>.backup`, locked through `<file>.lock`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use super::lock::{self, LockGuard, LockInfo};
+use super::{State, StateError};
+
+/// A state file on disk.
+#[derive(Debug, Clone)]
+pub struct LocalBackend {
+    path: PathBuf,
+}
+
+impl LocalBackend {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        LocalBackend { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn lock_path(&self) -> PathBuf {
+        sibling(&self.path, "lock")
+    }
+
+    pub fn backup_path(&self) -> PathBuf {
+        sibling(&self.path, "backup")
+    }
+
+    /// The state, or `None` when no state file exists yet.
+    pub fn load_opt(&self, stack: &str) -> Result<Option<State>, StateError> {
+        let text = match fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(StateError::Io {
+                    action: "read state file",
+                    path: self.path.clone(),
+                    source,
+                });
+            }
+        };
+        let state = State::from_json(&text, &self.path)?;
+        if state.stack() != stack {
+            return Err(StateError::WrongStack {
+                path: self.path.clone(),
+                found: state.stack().to_string(),
+                expected: stack.to_string(),
+            });
+        }
+        Ok(Some(state))
+    }
+
+    /// Writes `state` with the next serial: the previous file becomes the
+    /// backup, the new one appears atomically (temp file, fsync, rename).
+    /// Refuses if the file on disk is not the version this run last saw.
+    pub fn write(&self, state: &mut State) -> Result<(), StateError> {
+        let expected = state.serial();
+        let io = |action: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StateError::Io {
+                action,
+                path,
+                source,
+            }
+        };
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir).map_err(io("create state directory", dir))?;
+        }
+        let previous = match fs::read_to_string(&self.path) {
+            Ok(t) => Some(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => return Err(io("read state file", &self.path)(source)),
+        };
+        if let Some(text) = &previous {
+            let on_disk = State::from_json(text, &self.path)?;
+            if on_disk.serial() != expected || on_disk.lineage() != state.lineage() {
+                return Err(StateError::Conflict {
+                    path: self.path.clone(),
+                    expected,
+                    found: on_disk.serial(),
+                });
+            }
+            write_atomic(&self.backup_path(), text.as_bytes())?;
+        }
+        state.next_serial();
+        if let Err(e) = write_atomic(&self.path, state.to_json().as_bytes()) {
+            // Keep the in-memory serial in step with the disk.
+            state.serial = expected;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    pub fn lock(&self, command: &str) -> Result<LockGuard, StateError> {
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir).map_err(|source| StateError::Io {
+                action: "create state directory",
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        Ok(lock::acquire(
+            &self.lock_path(),
+            LockInfo::for_this_process(command),
+        )?)
+    }
+
+    pub fn lock_status(&self) -> Result<Option<LockInfo>, StateError> {
+        Ok(lock::read_opt(&self.lock_path())?)
+    }
+
+    pub fn unlock(&self, id: &str) -> Result<LockInfo, StateError> {
+        Ok(lock::force_unlock(&self.lock_path(), id)?)
+    }
+}
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".");
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Writes `bytes` to `path` so that readers see the old or the new file, never
+/// a mix: a 0600 temp file in the same directory, fsync, rename, fsync the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let tmp = sibling(path, &format!("tmp.{}", std::process::id()));
+    let io = |action: &'static str, p: &Path| {
+        let p = p.to_path_buf();
+        move |source| StateError::Io {
+            action,
+            path: p,
+            source,
+        }
+    };
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io("create", &tmp))?;
+        f.write_all(bytes).map_err(io("write", &tmp))?;
+        f.sync_all().map_err(io("sync", &tmp))?;
+        fs::rename(&tmp, path).map_err(io("replace", path))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // Make the rename itself durable.
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io("sync directory of", path))?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::ResourceState;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn writes_atomically_with_backup_mode_0600_and_serials() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path().join("state/smallcase.json"));
+        assert!(backend.load_opt("smallcase").unwrap().is_none());
+        let mut s = State::new("smallcase");
+        backend.write(&mut s).unwrap();
+        assert_eq!(s.serial(), 1);
+        let mode = fs::metadata(backend.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(!backend.backup_path().exists());
+
+        s.set(
+            &"aws.vpc.main".parse().unwrap(),
+            Some(ResourceState {
+                id: "vpc-1".into(),
+                attributes: Default::default(),
+                depends_on: Default::default(),
+                env: None,
+            }),
+        );
+        backend.write(&mut s).unwrap();
+        let loaded = backend.load_opt("smallcase").unwrap().unwrap();
+        assert_eq!(loaded, s);
+        assert_eq!(loaded.serial(), 2);
+        let backup = State::from_json(
+            &fs::read_to_string(backend.backup_path()).unwrap(),
+            backend.path(),
+        )
+        .unwrap();
+        assert_eq!(backup.serial(), 1);
+        let leftovers: Vec<_> = fs::read_dir(dir.path().join("state"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp."))
+            .collect();
+        assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn refuses_to_overwrite_a_state_it_did_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path().join("s.json"));
+        let mut a = State::new("x");
+        backend.write(&mut a).unwrap();
+        let mut b = backend.load_opt("x").unwrap().unwrap();
+        backend.write(&mut a).unwrap();
+        let err = backend.write(&mut b).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StateError::Conflict {
+                    expected: 1,
+                    found: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(b.serial(), 1);
+    }
+
+    #[test]
+    fn unreadable_or_foreign_state_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json");
+        fs::write(&path, "{ torn").unwrap();
+        let backend = LocalBackend::new(&path);
+        assert!(matches!(
+            backend.load_opt("x"),
+            Err(StateError::Parse { .. })
+        ));
+        let mut s = State::new("x");
+        assert!(backend.write(&mut s).is_err());
+        assert_eq!(fs::read_to_string(&path).unwrap(), "{ torn");
+
+        let backend = LocalBackend::new(dir.path().join("t.json"));
+        let mut other = State::new("other");
+        backend.write(&mut other).unwrap();
+        assert!(matches!(
+            backend.load_opt("x"),
+            Err(StateError::WrongStack { .. })
+        ));
+    }
+}

@@ -1,0 +1,244 @@
+//! The state: what slipway created, per address, with its cloud identifiers
+//! and last-known attributes. Versioned, serial-numbered, lineage-tagged.
+
+pub mod local;
+pub mod lock;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::addr::Address;
+use crate::resource::{Attrs, Live};
+
+pub use local::LocalBackend;
+pub use lock::{LockError, LockGuard, LockInfo};
+
+/// The on-disk format version this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// One stack's state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    format_version: u32,
+    slipway_version: String,
+    /// Identifies one state history; a plan from another lineage is refused.
+    lineage: String,
+    /// Incremented on every write.
+    serial: u64,
+    stack: String,
+    /// The id of the last saved plan applied, so a plan runs at most once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_applied_plan: Option<String>,
+    resources: BTreeMap<Address, ResourceState>,
+}
+
+/// What the state knows about one resource.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceState {
+    pub id: String,
+    pub attributes: Attrs,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub depends_on: BTreeSet<Address>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+}
+
+impl ResourceState {
+    pub fn live(&self) -> Live {
+        Live {
+            id: self.id.clone(),
+            attrs: self.attributes.clone(),
+        }
+    }
+}
+
+impl State {
+    /// A new, empty state with a fresh lineage.
+    pub fn new(stack: &str) -> Self {
+        State {
+            format_version: FORMAT_VERSION,
+            slipway_version: env!("CARGO_PKG_VERSION").to_string(),
+            lineage: uuid::Uuid::new_v4().to_string(),
+            serial: 0,
+            stack: stack.to_string(),
+            last_applied_plan: None,
+            resources: BTreeMap::new(),
+        }
+    }
+
+    pub fn lineage(&self) -> &str {
+        &self.lineage
+    }
+
+    pub fn serial(&self) -> u64 {
+        self.serial
+    }
+
+    pub fn stack(&self) -> &str {
+        &self.stack
+    }
+
+    pub fn last_applied_plan(&self) -> Option<&str> {
+        self.last_applied_plan.as_deref()
+    }
+
+    pub fn set_last_applied_plan(&mut self, id: &str) {
+        self.last_applied_plan = Some(id.to_string());
+    }
+
+    pub fn resources(&self) -> &BTreeMap<Address, ResourceState> {
+        &self.resources
+    }
+
+    pub fn get_opt(&self, addr: &Address) -> Option<&ResourceState> {
+        self.resources.get(addr)
+    }
+
+    /// Records a resource, or forgets it with `None`.
+    pub fn set(&mut self, addr: &Address, resource: Option<ResourceState>) {
+        match resource {
+            Some(r) => {
+                self.resources.insert(addr.clone(), r);
+            }
+            None => {
+                self.resources.remove(addr);
+            }
+        }
+    }
+
+    /// Parses a state file, refusing unknown or newer formats.
+    pub fn from_json(text: &str, path: &std::path::Path) -> Result<State, StateError> {
+        #[derive(Deserialize)]
+        struct Header {
+            format_version: Option<u32>,
+            slipway_version: Option<String>,
+        }
+        let header: Header = serde_json::from_str(text).map_err(|source| StateError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        match header.format_version {
+            Some(FORMAT_VERSION) => {}
+            Some(v) if v > FORMAT_VERSION => {
+                return Err(StateError::Newer {
+                    path: path.to_path_buf(),
+                    version: v,
+                    writer: header.slipway_version.unwrap_or_else(|| "unknown".into()),
+                });
+            }
+            other => {
+                return Err(StateError::Format {
+                    path: path.to_path_buf(),
+                    version: other,
+                });
+            }
+        }
+        serde_json::from_str(text).map_err(|source| StateError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Serialises, bumping nothing: callers bump the serial through [`State::next_serial`].
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).unwrap_or_else(|_| String::from("{}"));
+        s.push('\n');
+        s
+    }
+
+    pub(crate) fn next_serial(&mut self) {
+        self.serial += 1;
+        self.slipway_version = env!("CARGO_PKG_VERSION").to_string();
+    }
+}
+
+/// Errors reading, writing or locking state.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state file `{}` is not valid slipway state; it was left untouched", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(
+        "state file `{}` was written by slipway {writer} (format {version}); this is slipway {} (format {FORMAT_VERSION}) — upgrade slipway",
+        path.display(),
+        env!("CARGO_PKG_VERSION")
+    )]
+    Newer {
+        path: PathBuf,
+        version: u32,
+        writer: String,
+    },
+    #[error("state file `{}` has format version {version:?}, which this slipway cannot read", path.display())]
+    Format { path: PathBuf, version: Option<u32> },
+    #[error("state file `{}` belongs to stack `{found}`, not `{expected}`", path.display())]
+    WrongStack {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+    #[error("cannot {action} `{}`", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "state `{}` changed underneath this run (serial {found} on disk, {expected} expected); another run wrote it",
+        path.display()
+    )]
+    Conflict {
+        path: PathBuf,
+        expected: u64,
+        found: u64,
+    },
+    #[error(transparent)]
+    Lock(#[from] LockError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn round_trips_and_refuses_newer_formats() {
+        let mut s = State::new("smallcase");
+        let addr: Address = "aws.vpc.main".parse().unwrap();
+        s.set(
+            &addr,
+            Some(ResourceState {
+                id: "vpc-1".into(),
+                attributes: [("cidr_block".to_string(), json!("10.0.0.0/16"))].into(),
+                depends_on: BTreeSet::new(),
+                env: None,
+            }),
+        );
+        let path = std::path::Path::new("state/x.json");
+        let back = State::from_json(&s.to_json(), path).unwrap();
+        assert_eq!(back, s);
+
+        let newer = s
+            .to_json()
+            .replace("\"format_version\": 1", "\"format_version\": 99");
+        let err = State::from_json(&newer, path).unwrap_err().to_string();
+        assert!(
+            err.contains("format 99") && err.contains("upgrade slipway"),
+            "{err}"
+        );
+
+        let err = State::from_json("{\"nope\": 1", path)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not valid slipway state"), "{err}");
+        let err = State::from_json("{}", path).unwrap_err().to_string();
+        assert!(err.contains("format version None"), "{err}");
+    }
+}
