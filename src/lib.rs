@@ -3,9 +3,11 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod addr;
+pub mod apply;
 pub mod clock;
 pub mod env;
 pub mod graph;
 pub mod plan;
+pub mod provider;
 pub mod resource;
 pub mod state;

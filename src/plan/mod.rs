@@ -62,8 +62,6 @@ pub struct Change {
     pub env: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial_group: Option<String>,
-    #[serde(default)]
-    pub create_before_destroy: bool,
 }
 
 /// How a resource differs from what the last state recorded.

@@ -132,7 +132,6 @@ fn plan_apply(input: &PlanInput<'_>, current: &dyn Fn(&Address) -> Option<Live>)
             depends_on: resource.dependencies(),
             env: resource.env_opt().map(str::to_string),
             serial_group: resource.serial_group_opt().map(str::to_string),
-            create_before_destroy: spec.is_some_and(|s| s.create_before_destroy),
         });
     }
     for (addr, prior) in input.prior {
@@ -191,7 +190,6 @@ fn delete(addr: &Address, prior: &ResourceState, live: Live) -> Change {
         depends_on: prior.depends_on.clone(),
         env: prior.env.clone(),
         serial_group: None,
-        create_before_destroy: false,
     }
 }
 

@@ -12,8 +12,6 @@ pub struct KindSpec {
     pub outputs: &'static [&'static str],
     /// Attributes whose values are secrets and are never printed.
     pub sensitive: &'static [&'static str],
-    /// Replace by creating the new object before deleting the old one.
-    pub create_before_destroy: bool,
 }
 
 const fn kind(
@@ -26,7 +24,6 @@ const fn kind(
         force_new,
         outputs,
         sensitive: &[],
-        create_before_destroy: false,
     }
 }
 
@@ -93,7 +90,6 @@ pub static KINDS: &[KindSpec] = &[
         ],
         outputs: &["id", "ami", "private_ip", "public_ip", "public_dns"],
         sensitive: &[],
-        create_before_destroy: false,
     },
     kind(
         "aws.ecr_repository",
@@ -154,7 +150,6 @@ pub static KINDS: &[KindSpec] = &[
         force_new: &["common_name", "dns_names", "validity_days"],
         outputs: &["id", "ca_pem", "cert_pem", "key_pem", "not_after"],
         sensitive: &["key_pem"],
-        create_before_destroy: true,
     },
 ];
 

@@ -1,0 +1,448 @@
+//! Executes a plan. The generator (the planner) decided what to do; this
+//! does it, honouring dependencies (deletes in reverse), bounded parallelism
+//! and serial groups, skipping the dependents of a failure while independent
+//! work continues, and stopping cleanly when cancelled.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use serde_json::Value;
+use tokio::sync::Notify;
+
+use crate::addr::Address;
+use crate::plan::{Action, Change, Plan};
+use crate::provider::{OpContext, ProviderError, Providers};
+use crate::resource::{Attrs, Expr, Live, spec_opt};
+use crate::state::{ResourceState, StateError};
+
+/// What is being done to one resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Op {
+    Create,
+    Update,
+    Delete,
+    /// The delete half of a replacement.
+    ReplaceDelete,
+    /// The create half of a replacement.
+    ReplaceCreate,
+}
+
+impl Op {
+    pub fn verb(self) -> &'static str {
+        match self {
+            Op::Create => "create",
+            Op::Update => "update",
+            Op::Delete => "delete",
+            Op::ReplaceDelete => "delete (replace)",
+            Op::ReplaceCreate => "create (replace)",
+        }
+    }
+}
+
+/// Receives the executor's events (progress bars, log lines).
+pub trait Hooks: Send + Sync {
+    fn started(&self, addr: &Address, op: Op);
+    fn status(&self, addr: &Address, op: Op, message: &str);
+    fn finished(&self, addr: &Address, op: Op, error: Option<&str>, elapsed: Duration);
+    fn skipped(&self, addr: &Address, op: Op, because: &Address);
+}
+
+/// Where the executor records each finished resource. Implementations write
+/// the state file atomically on every call.
+pub trait StateSink {
+    fn record(&mut self, addr: &Address, resource: Option<ResourceState>)
+    -> Result<(), StateError>;
+    /// The attributes the state holds for `addr` now.
+    fn attrs_opt(&self, addr: &Address) -> Option<Attrs>;
+    fn live_opt(&self, addr: &Address) -> Option<Live>;
+}
+
+/// A cancellation flag shared with signal handlers: once set, no new work starts.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel {
+    flag: Arc<AtomicBool>,
+    notify: Arc<Notify>,
+}
+
+impl Cancel {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn cancel(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    async fn cancelled(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.is_cancelled() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// One failed resource.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub addr: Address,
+    pub op: Op,
+    pub error: String,
+    pub retryable: bool,
+}
+
+/// What happened.
+#[derive(Debug, Default)]
+pub struct ApplyReport {
+    pub done: Vec<(Address, Op)>,
+    pub failed: Vec<Failure>,
+    /// Not attempted because something they depend on failed.
+    pub skipped: Vec<(Address, Op, Address)>,
+    /// Not started because the run was interrupted or the state could not be written.
+    pub not_started: Vec<(Address, Op)>,
+    pub interrupted: bool,
+    pub state_error: Option<StateError>,
+}
+
+impl ApplyReport {
+    pub fn success(&self) -> bool {
+        self.failed.is_empty()
+            && self.skipped.is_empty()
+            && self.not_started.is_empty()
+            && !self.interrupted
+            && self.state_error.is_none()
+    }
+}
+
+#[derive(Debug)]
+struct Node {
+    addr: Address,
+    op: Op,
+    change: usize,
+    deps: BTreeSet<usize>,
+}
+
+/// Runs plans.
+pub struct Executor<'a> {
+    pub providers: &'a Providers,
+    pub parallelism: usize,
+    pub hooks: &'a dyn Hooks,
+    pub cancel: Cancel,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum NodeState {
+    Waiting,
+    Running,
+    Done,
+    Failed,
+    Skipped,
+}
+
+impl Executor<'_> {
+    /// Applies every change of `plan`, recording results in `sink`.
+    pub async fn apply(&self, plan: &Plan, sink: &mut dyn StateSink) -> ApplyReport {
+        let nodes = build_nodes(&plan.changes);
+        let mut report = ApplyReport::default();
+        let mut states = vec![NodeState::Waiting; nodes.len()];
+        let mut busy_groups: BTreeSet<String> = BTreeSet::new();
+        let mut running = FuturesUnordered::new();
+        let parallelism = self.parallelism.max(1);
+        let mut stopping = false;
+
+        loop {
+            if !stopping && (self.cancel.is_cancelled() || report.state_error.is_some()) {
+                stopping = true;
+                report.interrupted = self.cancel.is_cancelled();
+            }
+            if !stopping {
+                for i in 0..nodes.len() {
+                    if running.len() >= parallelism {
+                        break;
+                    }
+                    if states[i] != NodeState::Waiting
+                        || !nodes[i].deps.iter().all(|d| states[*d] == NodeState::Done)
+                    {
+                        continue;
+                    }
+                    let change = &plan.changes[nodes[i].change];
+                    if let Some(group) = &change.serial_group {
+                        if busy_groups.contains(group) {
+                            continue;
+                        }
+                        busy_groups.insert(group.clone());
+                    }
+                    states[i] = NodeState::Running;
+                    self.hooks.started(&nodes[i].addr, nodes[i].op);
+                    let prepared = prepare(&nodes[i], change, sink);
+                    running.push(self.run(i, &nodes[i], prepared));
+                }
+            }
+            if running.is_empty() {
+                break;
+            }
+            let finished = tokio::select! {
+                f = running.next() => f,
+                _ = self.cancel.cancelled(), if !stopping => continue,
+            };
+            let Some((i, started, result)) = finished else {
+                break;
+            };
+            let node = &nodes[i];
+            let change = &plan.changes[node.change];
+            if let Some(group) = &change.serial_group {
+                busy_groups.remove(group);
+            }
+            let elapsed = started.elapsed();
+            match result {
+                Ok(live) => {
+                    let record = match (node.op, live) {
+                        (Op::Delete | Op::ReplaceDelete, _) => None,
+                        (_, Some(live)) => Some(ResourceState {
+                            id: live.id,
+                            attributes: live.attrs,
+                            depends_on: change.depends_on.clone(),
+                            env: change.env.clone(),
+                        }),
+                        (_, None) => None,
+                    };
+                    if let Err(e) = sink.record(&node.addr, record) {
+                        // The cloud changed but the state could not say so: stop
+                        // everything, and report it as this resource's failure too.
+                        self.hooks
+                            .finished(&node.addr, node.op, Some(&e.to_string()), elapsed);
+                        states[i] = NodeState::Failed;
+                        report.failed.push(Failure {
+                            addr: node.addr.clone(),
+                            op: node.op,
+                            error: e.to_string(),
+                            retryable: false,
+                        });
+                        report.state_error = Some(e);
+                        continue;
+                    }
+                    states[i] = NodeState::Done;
+                    self.hooks.finished(&node.addr, node.op, None, elapsed);
+                    report.done.push((node.addr.clone(), node.op));
+                }
+                Err(e) => {
+                    states[i] = NodeState::Failed;
+                    let msg = e.to_string();
+                    self.hooks
+                        .finished(&node.addr, node.op, Some(&msg), elapsed);
+                    report.failed.push(Failure {
+                        addr: node.addr.clone(),
+                        op: node.op,
+                        error: msg,
+                        retryable: e.retryable,
+                    });
+                    skip_dependents(&nodes, &mut states, i, self.hooks, &mut report);
+                }
+            }
+        }
+        for (i, s) in states.iter().enumerate() {
+            if *s == NodeState::Waiting {
+                report
+                    .not_started
+                    .push((nodes[i].addr.clone(), nodes[i].op));
+            }
+        }
+        report
+    }
+
+    async fn run(
+        &self,
+        i: usize,
+        node: &Node,
+        prepared: Result<Prepared, ProviderError>,
+    ) -> (usize, Instant, Result<Option<Live>, ProviderError>) {
+        let started = Instant::now();
+        let result = async {
+            let prepared = prepared?;
+            let provider = self.providers.for_addr(&node.addr)?;
+            let status = |m: &str| self.hooks.status(&node.addr, node.op, m);
+            let ctx = OpContext::new(&status);
+            match (node.op, prepared) {
+                (Op::Create | Op::ReplaceCreate, Prepared::Desired(attrs)) => {
+                    provider.create(&node.addr, &attrs, &ctx).await.map(Some)
+                }
+                (Op::Update, Prepared::Update(prior, attrs)) => provider
+                    .update(&node.addr, &prior, &attrs, &ctx)
+                    .await
+                    .map(Some),
+                (Op::Delete | Op::ReplaceDelete, Prepared::Prior(prior)) => provider
+                    .delete(&node.addr, &prior, &ctx)
+                    .await
+                    .map(|_| None),
+                (Op::Delete | Op::ReplaceDelete, Prepared::Gone) => Ok(None),
+                _ => Err(ProviderError::new(
+                    &node.addr,
+                    "Internal",
+                    "the executor prepared the wrong inputs for this operation",
+                    false,
+                )),
+            }
+        }
+        .await;
+        (i, started, result)
+    }
+}
+
+enum Prepared {
+    Desired(Attrs),
+    Update(Live, Attrs),
+    Prior(Live),
+    Gone,
+}
+
+/// Resolves the planned attributes against the state as it is now (every
+/// dependency has finished, so every reference is known).
+fn prepare(node: &Node, change: &Change, sink: &dyn StateSink) -> Result<Prepared, ProviderError> {
+    match node.op {
+        Op::Delete | Op::ReplaceDelete => Ok(
+            match sink.live_opt(&node.addr).or_else(|| change.before.clone()) {
+                Some(live) => Prepared::Prior(live),
+                None => Prepared::Gone,
+            },
+        ),
+        Op::Create | Op::ReplaceCreate | Op::Update => {
+            let outputs = spec_opt(&node.addr.kind_key())
+                .map(|s| s.outputs)
+                .unwrap_or_default();
+            let lookup = |r: &crate::resource::Reference| -> Option<Value> {
+                sink.attrs_opt(&r.addr)
+                    .and_then(|a| a.get(&r.attr).cloned())
+            };
+            let mut attrs = Attrs::new();
+            for (k, e) in change.after.iter().flatten() {
+                if outputs.contains(&k.as_str()) {
+                    continue;
+                }
+                let v = Expr::resolve(e, &lookup).map_err(|err| {
+                    ProviderError::new(
+                        &node.addr,
+                        "UnresolvedReference",
+                        format!("attribute `{k}`: {err}"),
+                        false,
+                    )
+                })?;
+                attrs.insert(k.clone(), v);
+            }
+            if node.op == Op::Update {
+                let prior = sink
+                    .live_opt(&node.addr)
+                    .or_else(|| change.before.clone())
+                    .ok_or_else(|| {
+                        ProviderError::new(
+                            &node.addr,
+                            "NotFound",
+                            "the state no longer has this resource; run plan again",
+                            false,
+                        )
+                    })?;
+                Ok(Prepared::Update(prior, attrs))
+            } else {
+                Ok(Prepared::Desired(attrs))
+            }
+        }
+    }
+}
+
+fn skip_dependents(
+    nodes: &[Node],
+    states: &mut [NodeState],
+    failed: usize,
+    hooks: &dyn Hooks,
+    report: &mut ApplyReport,
+) {
+    let mut todo = vec![failed];
+    while let Some(f) = todo.pop() {
+        for (i, n) in nodes.iter().enumerate() {
+            if states[i] == NodeState::Waiting && n.deps.contains(&f) {
+                states[i] = NodeState::Skipped;
+                hooks.skipped(&n.addr, n.op, &nodes[failed].addr);
+                report
+                    .skipped
+                    .push((n.addr.clone(), n.op, nodes[failed].addr.clone()));
+                todo.push(i);
+            }
+        }
+    }
+}
+
+/// Turns changes into operations with ordering edges:
+/// creates and updates after those of their dependencies; deletes after the
+/// deletes of their dependents; a replacement deletes before it creates.
+fn build_nodes(changes: &[Change]) -> Vec<Node> {
+    let mut nodes = Vec::new();
+    let mut upsert: HashMap<&Address, usize> = HashMap::new();
+    let mut delete: HashMap<&Address, usize> = HashMap::new();
+    for (ci, c) in changes.iter().enumerate() {
+        let mut push = |op| {
+            nodes.push(Node {
+                addr: c.addr.clone(),
+                op,
+                change: ci,
+                deps: BTreeSet::new(),
+            });
+            nodes.len() - 1
+        };
+        match c.action {
+            Action::NoOp => {}
+            Action::Create => {
+                upsert.insert(&c.addr, push(Op::Create));
+            }
+            Action::Update => {
+                upsert.insert(&c.addr, push(Op::Update));
+            }
+            Action::Delete => {
+                delete.insert(&c.addr, push(Op::Delete));
+            }
+            Action::Replace => {
+                let d = push(Op::ReplaceDelete);
+                let u = push(Op::ReplaceCreate);
+                delete.insert(&c.addr, d);
+                upsert.insert(&c.addr, u);
+            }
+        }
+    }
+    let mut edges: BTreeMap<usize, BTreeSet<usize>> = BTreeMap::new();
+    for c in changes {
+        if let Some(&u) = upsert.get(&c.addr) {
+            for dep in &c.depends_on {
+                if let Some(&du) = upsert.get(dep) {
+                    edges.entry(u).or_default().insert(du);
+                }
+            }
+            if let Some(&d) = delete.get(&c.addr) {
+                edges.entry(u).or_default().insert(d);
+            }
+        }
+        // A resource being deleted must go before what it depends on is deleted.
+        if let Some(&d) = delete.get(&c.addr) {
+            for dep in &c.depends_on {
+                if let Some(&dd) = delete.get(dep) {
+                    edges.entry(dd).or_default().insert(d);
+                }
+            }
+        }
+    }
+    for (n, deps) in edges {
+        nodes[n].deps = deps;
+    }
+    nodes
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,405 @@
+use std::sync::Mutex;
+
+use serde_json::json;
+
+use super::*;
+use crate::addr::Domain;
+use crate::plan::{Mode, PlanInput, StackRef, plan as make_plan};
+use crate::provider::fake::FakeProvider;
+use crate::resource::{Desired, Resource};
+use crate::state::State;
+
+fn a(s: &str) -> Address {
+    s.parse().unwrap()
+}
+
+#[derive(Default)]
+struct Recorder {
+    events: Mutex<Vec<String>>,
+    running: Mutex<(usize, usize)>,
+}
+
+impl Hooks for Recorder {
+    fn started(&self, addr: &Address, op: Op) {
+        self.events
+            .lock()
+            .unwrap()
+            .push(format!("start {} {addr}", op.verb()));
+        let mut r = self.running.lock().unwrap();
+        r.0 += 1;
+        r.1 = r.1.max(r.0);
+    }
+    fn status(&self, _: &Address, _: Op, _: &str) {}
+    fn finished(&self, addr: &Address, op: Op, error: Option<&str>, _: Duration) {
+        self.events.lock().unwrap().push(format!(
+            "{} {} {addr}",
+            if error.is_some() { "fail" } else { "done" },
+            op.verb()
+        ));
+        self.running.lock().unwrap().0 -= 1;
+    }
+    fn skipped(&self, addr: &Address, op: Op, because: &Address) {
+        self.events
+            .lock()
+            .unwrap()
+            .push(format!("skip {} {addr} because {because}", op.verb()));
+    }
+}
+
+impl Recorder {
+    fn events(&self) -> Vec<String> {
+        self.events.lock().unwrap().clone()
+    }
+    fn index(&self, event: &str) -> usize {
+        self.events()
+            .iter()
+            .position(|e| e == event)
+            .unwrap_or_else(|| panic!("no `{event}` in {:?}", self.events()))
+    }
+    fn max_running(&self) -> usize {
+        self.running.lock().unwrap().1
+    }
+}
+
+/// vpc <- subnet_{1..n} <- association_i ; igw <- vpc
+fn network(cidr: &str, subnets: usize) -> Desired {
+    let vpc = a("aws.vpc.main");
+    let mut rs = vec![
+        Resource::new(vpc.clone()).attr("cidr_block", cidr),
+        Resource::new(a("aws.internet_gateway.main")).attr("vpc_id", Expr::reference(&vpc, "id")),
+        Resource::new(a("aws.route_table.public")).attr("vpc_id", Expr::reference(&vpc, "id")),
+    ];
+    for i in 0..subnets {
+        let subnet = a(&format!("aws.subnet.s{i}"));
+        rs.push(
+            Resource::new(subnet.clone())
+                .attr("vpc_id", Expr::reference(&vpc, "id"))
+                .attr("cidr_block", format!("10.0.{i}.0/24")),
+        );
+        rs.push(
+            Resource::new(a(&format!("aws.route_table_association.s{i}")))
+                .attr("subnet_id", Expr::reference(&subnet, "id"))
+                .attr(
+                    "route_table_id",
+                    Expr::reference(&a("aws.route_table.public"), "id"),
+                ),
+        );
+    }
+    Desired::new(rs).unwrap()
+}
+
+fn plan_for(
+    desired: &Desired,
+    state: &State,
+    live: &BTreeMap<Address, Option<Live>>,
+    mode: Mode,
+) -> Plan {
+    let (changes, drift) = make_plan(&PlanInput {
+        desired,
+        prior: state.resources(),
+        live,
+        unmanaged: &BTreeMap::new(),
+        mode: &mode,
+    })
+    .unwrap();
+    Plan {
+        format_version: 1,
+        id: "p".into(),
+        created_at: String::new(),
+        slipway_version: String::new(),
+        stack: StackRef {
+            name: "s".into(),
+            path: String::new(),
+            sha256: String::new(),
+        },
+        mode,
+        state_lineage: None,
+        state_serial: None,
+        refreshed: live.clone(),
+        changes,
+        drift,
+    }
+}
+
+async fn refresh(fake: &FakeProvider, state: &State) -> BTreeMap<Address, Option<Live>> {
+    let mut out = BTreeMap::new();
+    for (addr, r) in state.resources() {
+        out.insert(
+            addr.clone(),
+            crate::provider::Provider::read(fake, addr, &r.live())
+                .await
+                .unwrap(),
+        );
+    }
+    out
+}
+
+fn providers(fake: &FakeProvider) -> Providers {
+    let p: Arc<dyn crate::provider::Provider> = Arc::new(fake.clone());
+    Providers::new()
+        .with(Domain::Aws, p.clone())
+        .with(Domain::K8s, p.clone())
+        .with(Domain::Tls, p)
+}
+
+async fn apply(
+    fake: &FakeProvider,
+    plan: &Plan,
+    state: &mut State,
+    parallelism: usize,
+    hooks: &Recorder,
+    cancel: Cancel,
+) -> ApplyReport {
+    let p = providers(fake);
+    let ex = Executor {
+        providers: &p,
+        parallelism,
+        hooks,
+        cancel,
+    };
+    ex.apply(plan, state).await
+}
+
+#[tokio::test]
+async fn applies_from_empty_in_dependency_order_then_nothing_to_do() {
+    let fake = FakeProvider::in_memory("s");
+    let desired = network("10.0.0.0/16", 3);
+    let mut state = State::new("s");
+    let plan = plan_for(&desired, &state, &BTreeMap::new(), Mode::Apply);
+    let hooks = Recorder::default();
+    let report = apply(&fake, &plan, &mut state, 10, &hooks, Cancel::new()).await;
+    assert!(report.success(), "{report:?}");
+    assert_eq!(state.resources().len(), 9);
+    assert!(hooks.index("done create aws.vpc.main") < hooks.index("start create aws.subnet.s0"));
+    assert!(
+        hooks.index("done create aws.subnet.s2")
+            < hooks.index("start create aws.route_table_association.s2")
+    );
+    // References were resolved from the state as it filled.
+    let vpc_id = state.get_opt(&a("aws.vpc.main")).unwrap().id.clone();
+    assert_eq!(
+        state.get_opt(&a("aws.subnet.s1")).unwrap().attributes["vpc_id"],
+        json!(vpc_id)
+    );
+
+    let live = refresh(&fake, &state).await;
+    let again = plan_for(&desired, &state, &live, Mode::Apply);
+    assert!(
+        !again.has_changes(),
+        "{:?}",
+        again
+            .changes
+            .iter()
+            .filter(|c| c.action != Action::NoOp)
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn update_changes_in_place() {
+    let fake = FakeProvider::in_memory("s");
+    let mut state = State::new("s");
+    let d1 = Desired::new(vec![
+        Resource::new(a("aws.vpc.main"))
+            .attr("cidr_block", "10.0.0.0/16")
+            .attr("tags", json!({"team": "a"})),
+    ])
+    .unwrap();
+    let hooks = Recorder::default();
+    apply(
+        &fake,
+        &plan_for(&d1, &state, &BTreeMap::new(), Mode::Apply),
+        &mut state,
+        4,
+        &hooks,
+        Cancel::new(),
+    )
+    .await;
+    let id = state.get_opt(&a("aws.vpc.main")).unwrap().id.clone();
+    let d2 = Desired::new(vec![
+        Resource::new(a("aws.vpc.main"))
+            .attr("cidr_block", "10.0.0.0/16")
+            .attr("tags", json!({"team": "b"})),
+    ])
+    .unwrap();
+    let live = refresh(&fake, &state).await;
+    let plan = plan_for(&d2, &state, &live, Mode::Apply);
+    assert_eq!(plan.changes[0].action, Action::Update);
+    let report = apply(&fake, &plan, &mut state, 4, &hooks, Cancel::new()).await;
+    assert!(report.success());
+    let r = state.get_opt(&a("aws.vpc.main")).unwrap();
+    assert_eq!(r.id, id);
+    assert_eq!(r.attributes["tags"], json!({"team": "b"}));
+}
+
+#[tokio::test]
+async fn replace_deletes_dependents_first_then_recreates_in_order() {
+    let fake = FakeProvider::in_memory("s");
+    let mut state = State::new("s");
+    let hooks = Recorder::default();
+    apply(
+        &fake,
+        &plan_for(
+            &network("10.0.0.0/16", 1),
+            &state,
+            &BTreeMap::new(),
+            Mode::Apply,
+        ),
+        &mut state,
+        10,
+        &hooks,
+        Cancel::new(),
+    )
+    .await;
+    let old_vpc = state.get_opt(&a("aws.vpc.main")).unwrap().id.clone();
+
+    let live = refresh(&fake, &state).await;
+    let plan = plan_for(&network("10.1.0.0/16", 1), &state, &live, Mode::Apply);
+    let hooks = Recorder::default();
+    let report = apply(&fake, &plan, &mut state, 10, &hooks, Cancel::new()).await;
+    assert!(report.success(), "{report:?}");
+    // The subnet depends on the VPC: it goes first and comes back last.
+    assert!(
+        hooks.index("done delete (replace) aws.subnet.s0")
+            < hooks.index("start delete (replace) aws.vpc.main")
+    );
+    assert!(
+        hooks.index("done delete (replace) aws.vpc.main")
+            < hooks.index("start create (replace) aws.vpc.main")
+    );
+    assert!(
+        hooks.index("done create (replace) aws.vpc.main")
+            < hooks.index("start create (replace) aws.subnet.s0")
+    );
+    let new_vpc = state.get_opt(&a("aws.vpc.main")).unwrap().id.clone();
+    assert_ne!(old_vpc, new_vpc);
+    assert_eq!(
+        state.get_opt(&a("aws.subnet.s0")).unwrap().attributes["vpc_id"],
+        json!(new_vpc)
+    );
+    assert_eq!(fake.world().objects.len(), 5);
+}
+
+#[tokio::test]
+async fn a_failure_skips_its_dependents_and_independent_work_continues() {
+    let fake = FakeProvider::in_memory("s");
+    fake.edit(|w| {
+        w.faults.fail.insert(
+            "create:aws.subnet.s0".into(),
+            "InsufficientFreeAddresses".into(),
+        );
+    });
+    let mut state = State::new("s");
+    let hooks = Recorder::default();
+    let plan = plan_for(
+        &network("10.0.0.0/16", 2),
+        &state,
+        &BTreeMap::new(),
+        Mode::Apply,
+    );
+    let report = apply(&fake, &plan, &mut state, 1, &hooks, Cancel::new()).await;
+    assert!(!report.success());
+    assert_eq!(report.failed.len(), 1);
+    assert_eq!(report.failed[0].addr, a("aws.subnet.s0"));
+    assert!(report.failed[0].error.contains("InjectedFault"));
+    assert_eq!(report.skipped.len(), 1);
+    assert_eq!(report.skipped[0].0, a("aws.route_table_association.s0"));
+    assert!(
+        state
+            .get_opt(&a("aws.route_table_association.s1"))
+            .is_some(),
+        "independent work must finish"
+    );
+    assert_eq!(state.resources().len(), 5);
+}
+
+#[tokio::test]
+async fn parallelism_is_bounded_and_serial_groups_run_one_at_a_time() {
+    let fake = FakeProvider::in_memory("s");
+    fake.edit(|w| w.faults.delay_ms = 20);
+    let mut rs = Vec::new();
+    for i in 0..8 {
+        rs.push(Resource::new(a(&format!("aws.vpc.v{i}"))).attr("cidr_block", "10.0.0.0/16"));
+    }
+    for i in 0..3 {
+        rs.push(
+            Resource::new(a(&format!("aws.eks_fargate_profile.p{i}")))
+                .attr("name", format!("p{i}"))
+                .serial_group("eks:c"),
+        );
+    }
+    let desired = Desired::new(rs).unwrap();
+    let mut state = State::new("s");
+    let hooks = Recorder::default();
+    let plan = plan_for(&desired, &state, &BTreeMap::new(), Mode::Apply);
+    let report = apply(&fake, &plan, &mut state, 3, &hooks, Cancel::new()).await;
+    assert!(report.success());
+    assert_eq!(hooks.max_running(), 3);
+    // No two profiles in flight at once.
+    let mut in_flight = 0;
+    for e in hooks.events() {
+        if e.contains("eks_fargate_profile") {
+            if e.starts_with("start") {
+                in_flight += 1;
+                assert_eq!(in_flight, 1, "{:?}", hooks.events());
+            } else {
+                in_flight -= 1;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn cancel_stops_new_work_but_lets_in_flight_finish() {
+    let fake = FakeProvider::in_memory("s");
+    fake.edit(|w| w.faults.delay_ms = 50);
+    let desired = network("10.0.0.0/16", 3);
+    let mut state = State::new("s");
+    let plan = plan_for(&desired, &state, &BTreeMap::new(), Mode::Apply);
+    let hooks = Recorder::default();
+    let cancel = Cancel::new();
+    let c2 = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(75)).await;
+        c2.cancel();
+    });
+    let report = apply(&fake, &plan, &mut state, 10, &hooks, cancel).await;
+    assert!(report.interrupted);
+    assert!(!report.not_started.is_empty());
+    // Whatever the cloud has, the state has: nothing in flight was abandoned.
+    assert_eq!(fake.world().objects.len(), state.resources().len());
+    assert!(state.resources().len() >= 3);
+}
+
+#[tokio::test]
+async fn destroy_deletes_in_reverse_dependency_order() {
+    let fake = FakeProvider::in_memory("s");
+    let desired = network("10.0.0.0/16", 2);
+    let mut state = State::new("s");
+    let hooks = Recorder::default();
+    apply(
+        &fake,
+        &plan_for(&desired, &state, &BTreeMap::new(), Mode::Apply),
+        &mut state,
+        10,
+        &hooks,
+        Cancel::new(),
+    )
+    .await;
+    let live = refresh(&fake, &state).await;
+    let plan = plan_for(&desired, &state, &live, Mode::Destroy { env: None });
+    let hooks = Recorder::default();
+    let report = apply(&fake, &plan, &mut state, 10, &hooks, Cancel::new()).await;
+    assert!(report.success());
+    assert!(state.resources().is_empty());
+    assert!(fake.world().objects.is_empty());
+    assert!(
+        hooks.index("done delete aws.route_table_association.s0")
+            < hooks.index("start delete aws.subnet.s0")
+    );
+    assert!(hooks.index("done delete aws.subnet.s1") < hooks.index("start delete aws.vpc.main"));
+    assert!(
+        hooks.index("done delete aws.internet_gateway.main")
+            < hooks.index("start delete aws.vpc.main")
+    );
+}

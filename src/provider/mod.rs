@@ -1,0 +1,138 @@
+//! The provider seam: the only place cloud SDK types may live. The engine
+//! talks to every cloud through [`Provider`].
+
+pub mod fake;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::addr::{Address, Domain};
+use crate::resource::{Attrs, Live};
+
+/// A per-resource failure: which resource, the cloud's error code, and
+/// whether trying again can help.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("`{addr}`: {code}: {message}{}", if *.retryable { " (temporary; running again may succeed)" } else { "" })]
+pub struct ProviderError {
+    pub addr: Address,
+    /// The AWS or Kubernetes error code (`ResourceInUseException`, `Conflict`…).
+    pub code: String,
+    pub message: String,
+    pub retryable: bool,
+}
+
+impl ProviderError {
+    pub fn new(addr: &Address, code: &str, message: impl Into<String>, retryable: bool) -> Self {
+        ProviderError {
+            addr: addr.clone(),
+            code: code.to_string(),
+            message: message.into(),
+            retryable,
+        }
+    }
+}
+
+/// Lets a long operation report what it is waiting for.
+#[derive(Clone, Copy)]
+pub struct OpContext<'a> {
+    status: &'a (dyn Fn(&str) + Send + Sync),
+}
+
+impl<'a> OpContext<'a> {
+    pub fn new(status: &'a (dyn Fn(&str) + Send + Sync)) -> Self {
+        OpContext { status }
+    }
+
+    /// A context that reports nowhere.
+    pub fn silent() -> OpContext<'static> {
+        OpContext { status: &|_| {} }
+    }
+
+    /// Reports progress, e.g. "waiting for ACTIVE (CREATING)".
+    pub fn status(&self, message: &str) {
+        (self.status)(message)
+    }
+}
+
+/// One cloud (AWS, Kubernetes, local TLS) able to read and change resources.
+/// Reads return `Ok(None)` when the object is gone; absence is not an error.
+#[async_trait]
+pub trait Provider: Send + Sync {
+    /// Reads one object.
+    async fn read(&self, addr: &Address, prior: &Live) -> Result<Option<Live>, ProviderError>;
+
+    /// Reads many objects; providers override this to batch calls per type.
+    async fn read_many(
+        &self,
+        items: &[(Address, Live)],
+    ) -> Vec<(Address, Result<Option<Live>, ProviderError>)> {
+        let reads = items
+            .iter()
+            .map(|(addr, prior)| async move { (addr.clone(), self.read(addr, prior).await) });
+        futures::future::join_all(reads).await
+    }
+
+    /// Objects tagged as belonging to `stack`, by address, so that orphans can be
+    /// reported.
+    async fn discover(&self, stack: &str) -> Result<BTreeMap<Address, Live>, ProviderError>;
+
+    /// Creates the object, or adopts one an interrupted earlier run created.
+    async fn create(
+        &self,
+        addr: &Address,
+        desired: &Attrs,
+        ctx: &OpContext<'_>,
+    ) -> Result<Live, ProviderError>;
+
+    /// Changes in place the attributes that differ.
+    async fn update(
+        &self,
+        addr: &Address,
+        prior: &Live,
+        desired: &Attrs,
+        ctx: &OpContext<'_>,
+    ) -> Result<Live, ProviderError>;
+
+    /// Deletes the object and waits until it is gone; an object already gone is success.
+    async fn delete(
+        &self,
+        addr: &Address,
+        prior: &Live,
+        ctx: &OpContext<'_>,
+    ) -> Result<(), ProviderError>;
+}
+
+/// The providers of one run, by domain.
+#[derive(Clone, Default)]
+pub struct Providers {
+    by_domain: BTreeMap<Domain, Arc<dyn Provider>>,
+}
+
+impl Providers {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with(mut self, domain: Domain, provider: Arc<dyn Provider>) -> Self {
+        self.by_domain.insert(domain, provider);
+        self
+    }
+
+    /// The provider for an address, or an error naming what is missing.
+    pub fn for_addr(&self, addr: &Address) -> Result<&Arc<dyn Provider>, ProviderError> {
+        self.by_domain.get(&addr.domain()).ok_or_else(|| {
+            ProviderError::new(
+                addr,
+                "NoProvider",
+                format!("no `{}` provider is configured for this run", addr.domain()),
+                false,
+            )
+        })
+    }
+
+    pub fn domains(&self) -> impl Iterator<Item = (&Domain, &Arc<dyn Provider>)> {
+        self.by_domain.iter()
+    }
+}
