@@ -4,10 +4,15 @@
 
 pub mod addr;
 pub mod apply;
+pub mod cli;
 pub mod clock;
 pub mod env;
 pub mod graph;
 pub mod plan;
 pub mod provider;
+pub mod refresh;
+pub mod render;
 pub mod resource;
+pub mod stack;
 pub mod state;
+pub mod ui;

@@ -1,1 +1,23 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = slipway::cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            slipway::ui::Printer::new(slipway::ui::Verbosity::Normal, true, false).error(
+                &format!("cannot start the async runtime: {e}"),
+                &[],
+                None,
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let exit = runtime.block_on(slipway::cli::run(cli));
+    ExitCode::from(exit as u8)
+}

@@ -31,8 +31,8 @@ pub enum PlanError {
     )]
     EnvDependency {
         env: String,
-        dependent: Address,
-        dependency: Address,
+        dependent: Box<Address>,
+        dependency: Box<Address>,
     },
     #[error("the state has no resources of environment `{0}`")]
     EmptyEnv(String),
@@ -135,10 +135,11 @@ fn plan_apply(input: &PlanInput<'_>, current: &dyn Fn(&Address) -> Option<Live>)
         });
     }
     for (addr, prior) in input.prior {
-        if desired.get_opt(addr).is_none() {
-            if let Some(live) = current(addr) {
-                changes.push(delete(addr, prior, live));
-            }
+        if desired.get_opt(addr).is_some() {
+            continue;
+        }
+        if let Some(live) = current(addr) {
+            changes.push(delete(addr, prior, live));
         }
     }
     changes
@@ -151,7 +152,7 @@ fn plan_destroy(
 ) -> Result<Vec<Change>, PlanError> {
     let targeted = |r: &ResourceState| env.is_none_or(|e| r.env.as_deref() == Some(e));
     if let Some(env) = env {
-        if !input.prior.values().any(|r| targeted(r)) {
+        if !input.prior.values().any(&targeted) {
             return Err(PlanError::EmptyEnv(env.to_string()));
         }
         for (addr, r) in input.prior {
@@ -161,12 +162,12 @@ fn plan_destroy(
             if let Some(dep) = r
                 .depends_on
                 .iter()
-                .find(|d| input.prior.get(*d).is_some_and(|x| targeted(x)))
+                .find(|d| input.prior.get(*d).is_some_and(&targeted))
             {
                 return Err(PlanError::EnvDependency {
                     env: env.to_string(),
-                    dependent: addr.clone(),
-                    dependency: dep.clone(),
+                    dependent: Box::new(addr.clone()),
+                    dependency: Box::new(dep.clone()),
                 });
             }
         }

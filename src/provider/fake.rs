@@ -144,12 +144,10 @@ impl FakeProvider {
     }
 
     fn save(&self, world: &World) {
-        if let Some(path) = &self.path {
-            if let Ok(text) = serde_json::to_string_pretty(world) {
-                // The fake is test infrastructure; a failed write shows up as a
-                // test failure on the next read.
-                let _ = crate::state::local::write_atomic(path, text.as_bytes());
-            }
+        // The fake is test infrastructure; a failed write shows up as a test
+        // failure on the next read.
+        if let (Some(path), Ok(text)) = (&self.path, serde_json::to_string_pretty(world)) {
+            let _ = crate::state::local::write_atomic(path, text.as_bytes());
         }
     }
 

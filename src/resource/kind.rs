@@ -77,7 +77,13 @@ pub static KINDS: &[KindSpec] = &[
         &["name", "path"],
         &["id", "arn"],
     ),
-    kind("aws.iam_openid_connect_provider", &["url"], &["id", "arn"]),
+    // `issuer_host` is the issuer URL without `https://`: IRSA trust
+    // policies key their conditions by it.
+    kind(
+        "aws.iam_openid_connect_provider",
+        &["url"],
+        &["id", "arn", "issuer_host"],
+    ),
     kind("aws.iam_policy", &["name", "path"], &["id", "arn"]),
     KindSpec {
         key: "aws.instance",
@@ -138,7 +144,12 @@ pub static KINDS: &[KindSpec] = &[
     kind("k8s.cluster_role", &[], K8S_OUT),
     kind("k8s.cluster_role_binding", &["role_ref"], K8S_OUT),
     kind("k8s.crd", &[], K8S_OUT),
-    kind("k8s.secret", &[], K8S_OUT),
+    KindSpec {
+        key: "k8s.secret",
+        force_new: &[],
+        outputs: K8S_OUT,
+        sensitive: &["manifest"],
+    },
     kind("k8s.service", &[], K8S_OUT),
     kind("k8s.deployment", &[], K8S_OUT),
     kind("k8s.mutating_webhook_configuration", &[], K8S_OUT),
@@ -148,8 +159,19 @@ pub static KINDS: &[KindSpec] = &[
     KindSpec {
         key: "tls.certificate",
         force_new: &["common_name", "dns_names", "validity_days"],
-        outputs: &["id", "ca_pem", "cert_pem", "key_pem", "not_after"],
-        sensitive: &["key_pem"],
+        // The `_base64` forms are what Kubernetes `[]byte` fields (Secret
+        // data, webhook caBundle) take in JSON.
+        outputs: &[
+            "id",
+            "ca_pem",
+            "cert_pem",
+            "key_pem",
+            "not_after",
+            "ca_pem_base64",
+            "cert_pem_base64",
+            "key_pem_base64",
+        ],
+        sensitive: &["key_pem", "key_pem_base64"],
     },
 ];
 

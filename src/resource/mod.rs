@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::addr::Address;
+use crate::addr::{Address, AddressError};
 use crate::graph::{Graph, GraphError};
 pub use expr::{Expr, Reference, ResolveError};
 pub use kind::{KindSpec, spec_opt};
@@ -116,12 +116,14 @@ pub enum DesiredError {
     SetsOutput { addr: Address, attr: String },
     #[error("resource `{from}` refers to `{reference}`, which `{kind}` does not have")]
     UnknownAttr {
-        from: Address,
-        reference: Reference,
+        from: Box<Address>,
+        reference: Box<Reference>,
         kind: String,
     },
     #[error(transparent)]
     Graph(#[from] GraphError),
+    #[error(transparent)]
+    Address(#[from] AddressError),
 }
 
 /// The complete desired state of one stack: a validated, acyclic resource graph.
@@ -172,8 +174,8 @@ impl Desired {
                         .is_some_and(|s| s.outputs.contains(&reference.attr.as_str()));
                     if !is_output && !target.attrs.contains_key(&reference.attr) {
                         return Err(DesiredError::UnknownAttr {
-                            from: r.addr.clone(),
-                            reference: reference.clone(),
+                            from: Box::new(r.addr.clone()),
+                            reference: Box::new(reference.clone()),
                             kind: reference.addr.kind_key(),
                         });
                     }

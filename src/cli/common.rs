@@ -1,0 +1,224 @@
+//! What the verbs share: finding the stack and state, choosing providers,
+//! making plans, and printing errors with hints.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result, anyhow};
+
+use super::Global;
+use crate::addr::Domain;
+use crate::plan::{self, Mode, PLAN_FORMAT_VERSION, Plan, PlanInput, StackRef};
+use crate::provider::Providers;
+use crate::provider::fake::FakeProvider;
+use crate::refresh::{self, Refreshed};
+use crate::resource::Desired;
+use crate::stack::Stack;
+use crate::state::{LocalBackend, LockError, State, StateError};
+use crate::ui::Printer;
+
+/// The run's settings.
+pub struct Ctx<'a> {
+    pub printer: Printer,
+    pub global: &'a Global,
+}
+
+/// An error with a suggested next step.
+#[derive(Debug)]
+pub struct Hinted {
+    pub message: String,
+    pub hint: String,
+}
+
+impl fmt::Display for Hinted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Hinted {}
+
+pub fn hinted(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Hinted {
+        message: message.into(),
+        hint: hint.into(),
+    })
+}
+
+/// Prints `error: …`, one `caused by:` per cause, and a hint when there is one.
+pub fn report_error(printer: &Printer, err: &anyhow::Error) {
+    let causes: Vec<String> = err.chain().skip(1).map(ToString::to_string).collect();
+    let hint = err.chain().find_map(|e| {
+        if let Some(h) = e.downcast_ref::<Hinted>() {
+            return Some(h.hint.clone());
+        }
+        if let Some(l) = e.downcast_ref::<LockError>() {
+            return l.hint();
+        }
+        if let Some(StateError::Lock(l)) = e.downcast_ref::<StateError>() {
+            return l.hint();
+        }
+        if let Some(StateError::Conflict { .. }) = e.downcast_ref::<StateError>() {
+            return Some("run `slipway plan` again to see the current state".to_string());
+        }
+        None
+    });
+    printer.error(&err.to_string(), &causes, hint.as_deref());
+}
+
+impl Ctx<'_> {
+    /// The stack file: `--stack`, or the only `stacks/*.toml`.
+    pub fn stack_path(&self) -> Result<PathBuf> {
+        if let Some(p) = &self.global.stack {
+            return Ok(p.clone());
+        }
+        let dir = Path::new("stacks");
+        let mut found: Vec<PathBuf> = match std::fs::read_dir(dir) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        found.sort();
+        match found.len() {
+            1 => Ok(found.remove(0)),
+            0 => Err(hinted(
+                "no stack file given and no `stacks/*.toml` in the current directory",
+                "pass `--stack FILE`, or run slipway from the directory that holds `stacks/`",
+            )),
+            _ => Err(hinted(
+                format!(
+                    "several stack files in `stacks/` ({}); slipway will not guess",
+                    found
+                        .iter()
+                        .map(|p| format!("`{}`", p.display()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                "pass `--stack FILE`",
+            )),
+        }
+    }
+
+    pub fn load_stack(&self) -> Result<Stack> {
+        let path = self.stack_path()?;
+        Ok(Stack::load(&path)?)
+    }
+
+    /// `--state`, or `state/<stack>.json` in the stack's project directory.
+    pub fn backend(&self, stack: &Stack) -> LocalBackend {
+        match &self.global.state {
+            Some(p) => LocalBackend::new(p),
+            None => LocalBackend::new(
+                stack
+                    .project_root()
+                    .join("state")
+                    .join(format!("{}.json", stack.name())),
+            ),
+        }
+    }
+
+    /// The providers for this run. The AWS and Kubernetes providers come
+    /// with later work; until then only the simulated cloud is available.
+    pub fn providers(&self, stack: &Stack) -> Result<Providers> {
+        match crate::env::fake_cloud_opt() {
+            Some(path) => {
+                let fake = FakeProvider::open(stack.name(), &path)?;
+                self.printer.debug(&format!(
+                    "using the simulated cloud at `{}`",
+                    path.display()
+                ));
+                let p: Arc<dyn crate::provider::Provider> = Arc::new(fake);
+                Ok(Providers::new()
+                    .with(Domain::Aws, p.clone())
+                    .with(Domain::K8s, p.clone())
+                    .with(Domain::Tls, p))
+            }
+            None => Err(hinted(
+                "this version of slipway cannot reach AWS or Kubernetes yet: their providers are not built in",
+                format!(
+                    "set `{}=PATH` to plan and apply against the simulated cloud (see docs/testing.md)",
+                    crate::env::FAKE_CLOUD
+                ),
+            )),
+        }
+    }
+}
+
+pub fn load_state(backend: &LocalBackend, stack: &Stack) -> Result<Option<State>> {
+    Ok(backend.load_opt(stack.name())?)
+}
+
+/// Refreshes and plans.
+pub async fn make_plan(
+    ctx: &Ctx<'_>,
+    stack: &Stack,
+    desired: &Desired,
+    state: Option<&State>,
+    mode: Mode,
+) -> Result<Plan> {
+    let providers = ctx.providers(stack)?;
+    let empty = State::new(stack.name());
+    let prior = state.unwrap_or(&empty);
+    let started = std::time::Instant::now();
+    let Refreshed { live, unmanaged } = refresh::refresh(&providers, prior).await?;
+    ctx.printer.debug(&format!(
+        "refreshed {} resource(s) in {:.2}s",
+        live.len(),
+        started.elapsed().as_secs_f64()
+    ));
+    let (changes, drift) = plan::plan(&PlanInput {
+        desired,
+        prior: prior.resources(),
+        live: &live,
+        unmanaged: &unmanaged,
+        mode: &mode,
+    })?;
+    Ok(Plan {
+        format_version: PLAN_FORMAT_VERSION,
+        id: uuid::Uuid::new_v4().to_string(),
+        created_at: crate::clock::now_rfc3339(),
+        slipway_version: env!("CARGO_PKG_VERSION").to_string(),
+        stack: StackRef {
+            name: stack.name().to_string(),
+            path: stack.path().display().to_string(),
+            sha256: stack.source_sha256().to_string(),
+        },
+        mode,
+        state_lineage: state.map(|s| s.lineage().to_string()),
+        state_serial: state.map(State::serial),
+        refreshed: live,
+        changes,
+        drift,
+    })
+}
+
+/// Writes a plan for `apply FILE` (mode 0600: it holds live attributes).
+pub fn save_plan(plan: &Plan, path: &Path) -> Result<()> {
+    let text = serde_json::to_string_pretty(plan).context("cannot serialise the plan")?;
+    crate::state::local::write_atomic(path, text.as_bytes())?;
+    Ok(())
+}
+
+pub fn load_plan(path: &Path) -> Result<Plan> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read plan file `{}`", path.display()))?;
+    let header: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| anyhow!("`{}` is not a slipway plan file ({e})", path.display()))?;
+    let version = header
+        .get("format_version")
+        .and_then(serde_json::Value::as_u64);
+    if version != Some(u64::from(PLAN_FORMAT_VERSION)) {
+        return Err(hinted(
+            format!(
+                "plan file `{}` has format version {version:?}; this slipway reads {PLAN_FORMAT_VERSION}",
+                path.display()
+            ),
+            "make a new plan with this slipway: `slipway plan --out FILE`",
+        ));
+    }
+    serde_json::from_value(header)
+        .map_err(|e| anyhow!("`{}` is not a slipway plan file ({e})", path.display()))
+}

@@ -1,0 +1,529 @@
+//! Human-readable plans, drift reports and apply summaries.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use super::{SENSITIVE, is_sensitive};
+use crate::addr::Address;
+use crate::apply::ApplyReport;
+use crate::plan::{Action, Change, Drift, DriftKind, Mode, Plan};
+use crate::resource::Expr;
+use crate::ui::{Paint, paint};
+
+const UNKNOWN: &str = "(known after apply)";
+
+/// A plan as `+`, `~`, `-/+`, `-` blocks and the summary line.
+pub fn plan(plan: &Plan, color: bool) -> String {
+    let mut s = String::new();
+    if !plan.drift.is_empty() {
+        s.push_str(&drift(&plan.drift, color));
+        s.push('\n');
+    }
+    let changes: Vec<&Change> = plan
+        .changes
+        .iter()
+        .filter(|c| c.action != Action::NoOp)
+        .collect();
+    if changes.is_empty() {
+        s.push_str(&paint(color, Paint::Bold, "No changes."));
+        s.push_str(match plan.mode {
+            Mode::Apply => " The platform matches the stack.\n",
+            Mode::Destroy { .. } => " Nothing to destroy.\n",
+        });
+        return s;
+    }
+    s.push_str("slipway will perform the following actions:\n\n");
+    for c in changes {
+        change(&mut s, c, color);
+        s.push('\n');
+    }
+    let sum = plan.summary();
+    let _ = writeln!(
+        s,
+        "{} {} to add, {} to change, {} to destroy.",
+        paint(color, Paint::Bold, "Plan:"),
+        sum.add,
+        sum.change,
+        sum.destroy
+    );
+    s
+}
+
+fn change(s: &mut String, c: &Change, color: bool) {
+    let (sym, p, what) = match c.action {
+        Action::Create => ("  +", Paint::Green, "will be created"),
+        Action::Update => ("  ~", Paint::Yellow, "will be updated in place"),
+        Action::Replace => ("-/+", Paint::Red, "must be replaced"),
+        Action::Delete => ("  -", Paint::Red, "will be destroyed"),
+        Action::NoOp => return,
+    };
+    let _ = writeln!(
+        s,
+        "  {} {} {what}",
+        paint(color, Paint::Dim, "#"),
+        paint(color, Paint::Bold, &c.addr.to_string())
+    );
+    let _ = writeln!(s, "{} {}", paint(color, p, sym), c.addr);
+    let before = c.before.as_ref().map(|l| &l.attrs);
+    match c.action {
+        Action::Create => {
+            let after = c.after.iter().flatten().collect::<Vec<_>>();
+            let width = after.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+            for (k, e) in after {
+                let v = if is_sensitive(&c.addr, k) {
+                    SENSITIVE.to_string()
+                } else {
+                    expr(e, 8)
+                };
+                let _ = writeln!(
+                    s,
+                    "      {} {k:width$} = {v}",
+                    paint(color, Paint::Green, "+")
+                );
+            }
+        }
+        Action::Update | Action::Replace => {
+            let width = c.changed.iter().map(String::len).max().unwrap_or(0);
+            for k in &c.changed {
+                let old = before.and_then(|b| b.get(k));
+                let new = c.after.as_ref().and_then(|a| a.get(k));
+                let forces = if c.replace_because.contains(k) {
+                    paint(color, Paint::Red, " # forces replacement")
+                } else {
+                    String::new()
+                };
+                if is_sensitive(&c.addr, k) {
+                    let _ = writeln!(
+                        s,
+                        "      {} {k:width$} = {SENSITIVE}{forces}",
+                        paint(color, Paint::Yellow, "~")
+                    );
+                    continue;
+                }
+                match (old, new.and_then(Expr::known)) {
+                    (Some(Value::Object(o)), Some(Value::Object(n))) => {
+                        let _ = writeln!(
+                            s,
+                            "      {} {k:width$} = {{{forces}",
+                            paint(color, Paint::Yellow, "~")
+                        );
+                        let keys: BTreeSet<&String> = o.keys().chain(n.keys()).collect();
+                        for key in keys {
+                            match (o.get(key), n.get(key)) {
+                                (Some(a), Some(b)) if a == b => {}
+                                (Some(a), Some(b)) => {
+                                    let _ = writeln!(
+                                        s,
+                                        "          {} {:?} = {} -> {}",
+                                        paint(color, Paint::Yellow, "~"),
+                                        key,
+                                        value(a, 12),
+                                        value(b, 12)
+                                    );
+                                }
+                                (None, Some(b)) => {
+                                    let _ = writeln!(
+                                        s,
+                                        "          {} {:?} = {}",
+                                        paint(color, Paint::Green, "+"),
+                                        key,
+                                        value(b, 12)
+                                    );
+                                }
+                                (Some(a), None) => {
+                                    let _ = writeln!(
+                                        s,
+                                        "          {} {:?} = {}",
+                                        paint(color, Paint::Red, "-"),
+                                        key,
+                                        value(a, 12)
+                                    );
+                                }
+                                (None, None) => {}
+                            }
+                        }
+                        let _ = writeln!(s, "        }}");
+                    }
+                    _ => {
+                        let old = old
+                            .map(|v| value(v, 8))
+                            .unwrap_or_else(|| "null".to_string());
+                        let new = new
+                            .map(|e| expr(e, 8))
+                            .unwrap_or_else(|| "null".to_string());
+                        let _ = writeln!(
+                            s,
+                            "      {} {k:width$} = {old} -> {new}{forces}",
+                            paint(color, Paint::Yellow, "~")
+                        );
+                    }
+                }
+            }
+        }
+        Action::Delete => {
+            if let Some(l) = &c.before {
+                let _ = writeln!(
+                    s,
+                    "      {} id = {}",
+                    paint(color, Paint::Red, "-"),
+                    value(&Value::String(l.id.clone()), 8)
+                );
+            }
+        }
+        Action::NoOp => {}
+    }
+}
+
+/// A desired value, with unknown parts as `(known after apply)`.
+fn expr(e: &Expr, indent: usize) -> String {
+    if let Some(v) = e.known() {
+        return value(&v, indent);
+    }
+    let pad = " ".repeat(indent + 4);
+    let end = " ".repeat(indent);
+    match e {
+        Expr::Ref(_) | Expr::Concat(_) | Expr::Lit(_) => UNKNOWN.to_string(),
+        Expr::List(items) => {
+            let inner: Vec<String> = items
+                .iter()
+                .map(|i| format!("{pad}{},", expr(i, indent + 4)))
+                .collect();
+            format!("[\n{}\n{end}]", inner.join("\n"))
+        }
+        Expr::Map(entries) => {
+            let inner: Vec<String> = entries
+                .iter()
+                .map(|(k, v)| {
+                    let key = match k.known() {
+                        Some(Value::String(s)) => format!("{s:?}"),
+                        _ => UNKNOWN.to_string(),
+                    };
+                    format!("{pad}{key} = {}", expr(v, indent + 4))
+                })
+                .collect();
+            format!("{{\n{}\n{end}}}", inner.join("\n"))
+        }
+    }
+}
+
+/// A known value: scalars inline, small collections inline, larger ones indented.
+fn value(v: &Value, indent: usize) -> String {
+    let inline = v.to_string();
+    if inline.len() <= 60 && !inline.contains('\n') {
+        return inline;
+    }
+    let pad = " ".repeat(indent + 4);
+    let end = " ".repeat(indent);
+    match v {
+        Value::Array(items) => {
+            let inner: Vec<String> = items
+                .iter()
+                .map(|i| format!("{pad}{},", value(i, indent + 4)))
+                .collect();
+            format!("[\n{}\n{end}]", inner.join("\n"))
+        }
+        Value::Object(map) => {
+            let inner: Vec<String> = map
+                .iter()
+                .map(|(k, v)| format!("{pad}{k:?} = {}", value(v, indent + 4)))
+                .collect();
+            format!("{{\n{}\n{end}}}", inner.join("\n"))
+        }
+        Value::String(s) if s.contains('\n') => format!(
+            "<<-EOT\n{}\n{end}EOT",
+            s.lines()
+                .map(|l| format!("{pad}{l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+        _ => inline,
+    }
+}
+
+/// What changed outside slipway.
+pub fn drift(drift: &[Drift], color: bool) -> String {
+    if drift.is_empty() {
+        return "No drift: every resource matches the last apply.\n".to_string();
+    }
+    let mut s = format!(
+        "{}\n\n",
+        paint(
+            color,
+            Paint::Bold,
+            "Objects have changed outside of slipway:"
+        )
+    );
+    for d in drift {
+        match d.kind {
+            DriftKind::Changed => {
+                let _ = writeln!(
+                    s,
+                    "  {} {} has changed",
+                    paint(color, Paint::Yellow, "~"),
+                    d.addr
+                );
+                for a in &d.attrs {
+                    let show = |v: &Option<Value>| match v {
+                        _ if is_sensitive(&d.addr, &a.name) => SENSITIVE.to_string(),
+                        Some(v) => value(v, 8),
+                        None => "null".to_string(),
+                    };
+                    let _ = writeln!(
+                        s,
+                        "      ~ {} = {} -> {}",
+                        a.name,
+                        show(&a.prior),
+                        show(&a.live)
+                    );
+                }
+            }
+            DriftKind::Deleted => {
+                let _ = writeln!(
+                    s,
+                    "  {} {} has been deleted (was `{}`)",
+                    paint(color, Paint::Red, "-"),
+                    d.addr,
+                    d.id.as_deref().unwrap_or("?")
+                );
+            }
+            DriftKind::Unmanaged => {
+                let _ = writeln!(
+                    s,
+                    "  {} {} exists (`{}`) and is tagged as this stack's, but the state does not know it",
+                    paint(color, Paint::Green, "+"),
+                    d.addr,
+                    d.id.as_deref().unwrap_or("?")
+                );
+            }
+        }
+    }
+    s
+}
+
+/// The end of an apply or destroy.
+pub fn report(report: &ApplyReport, destroy: bool, color: bool) -> String {
+    let mut s = String::new();
+    let (mut add, mut change, mut gone) = (0, 0, 0);
+    for (_, op) in &report.done {
+        match op {
+            crate::apply::Op::Create | crate::apply::Op::ReplaceCreate => add += 1,
+            crate::apply::Op::Update => change += 1,
+            crate::apply::Op::Delete | crate::apply::Op::ReplaceDelete => gone += 1,
+        }
+    }
+    let what = if destroy { "Destroy" } else { "Apply" };
+    if report.success() {
+        let _ = writeln!(
+            s,
+            "{} Resources: {add} added, {change} changed, {gone} destroyed.",
+            paint(color, Paint::Green, &format!("{what} complete!"))
+        );
+        return s;
+    }
+    let _ = writeln!(
+        s,
+        "{} Resources: {add} added, {change} changed, {gone} destroyed; {} failed, {} skipped, {} not started.",
+        paint(
+            color,
+            Paint::Red,
+            &format!(
+                "{what} {}.",
+                if report.interrupted {
+                    "interrupted"
+                } else {
+                    "failed"
+                }
+            )
+        ),
+        report.failed.len(),
+        report.skipped.len(),
+        report.not_started.len()
+    );
+    for f in &report.failed {
+        let _ = writeln!(
+            s,
+            "  {} {} {}: {}",
+            paint(color, Paint::Red, "✗"),
+            f.op.verb(),
+            f.addr,
+            f.error
+        );
+    }
+    let mut skipped: Vec<String> = report
+        .skipped
+        .iter()
+        .map(|(a, op, because)| format!("  - {} {a} (skipped: `{because}` failed)", op.verb()))
+        .collect();
+    skipped.sort();
+    for line in skipped {
+        let _ = writeln!(s, "{line}");
+    }
+    if !report.not_started.is_empty() {
+        let names: Vec<String> = report
+            .not_started
+            .iter()
+            .map(|(a, _)| a.to_string())
+            .collect();
+        let _ = writeln!(s, "  not started: {}", names.join(", "));
+    }
+    s
+}
+
+/// Addresses in a list, for messages.
+pub fn addresses(addrs: &[Address]) -> String {
+    addrs
+        .iter()
+        .map(|a| format!("`{a}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::plan::{AttrDrift, StackRef};
+    use crate::resource::Live;
+
+    fn a(s: &str) -> Address {
+        s.parse().unwrap()
+    }
+
+    fn live(id: &str, attrs: Value) -> Option<Live> {
+        Some(Live {
+            id: id.into(),
+            attrs: serde_json::from_value(attrs).unwrap(),
+        })
+    }
+
+    fn change(addr: &str, action: Action) -> Change {
+        Change {
+            addr: a(addr),
+            action,
+            before: None,
+            after: None,
+            changed: vec![],
+            replace_because: vec![],
+            depends_on: Default::default(),
+            env: None,
+            serial_group: None,
+        }
+    }
+
+    fn sample() -> Plan {
+        let subnet = a("aws.subnet.public_a");
+        let mut create = change("aws.subnet.public_a", Action::Create);
+        create.after = Some(BTreeMap::from([
+            ("cidr_block".to_string(), Expr::str("10.0.0.0/20")),
+            (
+                "vpc_id".to_string(),
+                Expr::reference(&a("aws.vpc.main"), "id"),
+            ),
+            ("id".to_string(), Expr::reference(&subnet, "id")),
+            (
+                "tags".to_string(),
+                Expr::map([
+                    ("Name", Expr::str("smallcase-public-a")),
+                    ("slipway:address", Expr::str("aws.subnet.public_a")),
+                ]),
+            ),
+        ]));
+        let mut update = change("aws.vpc.main", Action::Update);
+        update.before = live(
+            "vpc-1",
+            json!({"tags": {"Name": "old", "team": "x"}, "enable_dns_hostnames": false}),
+        );
+        update.after = Some(BTreeMap::from([
+            (
+                "tags".to_string(),
+                Expr::Lit(json!({"Name": "new", "env": "prod"})),
+            ),
+            ("enable_dns_hostnames".to_string(), Expr::Lit(json!(true))),
+        ]));
+        update.changed = vec!["enable_dns_hostnames".into(), "tags".into()];
+        let mut replace = change("aws.instance.jenkins_master", Action::Replace);
+        replace.before = live(
+            "i-1",
+            json!({"instance_type": "t3.medium", "subnet_id": "subnet-1"}),
+        );
+        replace.after = Some(BTreeMap::from([
+            ("instance_type".to_string(), Expr::str("t3.large")),
+            ("subnet_id".to_string(), Expr::reference(&subnet, "id")),
+        ]));
+        replace.changed = vec!["instance_type".into(), "subnet_id".into()];
+        replace.replace_because = vec!["subnet_id".into()];
+        let mut delete = change("k8s.namespace.old", Action::Delete);
+        delete.before = live("old", json!({}));
+        let mut cert = change("tls.certificate.lb_webhook", Action::Create);
+        cert.after = Some(BTreeMap::from([(
+            "key_pem".to_string(),
+            Expr::str("secret"),
+        )]));
+        Plan {
+            format_version: 1,
+            id: "id".into(),
+            created_at: "t".into(),
+            slipway_version: "0".into(),
+            stack: StackRef {
+                name: "s".into(),
+                path: "stacks/s.toml".into(),
+                sha256: "x".into(),
+            },
+            mode: Mode::Apply,
+            state_lineage: None,
+            state_serial: None,
+            refreshed: BTreeMap::new(),
+            changes: vec![
+                create,
+                update,
+                replace,
+                delete,
+                cert,
+                change("aws.vpc.same", Action::NoOp),
+            ],
+            drift: vec![Drift {
+                addr: a("aws.vpc.main"),
+                kind: DriftKind::Changed,
+                attrs: vec![AttrDrift {
+                    name: "enable_dns_hostnames".into(),
+                    prior: Some(json!(true)),
+                    live: Some(json!(false)),
+                }],
+                id: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn renders_every_action() {
+        insta::assert_snapshot!(plan(&sample(), false));
+    }
+
+    #[test]
+    fn colour_only_when_asked() {
+        assert!(!plan(&sample(), false).contains('\u{1b}'));
+        assert!(plan(&sample(), true).contains("\u{1b}[32m+\u{1b}[0m"));
+    }
+
+    #[test]
+    fn secrets_are_never_printed() {
+        let text = plan(&sample(), false);
+        assert!(!text.contains("secret"));
+        assert!(text.contains(SENSITIVE));
+    }
+
+    #[test]
+    fn json_marks_unknowns_and_redacts() {
+        let doc = super::super::json::plan(&sample());
+        let create = &doc["changes"][0];
+        assert_eq!(create["after"]["vpc_id"], Value::Null);
+        assert_eq!(create["after_unknown"], json!(["id", "vpc_id"]));
+        assert_eq!(doc["changes"][4]["after"]["key_pem"], json!(SENSITIVE));
+        assert_eq!(doc["summary"], json!({"add": 3, "change": 1, "destroy": 2}));
+    }
+}

@@ -1,0 +1,635 @@
+//! AWS resources: network, security groups, IAM, EC2, ECR, EKS.
+
+use serde_json::json;
+
+use super::{Builder, Shared, arn, aws, id, list, lit, policy, service_trust};
+use crate::addr::{Address, AddressError};
+use crate::resource::{Expr, Resource};
+use crate::stack::Nat;
+
+/// The Kubernetes group the Jenkins role is mapped to; the per-environment
+/// RoleBindings grant it deploy rights.
+pub(super) const DEPLOYERS_GROUP: &str = "slipway-deployers";
+
+pub(super) fn build(b: &mut Builder<'_>) -> Result<Shared, AddressError> {
+    let net = network(b)?;
+    let sgs = security_groups(b, &net)?;
+    let registry = ecr(b)?;
+    let cluster = eks_cluster(b, &net)?;
+    let jenkins_role = jenkins_iam(b, &registry, &cluster)?;
+    instances(b, &net, &sgs, &jenkins_role)?;
+    let (kube_system_profile, lb_controller_role) = eks_extras(b, &net, &cluster, &jenkins_role)?;
+    Ok(Shared {
+        vpc: net.vpc,
+        cluster,
+        kube_system_profile,
+        lb_controller_role,
+    })
+}
+
+struct Net {
+    vpc: Address,
+    public: Vec<Address>,
+    private: Vec<Address>,
+    /// Route and association that give the public subnets internet access.
+    public_egress: Vec<Address>,
+    /// Routes and associations that give the private subnets NAT access.
+    private_egress: Vec<Address>,
+}
+
+fn network(b: &mut Builder<'_>) -> Result<Net, AddressError> {
+    let s = b.s;
+    let cluster_tag = (
+        format!("kubernetes.io/cluster/{}", s.cluster.name),
+        "shared".to_string(),
+    );
+    let vpc = aws("vpc", "main")?;
+    b.push(
+        Resource::new(vpc.clone())
+            .attr("cidr_block", s.network.cidr.to_string())
+            .attr("enable_dns_support", true)
+            .attr("enable_dns_hostnames", true)
+            .attr("tags", b.tags(&vpc, &s.name, &[])),
+    );
+    let igw = aws("internet_gateway", "main")?;
+    b.push(
+        Resource::new(igw.clone())
+            .attr("vpc_id", id(&vpc))
+            .attr("tags", b.tags(&igw, &s.name, &[])),
+    );
+
+    let azs = b.azs();
+    let mut public = Vec::new();
+    let mut private = Vec::new();
+    for (i, (letter, az)) in azs.iter().enumerate() {
+        for (tier, cidrs, role_tag, out) in [
+            (
+                "public",
+                &s.network.public,
+                "kubernetes.io/role/elb",
+                &mut public,
+            ),
+            (
+                "private",
+                &s.network.private,
+                "kubernetes.io/role/internal-elb",
+                &mut private,
+            ),
+        ] {
+            let Some(cidr) = cidrs.get(i) else { continue };
+            let subnet = aws("subnet", &format!("{tier}_{letter}"))?;
+            let tags = b.tags(
+                &subnet,
+                &b.named(&format!("{tier}-{az}")),
+                &[(role_tag.to_string(), "1".to_string()), cluster_tag.clone()],
+            );
+            b.push(
+                Resource::new(subnet.clone())
+                    .attr("vpc_id", id(&vpc))
+                    .attr("cidr_block", cidr.to_string())
+                    .attr("availability_zone", az.as_str())
+                    .attr("map_public_ip_on_launch", tier == "public")
+                    .attr("tags", tags),
+            );
+            out.push(subnet);
+        }
+    }
+
+    // NAT gateways: one in the first AZ, or one per AZ.
+    let nat_count = match s.network.nat {
+        Nat::Single => 1,
+        Nat::PerAz => azs.len(),
+    };
+    let mut nats = Vec::new();
+    for ((letter, az), subnet) in azs.iter().zip(&public).take(nat_count) {
+        let eip = aws("eip", &format!("nat_{letter}"))?;
+        b.push(
+            Resource::new(eip.clone())
+                .attr("domain", "vpc")
+                .attr("tags", b.tags(&eip, &b.named(&format!("nat-{az}")), &[]))
+                .after(&igw),
+        );
+        let nat = aws("nat_gateway", &format!("nat_{letter}"))?;
+        b.push(
+            Resource::new(nat.clone())
+                .attr("subnet_id", id(subnet))
+                .attr("allocation_id", id(&eip))
+                .attr("connectivity_type", "public")
+                .attr("tags", b.tags(&nat, &b.named(&format!("nat-{az}")), &[]))
+                .after(&igw),
+        );
+        nats.push(nat);
+    }
+
+    let public_rt = aws("route_table", "public")?;
+    b.push(
+        Resource::new(public_rt.clone())
+            .attr("vpc_id", id(&vpc))
+            .attr("tags", b.tags(&public_rt, &b.named("public"), &[])),
+    );
+    let public_route = aws("route", "public_internet")?;
+    b.push(
+        Resource::new(public_route.clone())
+            .attr("route_table_id", id(&public_rt))
+            .attr("destination_cidr_block", "0.0.0.0/0")
+            .attr("gateway_id", id(&igw)),
+    );
+    let mut public_egress = vec![public_route];
+    for ((letter, _), subnet) in azs.iter().zip(&public) {
+        let assoc = aws("route_table_association", &format!("public_{letter}"))?;
+        b.push(
+            Resource::new(assoc.clone())
+                .attr("subnet_id", id(subnet))
+                .attr("route_table_id", id(&public_rt)),
+        );
+        public_egress.push(assoc);
+    }
+
+    let mut private_egress = Vec::new();
+    for (i, ((letter, az), subnet)) in azs.iter().zip(&private).enumerate() {
+        let rt = aws("route_table", &format!("private_{letter}"))?;
+        b.push(
+            Resource::new(rt.clone())
+                .attr("vpc_id", id(&vpc))
+                .attr("tags", b.tags(&rt, &b.named(&format!("private-{az}")), &[])),
+        );
+        let nat = nats.get(i).or(nats.first()).cloned();
+        let route = aws("route", &format!("private_{letter}_nat"))?;
+        let mut r = Resource::new(route.clone())
+            .attr("route_table_id", id(&rt))
+            .attr("destination_cidr_block", "0.0.0.0/0");
+        if let Some(nat) = &nat {
+            r = r.attr("nat_gateway_id", id(nat));
+        }
+        b.push(r);
+        let assoc = aws("route_table_association", &format!("private_{letter}"))?;
+        b.push(
+            Resource::new(assoc.clone())
+                .attr("subnet_id", id(subnet))
+                .attr("route_table_id", id(&rt)),
+        );
+        private_egress.push(route);
+        private_egress.push(assoc);
+    }
+    Ok(Net {
+        vpc,
+        public,
+        private,
+        public_egress,
+        private_egress,
+    })
+}
+
+struct Sgs {
+    master: Address,
+    agent: Address,
+}
+
+fn security_groups(b: &mut Builder<'_>, net: &Net) -> Result<Sgs, AddressError> {
+    let s = b.s;
+    let group = |b: &mut Builder<'_>, name: &str, what: &str| -> Result<Address, AddressError> {
+        let addr = aws("security_group", name)?;
+        let aws_name = b.named(&name.replace('_', "-"));
+        b.push(
+            Resource::new(addr.clone())
+                .attr("name", aws_name.as_str())
+                .attr("description", format!("{what} of slipway stack {}", s.name))
+                .attr("vpc_id", id(&net.vpc))
+                .attr("tags", b.tags(&addr, &aws_name, &[])),
+        );
+        Ok(addr)
+    };
+    let master = group(b, "jenkins_master", "Jenkins master")?;
+    let agent = group(b, "jenkins_agent", "Jenkins agents")?;
+
+    let allowed: Vec<Expr> = s
+        .jenkins
+        .allowed_cidrs
+        .iter()
+        .map(|c| Expr::str(c.to_string()))
+        .collect();
+    let rule = |name: &str,
+                sg: &Address,
+                port: u64,
+                description: &str|
+     -> Result<Resource, AddressError> {
+        Ok(Resource::new(aws("security_group_rule", name)?)
+            .attr("security_group_id", id(sg))
+            .attr("type", "ingress")
+            .attr("protocol", "tcp")
+            .attr("from_port", port)
+            .attr("to_port", port)
+            .attr("description", description))
+    };
+    b.push(
+        rule("jenkins_master_http", &master, 8080, "Jenkins UI and API")?
+            .attr("cidr_blocks", list(allowed.clone())),
+    );
+    b.push(
+        rule(
+            "jenkins_master_ssh",
+            &master,
+            22,
+            "SSH to the Jenkins master",
+        )?
+        .attr("cidr_blocks", list(allowed)),
+    );
+    b.push(
+        rule(
+            "jenkins_master_agent_port",
+            &master,
+            50000,
+            "Inbound Jenkins agents",
+        )?
+        .attr("source_security_group_id", id(&agent)),
+    );
+    b.push(
+        rule(
+            "jenkins_agent_ssh",
+            &agent,
+            22,
+            "SSH from the Jenkins master",
+        )?
+        .attr("source_security_group_id", id(&master)),
+    );
+    Ok(Sgs { master, agent })
+}
+
+fn ecr(b: &mut Builder<'_>) -> Result<Address, AddressError> {
+    let r = &b.s.registry;
+    let repo = aws("ecr_repository", "app")?;
+    b.push(
+        Resource::new(repo.clone())
+            .attr("name", r.repository.as_str())
+            .attr("image_tag_mutability", r.tag_mutability.as_str())
+            .attr("scan_on_push", r.scan_on_push)
+            .attr("encryption_type", "AES256")
+            .attr("tags", b.tags(&repo, &r.repository, &[])),
+    );
+    let keep = r.keep_images;
+    b.push(
+        Resource::new(aws("ecr_lifecycle_policy", "app")?)
+            .attr("repository", Expr::reference(&repo, "name"))
+            .attr(
+                "policy",
+                lit(json!({
+                    "rules": [{
+                        "rulePriority": 1,
+                        "description": format!("keep the last {keep} images"),
+                        "selection": {
+                            "tagStatus": "any",
+                            "countType": "imageCountMoreThan",
+                            "countNumber": keep,
+                        },
+                        "action": {"type": "expire"},
+                    }],
+                })),
+            ),
+    );
+    Ok(repo)
+}
+
+/// A role assumable by an AWS service, with managed policies attached.
+fn service_role(
+    b: &mut Builder<'_>,
+    name: &str,
+    service: &str,
+    managed: &[&str],
+) -> Result<(Address, Vec<Address>), AddressError> {
+    let role = aws("iam_role", name)?;
+    let aws_name = b.named(&name.replace('_', "-"));
+    b.push(
+        Resource::new(role.clone())
+            .attr("name", aws_name.as_str())
+            .attr("assume_role_policy", service_trust(service))
+            .attr("tags", b.tags(&role, &aws_name, &[])),
+    );
+    let mut attachments = Vec::new();
+    for policy_name in managed {
+        let att = aws("iam_role_policy_attachment", name)?;
+        b.push(
+            Resource::new(att.clone())
+                .attr("role", Expr::reference(&role, "name"))
+                .attr("policy_arn", b.managed_policy(policy_name)),
+        );
+        attachments.push(att);
+    }
+    Ok((role, attachments))
+}
+
+fn eks_cluster(b: &mut Builder<'_>, net: &Net) -> Result<Address, AddressError> {
+    let (role, attachments) = service_role(
+        b,
+        "eks_cluster",
+        "eks.amazonaws.com",
+        &["AmazonEKSClusterPolicy"],
+    )?;
+    let c = &b.s.cluster;
+    let cluster = aws("eks_cluster", "main")?;
+    let subnets = list(net.private.iter().chain(&net.public).map(id));
+    let mut r = Resource::new(cluster.clone())
+        .attr("name", c.name.as_str())
+        .attr("version", c.version.as_str())
+        .attr("role_arn", arn(&role))
+        .attr("subnet_ids", subnets)
+        .attr("endpoint_public_access", c.endpoint_public_access)
+        .attr("endpoint_private_access", true)
+        .attr(
+            "public_access_cidrs",
+            list(
+                c.public_access_cidrs
+                    .iter()
+                    .map(|n| Expr::str(n.to_string())),
+            ),
+        )
+        .attr(
+            "enabled_log_types",
+            list(c.logging.iter().map(|l| Expr::str(l.as_str()))),
+        )
+        .attr("authentication_mode", "API_AND_CONFIG_MAP")
+        .attr("tags", b.tags(&cluster, &c.name, &[]));
+    for a in &attachments {
+        r = r.after(a);
+    }
+    b.push(r);
+    Ok(cluster)
+}
+
+fn jenkins_iam(
+    b: &mut Builder<'_>,
+    registry: &Address,
+    cluster: &Address,
+) -> Result<Address, AddressError> {
+    let (role, _) = service_role(b, "jenkins", "ec2.amazonaws.com", &[])?;
+    b.push(
+        Resource::new(aws("iam_role_policy", "jenkins_deploy")?)
+            .attr("role", Expr::reference(&role, "name"))
+            .attr("name", "slipway-deploy")
+            .attr(
+                "policy",
+                policy(vec![
+                    lit(json!({
+                        "Sid": "EcrLogin",
+                        "Effect": "Allow",
+                        "Action": "ecr:GetAuthorizationToken",
+                        "Resource": "*",
+                    })),
+                    Expr::map([
+                        ("Sid", Expr::str("EcrPushPullThisRepository")),
+                        ("Effect", Expr::str("Allow")),
+                        (
+                            "Action",
+                            lit(json!([
+                                "ecr:BatchCheckLayerAvailability",
+                                "ecr:BatchGetImage",
+                                "ecr:CompleteLayerUpload",
+                                "ecr:DescribeImages",
+                                "ecr:DescribeRepositories",
+                                "ecr:GetDownloadUrlForLayer",
+                                "ecr:InitiateLayerUpload",
+                                "ecr:ListImages",
+                                "ecr:PutImage",
+                                "ecr:UploadLayerPart",
+                            ])),
+                        ),
+                        ("Resource", arn(registry)),
+                    ]),
+                    Expr::map([
+                        ("Sid", Expr::str("DescribeThisCluster")),
+                        ("Effect", Expr::str("Allow")),
+                        ("Action", Expr::str("eks:DescribeCluster")),
+                        ("Resource", arn(cluster)),
+                    ]),
+                ]),
+            ),
+    );
+    let profile = aws("iam_instance_profile", "jenkins")?;
+    let name = b.named("jenkins");
+    b.push(
+        Resource::new(profile.clone())
+            .attr("name", name.as_str())
+            .attr("role", Expr::reference(&role, "name"))
+            .attr("tags", b.tags(&profile, &name, &[])),
+    );
+    Ok(role)
+}
+
+fn instances(
+    b: &mut Builder<'_>,
+    net: &Net,
+    sgs: &Sgs,
+    jenkins_role: &Address,
+) -> Result<(), AddressError> {
+    let s = b.s;
+    let j = &s.jenkins;
+    let profile = aws("iam_instance_profile", "jenkins")?;
+    let branches = list(s.environments.iter().map(|e| Expr::str(e.branch.as_str())));
+    let base = |addr: &Address,
+                subnet: &Address,
+                sg: &Address,
+                instance_type: &str,
+                volume: i64,
+                role: &str| {
+        let mut r = Resource::new(addr.clone())
+            .attr("jenkins_role", role)
+            .attr("ami_parameter", j.ami_parameter.as_str())
+            .attr("instance_type", instance_type)
+            .attr("subnet_id", id(subnet))
+            .attr("vpc_security_group_ids", list([id(sg)]))
+            .attr("iam_instance_profile", Expr::reference(&profile, "name"))
+            // Hop limit 2 lets containers on the instance (docker builds)
+            // reach IMDSv2 for the instance role.
+            .attr(
+                "metadata_options",
+                lit(json!({"http_tokens": "required", "http_put_response_hop_limit": 2})),
+            )
+            .attr("root_volume_size", lit(json!(volume)))
+            .attr("root_volume_encrypted", true)
+            .attr("aws_region", s.region.as_str())
+            .after(jenkins_role);
+        if let Some(k) = &j.key_name {
+            r = r.attr("key_name", k.as_str());
+        }
+        r
+    };
+    let master = aws("instance", "jenkins_master")?;
+    let Some(public_a) = net.public.first() else {
+        return Ok(());
+    };
+    let mut r = base(
+        &master,
+        public_a,
+        &sgs.master,
+        &j.master_instance_type,
+        j.master_volume_size,
+        "master",
+    )
+    .attr("repository_url", j.repository_url.as_str())
+    .attr("branches", branches)
+    .attr("cluster_name", s.cluster.name.as_str())
+    .attr(
+        "registry_url",
+        Expr::reference(&aws("ecr_repository", "app")?, "repository_url"),
+    )
+    .attr("tags", b.tags(&master, &b.named("jenkins-master"), &[]));
+    for e in &net.public_egress {
+        r = r.after(e);
+    }
+    b.push(r);
+    for n in 1..=j.agent_count {
+        let addr = aws("instance", &format!("jenkins_agent_{n}"))?;
+        let i = (n - 1) % net.private.len().max(1);
+        let Some(subnet) = net.private.get(i) else {
+            continue;
+        };
+        let mut r = base(
+            &addr,
+            subnet,
+            &sgs.agent,
+            &j.agent_instance_type,
+            j.agent_volume_size,
+            "agent",
+        )
+        .attr(
+            "jenkins_url",
+            Expr::Concat(vec![
+                Expr::str("http://"),
+                Expr::reference(&master, "private_ip"),
+                Expr::str(":8080/"),
+            ]),
+        )
+        .attr("agent_name", format!("agent-{n}"))
+        .attr(
+            "tags",
+            b.tags(&addr, &b.named(&format!("jenkins-agent-{n}")), &[]),
+        );
+        for e in &net.private_egress {
+            r = r.after(e);
+        }
+        b.push(r);
+    }
+    Ok(())
+}
+
+/// Fargate profiles, the OIDC provider, the Jenkins access entry and the
+/// load balancer controller's IAM role.
+fn eks_extras(
+    b: &mut Builder<'_>,
+    net: &Net,
+    cluster: &Address,
+    jenkins_role: &Address,
+) -> Result<(Address, Address), AddressError> {
+    let s = b.s;
+    let (pod_role, pod_attachments) = service_role(
+        b,
+        "fargate_pod_execution",
+        "eks-fargate-pods.amazonaws.com",
+        &["AmazonEKSFargatePodExecutionRolePolicy"],
+    )?;
+    let serial = format!("eks-fargate-profiles:{}", s.cluster.name);
+    let private_ids = list(net.private.iter().map(id));
+    let profile = |b: &Builder<'_>, addr: &Address, name: &str, namespace: &str| {
+        let mut r = Resource::new(addr.clone())
+            .attr("cluster_name", Expr::reference(cluster, "name"))
+            .attr("name", name)
+            .attr("pod_execution_role_arn", arn(&pod_role))
+            .attr("subnet_ids", private_ids.clone())
+            .attr("selectors", lit(json!([{"namespace": namespace}])))
+            .attr("tags", b.tags(addr, name, &[]))
+            .serial_group(&serial);
+        for a in &pod_attachments {
+            r = r.after(a);
+        }
+        // Pods pull images through the NAT as soon as the profile exists.
+        for e in &net.private_egress {
+            r = r.after(e);
+        }
+        r
+    };
+    let kube_system = aws("eks_fargate_profile", "kube_system")?;
+    let r = profile(b, &kube_system, "kube-system", "kube-system");
+    b.push(r);
+    for env in &s.environments {
+        let addr = aws("eks_fargate_profile", &env.name)?;
+        let r = profile(b, &addr, &env.namespace, &env.namespace).env(&env.name);
+        b.push(r);
+    }
+
+    let oidc = aws("iam_openid_connect_provider", "eks")?;
+    b.push(
+        Resource::new(oidc.clone())
+            .attr("url", Expr::reference(cluster, "oidc_issuer"))
+            .attr("client_id_list", lit(json!(["sts.amazonaws.com"])))
+            .attr("tags", b.tags(&oidc, &b.named("eks-oidc"), &[])),
+    );
+
+    let entry = aws("eks_access_entry", "jenkins")?;
+    b.push(
+        Resource::new(entry.clone())
+            .attr("cluster_name", Expr::reference(cluster, "name"))
+            .attr("principal_arn", arn(jenkins_role))
+            .attr("kubernetes_groups", lit(json!([DEPLOYERS_GROUP])))
+            .attr("type", "STANDARD")
+            .attr("tags", b.tags(&entry, &b.named("jenkins"), &[])),
+    );
+
+    // The load balancer controller: pinned policy + IRSA role.
+    let release = s.ingress;
+    let policy_addr = aws("iam_policy", "lb_controller")?;
+    let name = b.named("lb-controller");
+    let mut p = Resource::new(policy_addr.clone())
+        .attr("name", name.as_str())
+        .attr(
+            "description",
+            format!(
+                "AWS Load Balancer Controller v{} for slipway stack {}",
+                release.version, s.name
+            ),
+        )
+        .attr("policy_source", release.iam_policy_source)
+        .attr("tags", b.tags(&policy_addr, &name, &[]));
+    if let Some(doc) = release.iam_policy {
+        // The embedded document is checked to be JSON by a unit test.
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(doc) {
+            p = p.attr("policy", lit(v));
+        }
+    }
+    b.push(p);
+
+    let role = aws("iam_role", "lb_controller")?;
+    let issuer_host = Expr::reference(&oidc, "issuer_host");
+    let condition_key = |suffix: &str| Expr::Concat(vec![issuer_host.clone(), Expr::str(suffix)]);
+    let trust = policy(vec![Expr::map([
+        ("Effect", Expr::str("Allow")),
+        ("Principal", Expr::map([("Federated", arn(&oidc))])),
+        ("Action", Expr::str("sts:AssumeRoleWithWebIdentity")),
+        (
+            "Condition",
+            Expr::map([(
+                "StringEquals",
+                Expr::Map(vec![
+                    (
+                        condition_key(":sub"),
+                        Expr::str(format!(
+                            "system:serviceaccount:kube-system:{}",
+                            super::LBC_NAME
+                        )),
+                    ),
+                    (condition_key(":aud"), Expr::str("sts.amazonaws.com")),
+                ]),
+            )]),
+        ),
+    ])]);
+    b.push(
+        Resource::new(role.clone())
+            .attr("name", name.as_str())
+            .attr("assume_role_policy", trust)
+            .attr("tags", b.tags(&role, &name, &[])),
+    );
+    b.push(
+        Resource::new(aws("iam_role_policy_attachment", "lb_controller")?)
+            .attr("role", Expr::reference(&role, "name"))
+            .attr("policy_arn", arn(&policy_addr)),
+    );
+    Ok((kube_system, role))
+}

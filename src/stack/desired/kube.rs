@@ -1,0 +1,707 @@
+//! Kubernetes objects: namespaces, the CoreDNS change, deploy RBAC and the
+//! AWS Load Balancer Controller. Each object is one `manifest` attribute.
+//!
+//! The controller's objects follow the upstream Helm chart of the pinned
+//! release with default values (webhook certificate made by slipway
+//! instead of Helm). The two CRDs carry their names, group, versions and
+//! scope but a permissive schema; see docs/stack.md.
+
+use serde_json::json;
+
+use super::aws::DEPLOYERS_GROUP;
+use super::{Builder, LBC_NAME, Shared, id, k8s, lit};
+use crate::addr::{Address, AddressError, Domain};
+use crate::resource::{Expr, Resource};
+
+const DEPLOYER: &str = "slipway-deployer";
+const KUBE_SYSTEM: &str = "kube-system";
+const WEBHOOK_SERVICE: &str = "aws-load-balancer-webhook-service";
+const WEBHOOK_SECRET: &str = "aws-load-balancer-tls";
+const WEBHOOK_CONFIG: &str = "aws-load-balancer-webhook";
+const LBC_GROUP: &str = "elbv2.k8s.aws";
+
+pub(super) fn build(b: &mut Builder<'_>, shared: &Shared) -> Result<(), AddressError> {
+    let mut k = Kube { b, shared };
+    k.environments()?;
+    let coredns = k.coredns()?;
+    k.load_balancer_controller(&coredns)?;
+    Ok(())
+}
+
+struct Kube<'a, 'b> {
+    b: &'a mut Builder<'b>,
+    shared: &'a Shared,
+}
+
+/// Labels on the controller's objects; its pods are selected by the first two.
+fn lbc_labels() -> Vec<(&'static str, String)> {
+    vec![
+        ("app.kubernetes.io/name", LBC_NAME.to_string()),
+        ("app.kubernetes.io/instance", LBC_NAME.to_string()),
+    ]
+}
+
+fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> serde_json::Value {
+    json!({"apiGroups": groups, "resources": resources, "verbs": verbs})
+}
+
+impl Kube<'_, '_> {
+    /// A full object: `apiVersion`, `kind`, `metadata` with slipway's labels
+    /// (plus `labels`), and `body` next to `metadata`.
+    fn object(
+        &self,
+        (api_version, kind): (&str, &str),
+        name: &str,
+        namespace: Option<&str>,
+        labels: &[(&str, String)],
+        annotations: Option<Expr>,
+        body: Vec<(&str, Expr)>,
+    ) -> Expr {
+        let mut all_labels = vec![
+            ("app.kubernetes.io/managed-by", Expr::str("slipway")),
+            ("slipway.dev/stack", Expr::str(self.b.s.name.as_str())),
+        ];
+        all_labels.extend(labels.iter().map(|(k, v)| (*k, Expr::str(v.as_str()))));
+        let mut metadata = vec![("name", Expr::str(name))];
+        if let Some(ns) = namespace {
+            metadata.push(("namespace", Expr::str(ns)));
+        }
+        metadata.push(("labels", Expr::map(all_labels)));
+        if let Some(a) = annotations {
+            metadata.push(("annotations", a));
+        }
+        let mut entries = vec![
+            ("apiVersion", Expr::str(api_version)),
+            ("kind", Expr::str(kind)),
+            ("metadata", Expr::map(metadata)),
+        ];
+        entries.extend(body);
+        Expr::map(entries)
+    }
+
+    /// An object that needs the cluster and the kube-system Fargate profile
+    /// (every object does: the API is there, and pods can run).
+    fn resource(&self, addr: &Address, manifest: Expr, after: &[&Address]) -> Resource {
+        let mut r = Resource::new(addr.clone())
+            .attr("manifest", manifest)
+            .after(&self.shared.cluster)
+            .after(&self.shared.kube_system_profile);
+        for a in after {
+            r = r.after(a);
+        }
+        r
+    }
+
+    fn push(&mut self, addr: &Address, manifest: Expr, after: &[&Address]) {
+        let r = self.resource(addr, manifest, after);
+        self.b.push(r);
+    }
+
+    fn push_env(&mut self, addr: &Address, manifest: Expr, after: &[&Address], env: &str) {
+        let r = self.resource(addr, manifest, after).env(env);
+        self.b.push(r);
+    }
+
+    fn environments(&mut self) -> Result<(), AddressError> {
+        let envs = self.b.s.environments.clone();
+        for env in &envs {
+            let ns = env.namespace.as_str();
+            let ns_addr = k8s("namespace", ns)?;
+            let manifest = self.object(
+                ("v1", "Namespace"),
+                ns,
+                None,
+                &[
+                    ("slipway.dev/environment", env.name.clone()),
+                    // ALB target health gates rollouts (target-type ip).
+                    (
+                        "elbv2.k8s.aws/pod-readiness-gate-inject",
+                        "enabled".to_string(),
+                    ),
+                ],
+                None,
+                vec![],
+            );
+            self.push_env(&ns_addr, manifest, &[], &env.name);
+
+            let role = k8s("role", &format!("{ns}/{DEPLOYER}"))?;
+            let rules = json!([
+                rule(
+                    &["apps"],
+                    &["deployments", "replicasets", "statefulsets"],
+                    &[
+                        "get", "list", "watch", "create", "update", "patch", "delete"
+                    ]
+                ),
+                rule(
+                    &["apps"],
+                    &["deployments/status", "deployments/scale"],
+                    &["get", "patch", "update"]
+                ),
+                rule(
+                    &[""],
+                    &[
+                        "services",
+                        "configmaps",
+                        "secrets",
+                        "serviceaccounts",
+                        "persistentvolumeclaims"
+                    ],
+                    &[
+                        "get", "list", "watch", "create", "update", "patch", "delete"
+                    ]
+                ),
+                rule(
+                    &[""],
+                    &["pods", "pods/log", "events", "endpoints"],
+                    &["get", "list", "watch"]
+                ),
+                rule(
+                    &["networking.k8s.io"],
+                    &["ingresses"],
+                    &[
+                        "get", "list", "watch", "create", "update", "patch", "delete"
+                    ]
+                ),
+                rule(
+                    &["autoscaling"],
+                    &["horizontalpodautoscalers"],
+                    &[
+                        "get", "list", "watch", "create", "update", "patch", "delete"
+                    ]
+                ),
+                rule(
+                    &["policy"],
+                    &["poddisruptionbudgets"],
+                    &[
+                        "get", "list", "watch", "create", "update", "patch", "delete"
+                    ]
+                ),
+                rule(
+                    &["batch"],
+                    &["jobs", "cronjobs"],
+                    &[
+                        "get", "list", "watch", "create", "update", "patch", "delete"
+                    ]
+                ),
+            ]);
+            let env_label = [("slipway.dev/environment", env.name.clone())];
+            let manifest = self.object(
+                ("rbac.authorization.k8s.io/v1", "Role"),
+                DEPLOYER,
+                Some(ns),
+                &env_label,
+                None,
+                vec![("rules", lit(rules))],
+            );
+            self.push_env(&role, manifest, &[&ns_addr], &env.name);
+
+            let binding = k8s("role_binding", &format!("{ns}/{DEPLOYER}"))?;
+            let manifest = self.object(
+                ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+                DEPLOYER,
+                Some(ns),
+                &env_label,
+                None,
+                vec![
+                    (
+                        "roleRef",
+                        lit(json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": DEPLOYER})),
+                    ),
+                    (
+                        "subjects",
+                        lit(json!([{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": DEPLOYERS_GROUP}])),
+                    ),
+                ],
+            );
+            self.push_env(&binding, manifest, &[&ns_addr, &role], &env.name);
+        }
+        Ok(())
+    }
+
+    /// EKS marks CoreDNS for EC2 nodes; this cluster has none, so its pod
+    /// template is annotated for Fargate (as eksctl does), which also rolls it.
+    fn coredns(&mut self) -> Result<Address, AddressError> {
+        let addr = k8s("deployment_patch", "kube-system/coredns")?;
+        let manifest = Expr::Lit(json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "coredns", "namespace": KUBE_SYSTEM},
+            "spec": {"template": {"metadata": {"annotations": {
+                "eks.amazonaws.com/compute-type": "fargate"
+            }}}},
+        }));
+        self.push(&addr, manifest, &[]);
+        Ok(addr)
+    }
+
+    fn load_balancer_controller(&mut self, coredns: &Address) -> Result<(), AddressError> {
+        let s = self.b.s;
+        let release = s.ingress;
+        let labels = lbc_labels();
+        let ns = Some(KUBE_SYSTEM);
+
+        let sa = k8s("service_account", &format!("{KUBE_SYSTEM}/{LBC_NAME}"))?;
+        let m = self.object(
+            ("v1", "ServiceAccount"),
+            LBC_NAME,
+            ns,
+            &labels,
+            Some(Expr::map([(
+                "eks.amazonaws.com/role-arn",
+                Expr::reference(&self.shared.lb_controller_role, "arn"),
+            )])),
+            vec![],
+        );
+        self.push(&sa, m, &[]);
+
+        let cluster_role = k8s("cluster_role", &format!("{LBC_NAME}-role"))?;
+        let m = self.object(
+            ("rbac.authorization.k8s.io/v1", "ClusterRole"),
+            &format!("{LBC_NAME}-role"),
+            None,
+            &labels,
+            None,
+            vec![(
+                "rules",
+                lit(json!([
+                    rule(
+                        &[LBC_GROUP],
+                        &["targetgroupbindings"],
+                        &[
+                            "create", "delete", "get", "list", "patch", "update", "watch"
+                        ]
+                    ),
+                    rule(
+                        &[LBC_GROUP],
+                        &["ingressclassparams"],
+                        &["get", "list", "watch"]
+                    ),
+                    rule(&[""], &["events"], &["create", "patch"]),
+                    rule(&[""], &["pods"], &["get", "list", "watch"]),
+                    rule(
+                        &["networking.k8s.io"],
+                        &["ingressclasses"],
+                        &["get", "list", "watch"]
+                    ),
+                    rule(
+                        &["", "extensions", "networking.k8s.io"],
+                        &["services", "ingresses"],
+                        &["get", "list", "patch", "update", "watch"]
+                    ),
+                    rule(
+                        &[""],
+                        &["nodes", "namespaces", "endpoints"],
+                        &["get", "list", "watch"]
+                    ),
+                    rule(
+                        &[LBC_GROUP, "", "extensions", "networking.k8s.io"],
+                        &[
+                            "targetgroupbindings/status",
+                            "pods/status",
+                            "services/status",
+                            "ingresses/status"
+                        ],
+                        &["update", "patch"]
+                    ),
+                    rule(
+                        &["discovery.k8s.io"],
+                        &["endpointslices"],
+                        &["get", "list", "watch"]
+                    ),
+                ])),
+            )],
+        );
+        self.push(&cluster_role, m, &[]);
+
+        let subjects =
+            lit(json!([{"kind": "ServiceAccount", "name": LBC_NAME, "namespace": KUBE_SYSTEM}]));
+        let crb = k8s("cluster_role_binding", &format!("{LBC_NAME}-rolebinding"))?;
+        let m = self.object(
+            ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+            &format!("{LBC_NAME}-rolebinding"),
+            None,
+            &labels,
+            None,
+            vec![
+                (
+                    "roleRef",
+                    lit(json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("{LBC_NAME}-role")})),
+                ),
+                ("subjects", subjects.clone()),
+            ],
+        );
+        self.push(&crb, m, &[&cluster_role, &sa]);
+
+        let le_name = format!("{LBC_NAME}-leader-election-role");
+        let le_role = k8s("role", &format!("{KUBE_SYSTEM}/{le_name}"))?;
+        let m = self.object(
+            ("rbac.authorization.k8s.io/v1", "Role"),
+            &le_name,
+            ns,
+            &labels,
+            None,
+            vec![(
+                "rules",
+                lit(json!([
+                    rule(&[""], &["configmaps"], &["create"]),
+                    {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["aws-load-balancer-controller-leader"], "verbs": ["get", "patch", "update"]},
+                    rule(&["coordination.k8s.io"], &["leases"], &["create"]),
+                    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["aws-load-balancer-controller-leader"], "verbs": ["get", "update", "patch"]},
+                ])),
+            )],
+        );
+        self.push(&le_role, m, &[]);
+
+        let le_binding_name = format!("{LBC_NAME}-leader-election-rolebinding");
+        let le_binding = k8s("role_binding", &format!("{KUBE_SYSTEM}/{le_binding_name}"))?;
+        let m = self.object(
+            ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+            &le_binding_name,
+            ns,
+            &labels,
+            None,
+            vec![
+                (
+                    "roleRef",
+                    lit(json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": le_name})),
+                ),
+                ("subjects", subjects),
+            ],
+        );
+        self.push(&le_binding, m, &[&le_role, &sa]);
+
+        let crds = self.crds()?;
+
+        let cert = Address::new(Domain::Tls, "certificate", "lb_webhook")?;
+        let dns = format!("{WEBHOOK_SERVICE}.{KUBE_SYSTEM}.svc");
+        self.b.push(
+            Resource::new(cert.clone())
+                .attr("common_name", dns.as_str())
+                .attr(
+                    "dns_names",
+                    lit(json!([dns, format!("{dns}.cluster.local")])),
+                )
+                .attr("validity_days", 3650_u64),
+        );
+
+        let secret = k8s("secret", &format!("{KUBE_SYSTEM}/{WEBHOOK_SECRET}"))?;
+        let m = self.object(
+            ("v1", "Secret"),
+            WEBHOOK_SECRET,
+            ns,
+            &labels,
+            None,
+            vec![
+                ("type", Expr::str("kubernetes.io/tls")),
+                (
+                    "data",
+                    Expr::map([
+                        ("ca.crt", Expr::reference(&cert, "ca_pem_base64")),
+                        ("tls.crt", Expr::reference(&cert, "cert_pem_base64")),
+                        ("tls.key", Expr::reference(&cert, "key_pem_base64")),
+                    ]),
+                ),
+            ],
+        );
+        self.push(&secret, m, &[]);
+
+        let selector = json!({
+            "app.kubernetes.io/name": LBC_NAME,
+            "app.kubernetes.io/instance": LBC_NAME,
+        });
+        let service = k8s("service", &format!("{KUBE_SYSTEM}/{WEBHOOK_SERVICE}"))?;
+        let m = self.object(
+            ("v1", "Service"),
+            WEBHOOK_SERVICE,
+            ns,
+            &[
+                ("app.kubernetes.io/name", LBC_NAME.to_string()),
+                ("app.kubernetes.io/instance", LBC_NAME.to_string()),
+                ("app.kubernetes.io/component", "webhook".to_string()),
+                ("prometheus.io/service-monitor", "false".to_string()),
+            ],
+            None,
+            vec![(
+                "spec",
+                lit(json!({
+                    "ports": [{"port": 443, "name": "webhook-server", "targetPort": "webhook-server"}],
+                    "selector": selector,
+                })),
+            )],
+        );
+        self.push(&service, m, &[]);
+
+        let deployment = k8s("deployment", &format!("{KUBE_SYSTEM}/{LBC_NAME}"))?;
+        let container = Expr::map([
+            ("name", Expr::str(LBC_NAME)),
+            ("image", Expr::str(release.image)),
+            ("imagePullPolicy", Expr::str("IfNotPresent")),
+            (
+                "args",
+                Expr::List(vec![
+                    Expr::str(format!("--cluster-name={}", s.cluster.name)),
+                    Expr::str("--ingress-class=alb"),
+                    Expr::str(format!("--aws-region={}", s.region)),
+                    Expr::Concat(vec![Expr::str("--aws-vpc-id="), id(&self.shared.vpc)]),
+                ]),
+            ),
+            (
+                "ports",
+                lit(json!([
+                    {"name": "webhook-server", "containerPort": 9443, "protocol": "TCP"},
+                    {"name": "metrics-server", "containerPort": 8080, "protocol": "TCP"},
+                ])),
+            ),
+            (
+                "volumeMounts",
+                lit(
+                    json!([{"mountPath": "/tmp/k8s-webhook-server/serving-certs", "name": "cert", "readOnly": true}]),
+                ),
+            ),
+            (
+                "securityContext",
+                lit(
+                    json!({"readOnlyRootFilesystem": true, "runAsNonRoot": true, "allowPrivilegeEscalation": false}),
+                ),
+            ),
+            (
+                "livenessProbe",
+                lit(
+                    json!({"failureThreshold": 2, "httpGet": {"path": "/healthz", "port": 61779, "scheme": "HTTP"}, "initialDelaySeconds": 30, "timeoutSeconds": 10}),
+                ),
+            ),
+            (
+                "readinessProbe",
+                lit(
+                    json!({"failureThreshold": 2, "httpGet": {"path": "/readyz", "port": 61779, "scheme": "HTTP"}, "successThreshold": 1, "initialDelaySeconds": 10, "timeoutSeconds": 10}),
+                ),
+            ),
+        ]);
+        let m = self.object(
+            ("apps/v1", "Deployment"),
+            LBC_NAME,
+            ns,
+            &labels,
+            None,
+            vec![(
+                "spec",
+                Expr::map([
+                    ("replicas", lit(json!(2))),
+                    ("revisionHistoryLimit", lit(json!(10))),
+                    ("selector", lit(json!({"matchLabels": selector}))),
+                    (
+                        "template",
+                        Expr::map([
+                            ("metadata", lit(json!({"labels": selector}))),
+                            (
+                                "spec",
+                                Expr::map([
+                                    ("serviceAccountName", Expr::str(LBC_NAME)),
+                                    (
+                                        "volumes",
+                                        lit(json!([{"name": "cert", "secret": {"defaultMode": 420, "secretName": WEBHOOK_SECRET}}])),
+                                    ),
+                                    ("securityContext", lit(json!({"fsGroup": 65534}))),
+                                    ("containers", Expr::List(vec![container])),
+                                    ("terminationGracePeriodSeconds", lit(json!(10))),
+                                    ("priorityClassName", Expr::str("system-cluster-critical")),
+                                ]),
+                            ),
+                        ]),
+                    ),
+                ]),
+            )],
+        );
+        let mut after: Vec<&Address> = vec![&sa, &crb, &le_binding, &secret, &service, coredns];
+        after.extend(crds.iter());
+        self.push(&deployment, m, &after);
+
+        // Webhooks are registered once the controller serves them: with
+        // failurePolicy Fail, an earlier registration would block every
+        // Service creation in the cluster.
+        let ca = Expr::reference(&cert, "ca_pem_base64");
+        let client = |path: &str| {
+            Expr::map([
+                ("caBundle", ca.clone()),
+                (
+                    "service",
+                    lit(json!({"name": WEBHOOK_SERVICE, "namespace": KUBE_SYSTEM, "path": path})),
+                ),
+            ])
+        };
+        let not_self = json!({"matchExpressions": [{"key": "app.kubernetes.io/name", "operator": "NotIn", "values": [LBC_NAME]}]});
+        let hook = |name: &str, path: &str, rest: serde_json::Value| {
+            let mut entries = vec![("clientConfig".to_string(), client(path))];
+            entries.push(("name".to_string(), Expr::str(name)));
+            entries.push((
+                "admissionReviewVersions".to_string(),
+                lit(json!(["v1beta1"])),
+            ));
+            entries.push(("sideEffects".to_string(), Expr::str("None")));
+            entries.push(("failurePolicy".to_string(), Expr::str("Fail")));
+            if let serde_json::Value::Object(m) = rest {
+                entries.extend(m.into_iter().map(|(k, v)| (k, lit(v))));
+            }
+            Expr::map(entries)
+        };
+        let mutating = k8s("mutating_webhook_configuration", WEBHOOK_CONFIG)?;
+        let m = self.object(
+            ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration"),
+            WEBHOOK_CONFIG,
+            None,
+            &labels,
+            None,
+            vec![(
+                "webhooks",
+                Expr::List(vec![
+                    hook(
+                        "mpod.elbv2.k8s.aws",
+                        "/mutate-v1-pod",
+                        json!({
+                            "namespaceSelector": {"matchExpressions": [{"key": "elbv2.k8s.aws/pod-readiness-gate-inject", "operator": "In", "values": ["enabled"]}]},
+                            "objectSelector": not_self,
+                            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}],
+                        }),
+                    ),
+                    hook(
+                        "mservice.elbv2.k8s.aws",
+                        "/mutate-v1-service",
+                        json!({
+                            "objectSelector": not_self,
+                            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["services"]}],
+                        }),
+                    ),
+                    hook(
+                        "mtargetgroupbinding.elbv2.k8s.aws",
+                        "/mutate-elbv2-k8s-aws-v1beta1-targetgroupbinding",
+                        json!({
+                            "rules": [{"apiGroups": [LBC_GROUP], "apiVersions": ["v1beta1"], "operations": ["CREATE", "UPDATE"], "resources": ["targetgroupbindings"]}],
+                        }),
+                    ),
+                ]),
+            )],
+        );
+        self.push(&mutating, m, &[&deployment, &service]);
+
+        let validating = k8s("validating_webhook_configuration", WEBHOOK_CONFIG)?;
+        let m = self.object(
+            ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration"),
+            WEBHOOK_CONFIG,
+            None,
+            &labels,
+            None,
+            vec![(
+                "webhooks",
+                Expr::List(vec![
+                    hook(
+                        "vingressclassparams.elbv2.k8s.aws",
+                        "/validate-elbv2-k8s-aws-v1beta1-ingressclassparams",
+                        json!({
+                            "objectSelector": not_self,
+                            "rules": [{"apiGroups": [LBC_GROUP], "apiVersions": ["v1beta1"], "operations": ["CREATE", "UPDATE"], "resources": ["ingressclassparams"]}],
+                        }),
+                    ),
+                    hook(
+                        "vtargetgroupbinding.elbv2.k8s.aws",
+                        "/validate-elbv2-k8s-aws-v1beta1-targetgroupbinding",
+                        json!({
+                            "rules": [{"apiGroups": [LBC_GROUP], "apiVersions": ["v1beta1"], "operations": ["CREATE", "UPDATE"], "resources": ["targetgroupbindings"]}],
+                        }),
+                    ),
+                    hook(
+                        "vingress.elbv2.k8s.aws",
+                        "/validate-networking-v1-ingress",
+                        json!({
+                            "matchPolicy": "Equivalent",
+                            "rules": [{"apiGroups": ["networking.k8s.io"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["ingresses"]}],
+                        }),
+                    ),
+                ]),
+            )],
+        );
+        self.push(&validating, m, &[&deployment, &service]);
+
+        let params = k8s("ingress_class_params", "alb")?;
+        let m = self.object(
+            (&format!("{LBC_GROUP}/v1beta1"), "IngressClassParams"),
+            "alb",
+            None,
+            &labels,
+            None,
+            vec![("spec", lit(json!({})))],
+        );
+        let mut after: Vec<&Address> = vec![&validating];
+        after.extend(crds.iter());
+        self.push(&params, m, &after);
+
+        let class = k8s("ingress_class", "alb")?;
+        let m = self.object(
+            ("networking.k8s.io/v1", "IngressClass"),
+            "alb",
+            None,
+            &labels,
+            None,
+            vec![(
+                "spec",
+                lit(json!({
+                    "controller": "ingress.k8s.aws/alb",
+                    "parameters": {"apiGroup": LBC_GROUP, "kind": "IngressClassParams", "name": "alb"},
+                })),
+            )],
+        );
+        self.push(&class, m, &[&params]);
+        Ok(())
+    }
+
+    /// The controller's CRDs. Names, group, versions and scope are upstream's;
+    /// the schema accepts any spec until the upstream manifests are embedded.
+    fn crds(&mut self) -> Result<Vec<Address>, AddressError> {
+        let permissive = json!({"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}});
+        let defs = [
+            (
+                "ingressclassparams",
+                "IngressClassParams",
+                "IngressClassParamsList",
+                "ingressclassparams",
+                "Cluster",
+                json!([{"name": "v1beta1", "served": true, "storage": true, "schema": permissive, "subresources": {}}]),
+            ),
+            (
+                "targetgroupbindings",
+                "TargetGroupBinding",
+                "TargetGroupBindingList",
+                "targetgroupbinding",
+                "Namespaced",
+                json!([
+                    {"name": "v1alpha1", "served": true, "storage": false, "schema": permissive, "subresources": {"status": {}}},
+                    {"name": "v1beta1", "served": true, "storage": true, "schema": permissive, "subresources": {"status": {}}},
+                ]),
+            ),
+        ];
+        let mut out = Vec::new();
+        for (plural, kind, list_kind, singular, scope, versions) in defs {
+            let name = format!("{plural}.{LBC_GROUP}");
+            let addr = k8s("crd", &name)?;
+            let m = self.object(
+                ("apiextensions.k8s.io/v1", "CustomResourceDefinition"),
+                &name,
+                None,
+                &lbc_labels(),
+                None,
+                vec![(
+                    "spec",
+                    lit(json!({
+                        "group": LBC_GROUP,
+                        "names": {"kind": kind, "listKind": list_kind, "plural": plural, "singular": singular},
+                        "scope": scope,
+                        "versions": versions,
+                    })),
+                )],
+            );
+            self.push(&addr, m, &[]);
+            out.push(addr);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,34 @@
+//! AWS Load Balancer Controller releases slipway can install, each pinned
+//! with the IAM policy that matches it.
+
+/// One supported controller release.
+#[derive(Debug)]
+pub struct Release {
+    /// `2.8.2`.
+    pub version: &'static str,
+    /// The controller image.
+    pub image: &'static str,
+    /// Upstream `docs/install/iam_policy.json` at the release tag, verbatim.
+    ///
+    /// `None` means the document has not been embedded yet: the
+    /// `aws.iam_policy.lb_controller` resource then carries only
+    /// `policy_source` (the upstream URL) and no `policy`, and applying it
+    /// must fail rather than guess. Embedding it is tracked as the
+    /// "LBC IAM policy" gap in docs/stack.md.
+    pub iam_policy: Option<&'static str>,
+    /// Where the IAM policy comes from.
+    pub iam_policy_source: &'static str,
+}
+
+/// Every supported release, oldest first.
+pub static RELEASES: &[Release] = &[Release {
+    version: "2.8.2",
+    image: "public.ecr.aws/eks/aws-load-balancer-controller:v2.8.2",
+    iam_policy: None,
+    iam_policy_source: "https://raw.githubusercontent.com/kubernetes-sigs/aws-load-balancer-controller/v2.8.2/docs/install/iam_policy.json",
+}];
+
+/// The release with this version, e.g. `2.8.2`.
+pub fn release_opt(version: &str) -> Option<&'static Release> {
+    RELEASES.iter().find(|r| r.version == version)
+}

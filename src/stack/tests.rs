@@ -1,0 +1,739 @@
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use super::*;
+use crate::resource::Expr;
+use crate::resource::kind::spec_opt;
+
+const BASE: &str = r#"[stack]
+name = "s"
+region = "ap-south-1"
+
+[jenkins]
+master = { allowed_cidrs = ["203.0.113.0/24"] }
+repository_url = "https://example.com/app.git"
+
+[registry]
+repository = "s/app"
+
+[cluster]
+name = "s"
+version = "1.31"
+
+[ingress]
+controller_version = "2.8.2"
+
+[environments.blue]
+branch = "master"
+namespace = "s-blue"
+overlay = "k8s/overlays/blue"
+"#;
+
+const GREEN: &str = r#"
+[environments.green]
+branch = "staging"
+namespace = "s-green"
+overlay = "k8s/overlays/green"
+"#;
+
+/// A project directory with `stacks/` and overlays for blue, green and develop.
+fn project() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("stacks")).unwrap();
+    for env in ["blue", "green", "develop"] {
+        let overlay = dir.path().join("k8s/overlays").join(env);
+        std::fs::create_dir_all(&overlay).unwrap();
+        std::fs::write(overlay.join("kustomization.yaml"), "resources: []\n").unwrap();
+    }
+    dir
+}
+
+fn parse_in(dir: &Path, source: &str) -> Result<Stack, StackError> {
+    Stack::parse(&dir.join("stacks/t.toml"), source)
+}
+
+/// The diagnostics for `source`, with the temp dir cut from paths.
+fn errors(source: &str) -> String {
+    let dir = project();
+    let err = parse_in(dir.path(), source).expect_err("the stack should be rejected");
+    let prefix = format!("{}/", dir.path().display());
+    err.to_string().replace(&prefix, "")
+}
+
+/// `line:column` of the first occurrence of `needle` in `source`.
+fn pos(source: &str, needle: &str) -> String {
+    let offset = source.find(needle).expect("needle in source");
+    let (l, c) = diag::line_column(source, offset);
+    format!("{l}:{c}")
+}
+
+fn assert_reports(source: &str, needle: &str, message: &str) {
+    let out = errors(source);
+    let want = format!("stacks/t.toml:{}: {message}", pos(source, needle));
+    assert!(out.contains(&want), "want `{want}` in:\n{out}");
+}
+
+fn reference() -> Stack {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("stacks/smallcase.toml");
+    Stack::load(&path).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn reference_stack_parses() {
+    let s = reference();
+    assert_eq!(s.name(), "smallcase");
+    assert_eq!(s.region(), "ap-south-1");
+    assert_eq!(s.source_sha256().len(), 64);
+    let envs: Vec<_> = s
+        .environments()
+        .iter()
+        .map(|e| (e.name(), e.branch(), e.namespace(), e.protected()))
+        .collect();
+    assert_eq!(
+        envs,
+        [
+            ("blue", "master", "smallcase-blue", true),
+            ("green", "staging", "smallcase-green", false),
+            ("develop", "develop", "smallcase-develop", false),
+        ]
+    );
+    let blue = s.environment_opt("blue").unwrap();
+    assert!(blue.overlay().ends_with("k8s/overlays/blue"));
+    assert!(blue.overlay().join("kustomization.yaml").is_file());
+    assert!(s.environment_opt("prod").is_none());
+    let net = s.network();
+    let cidrs: Vec<String> = net
+        .public_subnets()
+        .iter()
+        .chain(net.private_subnets())
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        cidrs,
+        [
+            "10.0.0.0/20",
+            "10.0.16.0/20",
+            "10.0.32.0/20",
+            "10.0.48.0/20"
+        ]
+    );
+}
+
+#[test]
+fn minimal_stack_takes_defaults() {
+    let dir = project();
+    let s = parse_in(dir.path(), BASE).unwrap();
+    assert_eq!(s.network().azs(), 2);
+    assert_eq!(s.network().nat(), Nat::Single);
+    assert_eq!(s.network().cidr().to_string(), "10.0.0.0/16");
+    assert_eq!(s.jenkins.master_instance_type, "t3.medium");
+    assert_eq!(s.jenkins.agent_count, 1);
+    assert_eq!(s.registry.tag_mutability, TagMutability::Immutable);
+    assert_eq!(s.cluster.logging, ["api", "audit", "authenticator"]);
+    assert_eq!(
+        s.environments()[0].overlay(),
+        dir.path().join("k8s/overlays/blue")
+    );
+}
+
+#[test]
+fn overlay_resolves_next_to_a_stack_outside_stacks() {
+    let dir = project();
+    let s = Stack::parse(&dir.path().join("t.toml"), BASE).unwrap();
+    assert_eq!(
+        s.environments()[0].overlay(),
+        dir.path().join("k8s/overlays/blue")
+    );
+}
+
+#[test]
+fn syntax_error_has_its_position() {
+    let src = BASE.replace("name = \"s\"\nregion", "name = s\nregion");
+    let out = errors(&src);
+    assert!(out.starts_with("stacks/t.toml:2:8: invalid TOML"), "{out}");
+    assert!(out.contains("hint: "), "{out}");
+}
+
+#[test]
+fn unknown_keys_are_named_with_their_position_and_the_allowed_keys() {
+    let src = BASE.replace("region = ", "regoin = \"x\"\nregion = ")
+        + "\n[network]\ncidr = \"10.0.0.0/16\"\nsubnets = 3\n";
+    let out = errors(&src);
+    assert!(
+        out.contains(&format!(
+            "stacks/t.toml:{}: unknown key `regoin` in `[stack]`\n  hint: did you mean `region`? allowed keys: `name`, `region`, `tags`",
+            pos(&src, "regoin")
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "stacks/t.toml:{}: unknown key `subnets` in `[network]`",
+            pos(&src, "subnets")
+        )),
+        "{out}"
+    );
+    assert_reports(
+        &BASE.replace("master = { ", "master = { size = 1, "),
+        "size",
+        "unknown key `size` in `[jenkins.master]`",
+    );
+    assert_reports(
+        &(BASE.to_string() + "[extra]\n"),
+        "extra",
+        "unknown table `extra`",
+    );
+}
+
+#[test]
+fn missing_keys_name_their_table() {
+    let src = BASE.replace("repository_url = \"https://example.com/app.git\"\n", "");
+    assert_reports(
+        &src,
+        "[jenkins]",
+        "`[jenkins]` is missing required key `repository_url`",
+    );
+    let src = BASE.replace(
+        "master = { allowed_cidrs = [\"203.0.113.0/24\"] }",
+        "master = { }",
+    );
+    assert_reports(
+        &src,
+        "{ }",
+        "`[jenkins.master]` is missing required key `allowed_cidrs`",
+    );
+    let src = BASE.replace("[ingress]\ncontroller_version = \"2.8.2\"\n", "");
+    let out = errors(&src);
+    assert!(
+        out.contains("stacks/t.toml:1:1: missing table `[ingress]`"),
+        "{out}"
+    );
+}
+
+#[test]
+fn type_errors_point_at_the_value() {
+    let src = BASE.to_string() + "[network]\nazs = \"two\"\n";
+    let out = errors(&src);
+    assert!(
+        out.contains(&format!("stacks/t.toml:{}: ", pos(&src, "\"two\""))),
+        "{out}"
+    );
+    let src = BASE.to_string() + "[network]\nnat = \"double\"\n";
+    assert_reports(&src, "\"double\"", "unsupported value `double`");
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let src = BASE
+        .replace("region = \"ap-south-1\"", "region = \"india\"")
+        .replace("version = \"1.31\"", "version = \"1.24\"")
+        .replace("repository = \"s/app\"", "repository = \"S/App\"")
+        + "[network]\ncidr = \"10.0.0.0/8\"\n";
+    let out = errors(&src);
+    assert_eq!(out.matches("stacks/t.toml:").count(), 4, "{out}");
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn duplicate_namespace_names_both_environments_at_the_second() {
+    let src = BASE.to_string() + &GREEN.replace("s-green", "s-blue");
+    let second = src.rfind("\"s-blue\"").unwrap();
+    let (l, c) = diag::line_column(&src, second);
+    let out = errors(&src);
+    assert_eq!(
+        out,
+        format!(
+            "stacks/t.toml:{l}:{c}: environment `blue` and `green` both use namespace `s-blue`\n  hint: give each environment its own namespace"
+        )
+    );
+}
+
+#[test]
+fn duplicate_branch_is_rejected() {
+    let src = BASE.to_string() + &GREEN.replace("staging", "master");
+    let out = errors(&src);
+    assert!(
+        out.contains("environment `blue` and `green` both deploy branch `master`"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "stacks/t.toml:{}:",
+            pos(&src, "\"master\"\nnamespace = \"s-green\"")
+        )),
+        "{out}"
+    );
+}
+
+#[test]
+fn environment_names_branches_and_namespaces_are_checked() {
+    assert_reports(
+        &BASE.replace("namespace = \"s-blue\"", "namespace = \"kube-system\""),
+        "\"kube-system\"",
+        "namespace `kube-system` belongs to Kubernetes",
+    );
+    assert_reports(
+        &BASE.replace("namespace = \"s-blue\"", "namespace = \"S_Blue\""),
+        "\"S_Blue\"",
+        "`S_Blue` is not a valid Kubernetes namespace name",
+    );
+    assert_reports(
+        &BASE.replace("branch = \"master\"", "branch = \"feature..x\""),
+        "\"feature..x\"",
+        "`feature..x` is not a valid git branch name",
+    );
+    assert_reports(
+        &BASE.replace("[environments.blue]", "[environments.Blue]"),
+        "Blue",
+        "environment name `Blue` is not allowed",
+    );
+    let none = BASE[..BASE.find("[environments.blue]").unwrap()].to_string() + "[environments]\n";
+    assert_reports(
+        &none,
+        "environments]",
+        "`[environments]` has no environment",
+    );
+}
+
+#[test]
+fn overlay_must_exist_and_hold_a_kustomization() {
+    assert_reports(
+        &BASE.replace("k8s/overlays/blue", "k8s/overlays/prod"),
+        "\"k8s/overlays/prod\"",
+        "overlay directory `k8s/overlays/prod` does not exist",
+    );
+    let dir = project();
+    std::fs::create_dir_all(dir.path().join("k8s/empty")).unwrap();
+    let src = BASE.replace("k8s/overlays/blue", "k8s/empty");
+    let out = parse_in(dir.path(), &src).unwrap_err().to_string();
+    assert!(out.contains("has no kustomization file"), "{out}");
+}
+
+#[test]
+fn network_rules() {
+    let net = |body: &str| BASE.to_string() + "[network]\n" + body;
+    let src = net("cidr = \"10.0.0.0/12\"\n");
+    assert_reports(
+        &src,
+        "\"10.0.0.0/12\"",
+        "VPC CIDR `10.0.0.0/12` has prefix /12, AWS allows /16 to /28",
+    );
+    let src = net("cidr = \"10.0.0.1/16\"\n");
+    let out = errors(&src);
+    assert!(
+        out.contains("has host bits set\n  hint: write the network address: `10.0.0.0/16`"),
+        "{out}"
+    );
+    let src = net("azs = 1\n");
+    assert_reports(&src, "1\n", "`azs` `1` is out of range 2..=6");
+    let src = net(
+        "public_subnets = [\"10.0.0.0/24\", \"10.0.0.128/25\"]\nprivate_subnets = [\"10.0.2.0/24\", \"10.1.0.0/24\"]\n",
+    );
+    assert_reports(
+        &src,
+        "\"10.0.0.128/25\"",
+        "subnet `10.0.0.128/25` overlaps subnet `10.0.0.0/24`",
+    );
+    assert_reports(
+        &src,
+        "\"10.1.0.0/24\"",
+        "subnet `10.1.0.0/24` is outside the VPC CIDR `10.0.0.0/16`",
+    );
+    let src = net("public_subnets = [\"10.0.200.0/24\"]\n");
+    assert_reports(
+        &src,
+        "[\"10.0.200.0/24\"]",
+        "`public_subnets` lists 1 subnets but `azs` is 2",
+    );
+    let src = net("public_subnets = [\"10.0.32.0/24\", \"10.0.33.0/24\"]\n");
+    let out = errors(&src);
+    assert!(
+        out.contains("overlap the default `private_subnets`"),
+        "{out}"
+    );
+    let src = net("cidr = \"10.0.0.0/28\"\n");
+    let out = errors(&src);
+    assert!(out.contains("too small to carve 4 subnets"), "{out}");
+}
+
+#[test]
+fn jenkins_rules() {
+    let src = BASE.replace("[\"203.0.113.0/24\"]", "[\"203.0.113.7\", \"0.0.0.0/0\"]");
+    let out = errors(&src);
+    assert!(
+        out.contains(&format!(
+            "stacks/t.toml:{}: allowed CIDR `203.0.113.7` is not an IPv4 CIDR block\n  hint: write `203.0.113.7/32` for a single address",
+            pos(&src, "\"203.0.113.7\"")
+        )),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("stacks/t.toml:").count(),
+        1,
+        "0.0.0.0/0 is allowed:\n{out}"
+    );
+    assert_reports(
+        &BASE.replace("[\"203.0.113.0/24\"]", "[]"),
+        "[]",
+        "`allowed_cidrs` is empty",
+    );
+    assert_reports(
+        &BASE.replace("master = { ", "master = { instance_type = \"t3-medium\", "),
+        "\"t3-medium\"",
+        "`t3-medium` is not an EC2 instance type",
+    );
+    assert_reports(
+        &BASE.replace("https://example.com/app.git", "http://example.com/app.git"),
+        "\"http://",
+        "`http://example.com/app.git` is not a git repository URL slipway can use",
+    );
+    assert_reports(
+        &(BASE.replace("repository_url", "agents = { count = 21 }\nrepository_url")),
+        "21",
+        "agent `count` `21` is out of range 0..=20",
+    );
+    assert_reports(
+        &(BASE.replace(
+            "repository_url",
+            "ami_parameter = \"aws/x\"\nrepository_url",
+        )),
+        "\"aws/x\"",
+        "`aws/x` is not an SSM parameter path",
+    );
+    let dir = project();
+    let ok = BASE.replace(
+        "https://example.com/app.git",
+        "git@github.com:example/app.git",
+    );
+    assert!(parse_in(dir.path(), &ok).is_ok());
+}
+
+#[test]
+fn stack_registry_cluster_and_ingress_rules() {
+    assert_reports(
+        &BASE.replace("name = \"s\"\nregion", "name = \"Small\"\nregion"),
+        "\"Small\"",
+        "stack name `Small` is not usable in AWS resource names",
+    );
+    assert_reports(
+        &BASE.replace("ap-south-1", "mars-1"),
+        "\"mars-1\"",
+        "`mars-1` is not an AWS region name",
+    );
+    assert_reports(
+        &BASE.replace(
+            "region = \"ap-south-1\"",
+            "region = \"ap-south-1\"\ntags = { \"aws:owner\" = \"x\" }",
+        ),
+        "\"aws:owner\"",
+        "tag key `aws:owner` uses the `aws:` prefix, which AWS reserves",
+    );
+    assert_reports(
+        &BASE.replace("\"s/app\"", "\"s//app\""),
+        "\"s//app\"",
+        "`s//app` is not a valid ECR repository name",
+    );
+    assert_reports(
+        &BASE.replace(
+            "repository = \"s/app\"",
+            "repository = \"s/app\"\nkeep_images = 0",
+        ),
+        "0\n",
+        "`keep_images` `0` is out of range 1..=1000",
+    );
+    assert_reports(
+        &BASE.replace("name = \"s\"\nversion", "name = \"-s\"\nversion"),
+        "\"-s\"",
+        "`-s` is not a valid EKS cluster name",
+    );
+    let out = errors(&BASE.replace("\"1.31\"", "\"1.27\""));
+    assert!(
+        out.contains("EKS no longer offers Kubernetes `1.27`\n  hint: use `1.28` or later"),
+        "{out}"
+    );
+    assert_reports(
+        &BASE.replace("\"1.31\"", "\"1.x\""),
+        "\"1.x\"",
+        "`1.x` is not a Kubernetes version",
+    );
+    assert_reports(
+        &BASE.replace(
+            "version = \"1.31\"",
+            "version = \"1.31\"\nlogging = [\"api\", \"kubelet\"]",
+        ),
+        "\"kubelet\"",
+        "`kubelet` is not an EKS control plane log type",
+    );
+    let out = errors(&BASE.replace("\"2.8.2\"", "\"2.7.0\""));
+    assert!(
+        out.contains("AWS Load Balancer Controller version `2.7.0` is not supported\n  hint: use one of `2.8.2`"),
+        "{out}"
+    );
+}
+
+#[test]
+fn load_reports_a_missing_file() {
+    let err = Stack::load(Path::new("/nonexistent/stacks/x.toml")).unwrap_err();
+    assert_eq!(err.diagnostics().len(), 1);
+    assert!(
+        err.to_string()
+            .starts_with("/nonexistent/stacks/x.toml:1:1: cannot read the stack file")
+    );
+}
+
+// ---- the desired graph ----
+
+fn addresses(d: &crate::resource::Desired) -> Vec<String> {
+    d.resources().keys().map(ToString::to_string).collect()
+}
+
+#[test]
+fn reference_graph_is_valid_and_complete() {
+    let d = reference().desired().unwrap_or_else(|e| panic!("{e}"));
+    insta::assert_snapshot!(addresses(&d).join("\n"));
+}
+
+#[test]
+fn every_taggable_aws_resource_is_tagged() {
+    let s = reference();
+    let d = s.desired().unwrap();
+    let untaggable: BTreeSet<&str> = [
+        "route",
+        "route_table_association",
+        "security_group_rule",
+        "iam_role_policy_attachment",
+        "iam_role_policy",
+        "ecr_lifecycle_policy",
+    ]
+    .into();
+    for (addr, r) in d.resources() {
+        if addr.domain() != crate::addr::Domain::Aws || untaggable.contains(addr.kind()) {
+            continue;
+        }
+        let tags = r
+            .attrs()
+            .get("tags")
+            .and_then(Expr::known)
+            .unwrap_or_else(|| panic!("{addr} has no literal tags"));
+        assert_eq!(tags["slipway:stack"], "smallcase", "{addr}");
+        assert_eq!(tags["slipway:address"], addr.to_string(), "{addr}");
+        assert!(
+            tags["Name"].as_str().is_some_and(|n| !n.is_empty()),
+            "{addr}"
+        );
+    }
+}
+
+#[test]
+fn stack_tags_reach_every_tagged_resource() {
+    let dir = project();
+    let src = BASE.replace(
+        "region = \"ap-south-1\"",
+        "region = \"ap-south-1\"\ntags = { team = \"platform\" }",
+    );
+    let d = parse_in(dir.path(), &src).unwrap().desired().unwrap();
+    let tagged: Vec<_> = d
+        .resources()
+        .values()
+        .filter_map(|r| r.attrs().get("tags"))
+        .collect();
+    assert!(tagged.len() > 15);
+    for t in tagged {
+        assert_eq!(t.known().unwrap()["team"], "platform");
+    }
+}
+
+#[test]
+fn fargate_profiles_are_serialised_and_env_resources_carry_their_env() {
+    let d = reference().desired().unwrap();
+    let profiles: Vec<_> = d
+        .resources()
+        .values()
+        .filter(|r| r.addr().kind() == "eks_fargate_profile")
+        .collect();
+    assert_eq!(profiles.len(), 4);
+    for p in &profiles {
+        assert_eq!(p.serial_group_opt(), Some("eks-fargate-profiles:smallcase"));
+    }
+    let env_of = |a: &str| {
+        d.get_opt(&a.parse().unwrap())
+            .unwrap_or_else(|| panic!("{a} missing"))
+            .env_opt()
+            .map(str::to_string)
+    };
+    for (env, ns) in [("blue", "smallcase-blue"), ("develop", "smallcase-develop")] {
+        assert_eq!(
+            env_of(&format!("aws.eks_fargate_profile.{env}")).as_deref(),
+            Some(env)
+        );
+        assert_eq!(env_of(&format!("k8s.namespace.{ns}")).as_deref(), Some(env));
+        assert_eq!(
+            env_of(&format!("k8s.role.{ns}/slipway-deployer")).as_deref(),
+            Some(env)
+        );
+        assert_eq!(
+            env_of(&format!("k8s.role_binding.{ns}/slipway-deployer")).as_deref(),
+            Some(env)
+        );
+    }
+    assert_eq!(env_of("aws.eks_fargate_profile.kube_system"), None);
+    assert_eq!(env_of("aws.vpc.main"), None);
+}
+
+#[test]
+fn every_kubernetes_object_waits_for_the_cluster_and_kube_system_profile() {
+    let d = reference().desired().unwrap();
+    let cluster: crate::addr::Address = "aws.eks_cluster.main".parse().unwrap();
+    let profile: crate::addr::Address = "aws.eks_fargate_profile.kube_system".parse().unwrap();
+    let ns: crate::addr::Address = "k8s.namespace.smallcase-green".parse().unwrap();
+    for (addr, r) in d.resources() {
+        if addr.domain() != crate::addr::Domain::K8s {
+            continue;
+        }
+        let deps = r.dependencies();
+        assert!(deps.contains(&cluster) && deps.contains(&profile), "{addr}");
+        let m = r.attrs()["manifest"].substitute(&|_| None);
+        let (Expr::Map(_) | Expr::Lit(_)) = m else {
+            panic!("{addr}: manifest is not an object");
+        };
+        if addr.name().starts_with("smallcase-green/") {
+            assert!(deps.contains(&ns), "{addr}");
+        }
+    }
+}
+
+#[test]
+fn nat_per_az_doubles_nat_gateways_and_eips() {
+    let dir = project();
+    let count = |d: &crate::resource::Desired, kind: &str| {
+        d.resources().keys().filter(|a| a.kind() == kind).count()
+    };
+    let single = parse_in(dir.path(), BASE).unwrap().desired().unwrap();
+    let per_az = parse_in(
+        dir.path(),
+        &(BASE.to_string() + "[network]\nnat = \"per_az\"\n"),
+    )
+    .unwrap()
+    .desired()
+    .unwrap();
+    assert_eq!(
+        (count(&single, "nat_gateway"), count(&single, "eip")),
+        (1, 1)
+    );
+    assert_eq!(
+        (count(&per_az, "nat_gateway"), count(&per_az, "eip")),
+        (2, 2)
+    );
+    // Each private route goes to its own AZ's NAT gateway.
+    let route = &per_az.resources()[&"aws.route.private_b_nat".parse().unwrap()];
+    let target = &route.attrs()["nat_gateway_id"].references()[0].addr;
+    assert_eq!(target.to_string(), "aws.nat_gateway.nat_b");
+}
+
+#[test]
+fn agent_count_sets_the_agents() {
+    let dir = project();
+    let agents = |count: u32| {
+        let src = BASE.replace(
+            "repository_url",
+            &format!("agents = {{ count = {count} }}\nrepository_url"),
+        );
+        let d = parse_in(dir.path(), &src).unwrap().desired().unwrap();
+        d.resources()
+            .keys()
+            .filter(|a| a.kind() == "instance" && a.name().starts_with("jenkins_agent_"))
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert!(agents(0).is_empty());
+    assert_eq!(agents(3).len(), 3);
+    // Round-robin over the private subnets.
+    let src = BASE.replace("repository_url", "agents = { count = 3 }\nrepository_url");
+    let d = parse_in(dir.path(), &src).unwrap().desired().unwrap();
+    let subnet = |n: u32| {
+        let r = &d.resources()[&format!("aws.instance.jenkins_agent_{n}").parse().unwrap()];
+        r.attrs()["subnet_id"].references()[0].addr.to_string()
+    };
+    assert_eq!(subnet(1), "aws.subnet.private_a");
+    assert_eq!(subnet(2), "aws.subnet.private_b");
+    assert_eq!(subnet(3), "aws.subnet.private_a");
+}
+
+#[test]
+fn security_groups_open_only_what_the_stack_says() {
+    let d = reference().desired().unwrap();
+    for (addr, r) in d.resources() {
+        if addr.kind() != "security_group_rule" {
+            continue;
+        }
+        if let Some(cidrs) = r.attrs().get("cidr_blocks") {
+            assert_eq!(
+                cidrs.known().unwrap(),
+                serde_json::json!(["203.0.113.0/24"]),
+                "{addr}"
+            );
+        } else {
+            assert!(r.attrs().contains_key("source_security_group_id"), "{addr}");
+        }
+    }
+}
+
+#[test]
+fn irsa_trust_is_keyed_by_the_issuer_host() {
+    let d = reference().desired().unwrap();
+    let role = &d.resources()[&"aws.iam_role.lb_controller".parse().unwrap()];
+    let trust = role.attrs()["assume_role_policy"]
+        .resolve(&|r| match r.attr.as_str() {
+            "issuer_host" => Some(serde_json::json!(
+                "oidc.eks.ap-south-1.amazonaws.com/id/ABC"
+            )),
+            "arn" => Some(serde_json::json!("arn:aws:iam::1:oidc-provider/x")),
+            _ => None,
+        })
+        .unwrap();
+    let cond = &trust["Statement"][0]["Condition"]["StringEquals"];
+    assert_eq!(
+        cond["oidc.eks.ap-south-1.amazonaws.com/id/ABC:sub"],
+        "system:serviceaccount:kube-system:aws-load-balancer-controller"
+    );
+    assert_eq!(
+        cond["oidc.eks.ap-south-1.amazonaws.com/id/ABC:aud"],
+        "sts.amazonaws.com"
+    );
+}
+
+#[test]
+fn lb_controller_release_data_is_well_formed() {
+    for r in lbc::RELEASES {
+        assert!(
+            r.image.ends_with(&format!(":v{}", r.version)),
+            "{}",
+            r.version
+        );
+        assert!(r.iam_policy_source.contains(&format!("/v{}/", r.version)));
+        if let Some(doc) = r.iam_policy {
+            let v: serde_json::Value = serde_json::from_str(doc).unwrap();
+            assert_eq!(v["Version"], "2012-10-17");
+        }
+    }
+    assert!(
+        spec_opt("aws.iam_openid_connect_provider")
+            .unwrap()
+            .outputs
+            .contains(&"issuer_host")
+    );
+}
+
+#[test]
+fn schema_errors_read_well() {
+    let src = BASE
+        .replace("region = ", "regoin = \"x\"\nregion = ")
+        .replace(
+            "master = { allowed_cidrs = [\"203.0.113.0/24\"] }",
+            "master = { }",
+        )
+        + "[network]\nazs = \"two\"\nnat = \"double\"\n";
+    insta::assert_snapshot!(errors(&src));
+    let syntax = BASE.replace("name = \"s\"\nregion", "name = s\nregion");
+    insta::assert_snapshot!("syntax_error", errors(&syntax));
+}

@@ -1,0 +1,180 @@
+//! Test harness: runs the real binary in a fresh project directory against
+//! the file-backed simulated cloud, and dumps everything on failure.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+pub struct Project {
+    pub dir: tempfile::TempDir,
+}
+
+pub struct Run {
+    pub cmd: String,
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn dump(&self) -> String {
+        format!(
+            "$ {}\nexit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.cmd, self.code, self.stdout, self.stderr
+        )
+    }
+
+    #[track_caller]
+    pub fn code(&self, expected: i32) -> &Self {
+        assert_eq!(self.code, expected, "unexpected exit code\n{}", self.dump());
+        self
+    }
+
+    #[track_caller]
+    pub fn success(&self) -> &Self {
+        self.code(0)
+    }
+
+    #[track_caller]
+    pub fn stdout_has(&self, needle: &str) -> &Self {
+        assert!(
+            self.stdout.contains(needle),
+            "stdout lacks {needle:?}\n{}",
+            self.dump()
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn stderr_has(&self, needle: &str) -> &Self {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}\n{}",
+            self.dump()
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e})\n{}", self.dump()))
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+impl Project {
+    /// A project holding the reference stack and its overlays.
+    pub fn reference() -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        copy_dir(&root.join("k8s"), &dir.path().join("k8s"));
+        std::fs::create_dir_all(dir.path().join("stacks")).unwrap();
+        std::fs::copy(
+            root.join("stacks/smallcase.toml"),
+            dir.path().join("stacks/smallcase.toml"),
+        )
+        .unwrap();
+        Project { dir }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn cloud(&self) -> PathBuf {
+        self.path("cloud.json")
+    }
+
+    pub fn state_path(&self) -> PathBuf {
+        self.path("state/smallcase.json")
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_slipway"));
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env("SLIPWAY_FAKE_CLOUD", self.cloud())
+            .env_remove("NO_COLOR")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        let out = self.command(args).output().unwrap();
+        self.finish(args, out)
+    }
+
+    pub fn finish(&self, args: &[&str], out: Output) -> Run {
+        Run {
+            cmd: format!("slipway {}", args.join(" ")),
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Rewrites the stack file.
+    pub fn edit_stack(&self, from: &str, to: &str) {
+        let p = self.path("stacks/smallcase.toml");
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains(from), "the stack has no {from:?}");
+        std::fs::write(&p, text.replacen(from, to, 1)).unwrap();
+    }
+
+    pub fn world(&self) -> Value {
+        match std::fs::read_to_string(self.cloud()) {
+            Ok(t) => serde_json::from_str(&t).unwrap(),
+            Err(_) => serde_json::json!({"objects": {}, "calls": []}),
+        }
+    }
+
+    /// Changes the simulated cloud between runs.
+    pub fn edit_world(&self, f: impl FnOnce(&mut Value)) {
+        let mut w = self.world();
+        f(&mut w);
+        std::fs::write(self.cloud(), serde_json::to_string_pretty(&w).unwrap()).unwrap();
+    }
+
+    pub fn state(&self) -> Value {
+        serde_json::from_str(&std::fs::read_to_string(self.state_path()).unwrap()).unwrap()
+    }
+
+    pub fn object_count(&self) -> usize {
+        self.world()["objects"].as_object().map_or(0, |o| o.len())
+    }
+
+    pub fn state_count(&self) -> usize {
+        self.state()["resources"].as_object().map_or(0, |o| o.len())
+    }
+
+    /// The id of the object the cloud has for `addr`.
+    pub fn object_id(&self, addr: &str) -> Option<String> {
+        let w = self.world();
+        w["objects"]
+            .as_object()?
+            .iter()
+            .find(|(_, o)| o["addr"] == addr)
+            .map(|(id, _)| id.clone())
+    }
+
+    pub fn mutating_calls(&self) -> usize {
+        self.world()["calls"]
+            .as_array()
+            .map_or(0, |c| c.iter().filter(|c| c["mutating"] == true).count())
+    }
+}

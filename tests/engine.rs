@@ -1,0 +1,530 @@
+//! The engine end to end through the real binary and the simulated cloud:
+//! apply from empty, no-op re-plan, update, replace ordering, failures,
+//! interruption, saved plans, locking, destroy, drift.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Project;
+use serde_json::json;
+
+fn applied() -> Project {
+    let p = Project::reference();
+    p.run(&["apply", "--auto-approve"])
+        .success()
+        .stdout_has("Apply complete!");
+    p
+}
+
+#[test]
+fn apply_from_empty_converges_and_replans_as_no_op() {
+    let p = Project::reference();
+    let plan = p.run(&["plan", "--detailed-exitcode"]);
+    plan.code(2)
+        .stdout_has("+ aws.vpc.main")
+        .stdout_has("(known after apply)");
+    assert!(
+        plan.stdout.contains("to add, 0 to change, 0 to destroy."),
+        "{}",
+        plan.stdout
+    );
+
+    p.run(&["apply", "--auto-approve"])
+        .success()
+        .stdout_has("Apply complete!");
+    assert!(
+        p.state_count() > 40,
+        "the reference stack has the whole platform"
+    );
+    assert_eq!(p.object_count(), p.state_count());
+    p.run(&["plan", "--detailed-exitcode"])
+        .code(0)
+        .stdout_has("No changes.");
+
+    // References were resolved: the subnet points at the VPC the cloud made.
+    let state = p.state();
+    let vpc_id = state["resources"]["aws.vpc.main"]["id"].clone();
+    assert_eq!(
+        state["resources"]["aws.subnet.public_a"]["attributes"]["vpc_id"],
+        vpc_id
+    );
+}
+
+#[test]
+fn apply_refuses_without_a_terminal_or_approval() {
+    let p = Project::reference();
+    p.run(&["apply"])
+        .code(1)
+        .stderr_has("without approval")
+        .stderr_has("--auto-approve");
+    p.run(&["destroy"]).code(1);
+    assert_eq!(p.object_count(), 0);
+}
+
+#[test]
+fn a_changed_setting_is_updated_in_place() {
+    let p = applied();
+    let repo_id = p.object_id("aws.ecr_lifecycle_policy.app");
+    p.edit_stack("keep_images  = 30", "keep_images  = 10");
+    let plan = p.run(&["plan", "--detailed-exitcode"]);
+    plan.code(2)
+        .stdout_has("~ aws.ecr_lifecycle_policy.app")
+        .stdout_has("0 to add, 1 to change, 0 to destroy.");
+    p.run(&["apply", "--auto-approve"]).success();
+    assert_eq!(
+        p.object_id("aws.ecr_lifecycle_policy.app"),
+        repo_id,
+        "updated in place, not replaced"
+    );
+    p.run(&["plan", "--detailed-exitcode"]).code(0);
+}
+
+#[test]
+fn a_force_new_attribute_replaces_dependents_first_and_recreates_in_order() {
+    let p = applied();
+    let old = p.object_id("aws.ecr_repository.app").unwrap();
+    p.edit_stack(
+        "repository   = \"smallcase/app\"",
+        "repository   = \"smallcase/web\"",
+    );
+    let plan = p.run(&["plan"]);
+    plan.success()
+        .stdout_has("-/+ aws.ecr_repository.app")
+        .stdout_has("# forces replacement");
+
+    p.edit_world(|w| w["calls"] = json!([]));
+    p.run(&["apply", "--auto-approve"]).success();
+    let new = p.object_id("aws.ecr_repository.app").unwrap();
+    assert_ne!(old, new);
+    let calls: Vec<String> = p.world()["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["mutating"] == true)
+        .map(|c| {
+            format!(
+                "{} {}",
+                c["op"].as_str().unwrap(),
+                c["addr"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let at = |s: &str| {
+        calls
+            .iter()
+            .position(|c| c == s)
+            .unwrap_or_else(|| panic!("no {s} in {calls:?}"))
+    };
+    assert!(at("delete aws.ecr_lifecycle_policy.app") < at("delete aws.ecr_repository.app"));
+    assert!(at("delete aws.ecr_repository.app") < at("create aws.ecr_repository.app"));
+    assert!(at("create aws.ecr_repository.app") < at("create aws.ecr_lifecycle_policy.app"));
+    p.run(&["plan", "--detailed-exitcode"]).code(0);
+}
+
+#[test]
+fn a_failure_skips_dependents_keeps_going_and_a_rerun_converges() {
+    let p = Project::reference();
+    p.edit_world(|w| {
+        w["faults"] = json!({"fail": {"create:aws.vpc.main": "VpcLimitExceeded: too many VPCs"}})
+    });
+    let run = p.run(&["apply", "--auto-approve"]);
+    run.code(1)
+        .stdout_has("Apply failed.")
+        .stdout_has("aws.vpc.main")
+        .stdout_has("VpcLimitExceeded");
+    run.stdout_has("skipped: `aws.vpc.main` failed");
+    // Independent work finished and is in the state.
+    let state = p.state();
+    assert!(
+        state["resources"]["aws.ecr_repository.app"].is_object(),
+        "{state}"
+    );
+    assert!(state["resources"]["aws.subnet.public_a"].is_null());
+    assert_eq!(p.object_count(), p.state_count());
+
+    p.edit_world(|w| w["faults"] = json!({}));
+    p.run(&["apply", "--auto-approve"]).success();
+    p.run(&["plan", "--detailed-exitcode"]).code(0);
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sigterm_finishes_in_flight_work_saves_state_and_a_rerun_converges() {
+    let p = Project::reference();
+    p.edit_world(|w| w["faults"] = json!({"delay_ms": 400}));
+    // Output goes to files: a pipe nobody reads would fill up and stall the run.
+    let out = std::fs::File::create(p.path("apply.out")).unwrap();
+    let err = std::fs::File::create(p.path("apply.err")).unwrap();
+    let mut child = p
+        .command(&["apply", "--auto-approve"])
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap();
+    wait_for("the first resources", || {
+        p.state_path().exists() && p.state_count() >= 3
+    });
+    send_signal(child.id(), "TERM");
+    let status = child.wait().unwrap();
+    let run = common::Run {
+        cmd: "slipway apply --auto-approve".into(),
+        code: status.code().unwrap_or(-1),
+        stdout: std::fs::read_to_string(p.path("apply.out")).unwrap(),
+        stderr: std::fs::read_to_string(p.path("apply.err")).unwrap(),
+    };
+    run.code(130)
+        .stderr_has("interrupted")
+        .stdout_has("Apply interrupted.");
+    // Everything the cloud has, the state has.
+    assert_eq!(p.object_count(), p.state_count());
+    assert!(
+        !p.path("state/smallcase.json.lock").exists(),
+        "the lock is released"
+    );
+
+    p.edit_world(|w| w["faults"] = json!({}));
+    p.run(&["apply", "--auto-approve"]).success();
+    p.run(&["plan", "--detailed-exitcode"]).code(0);
+}
+
+#[test]
+fn sigkill_mid_apply_loses_nothing_and_duplicates_nothing() {
+    let p = Project::reference();
+    p.edit_world(|w| w["faults"] = json!({"delay_ms": 400}));
+    let mut child = p
+        .command(&["apply", "--auto-approve"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the first resources", || {
+        p.state_path().exists() && p.state_count() >= 3
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Objects created but never recorded exist in the cloud only.
+    let orphans = p.object_count() - p.state_count();
+
+    p.edit_world(|w| w["faults"] = json!({}));
+    let rerun = p.run(&["apply", "--auto-approve"]);
+    rerun.success().stderr_has("took over a stale lock");
+    assert_eq!(
+        p.object_count(),
+        p.state_count(),
+        "every object is tracked once (adopted {orphans})"
+    );
+    p.run(&["plan", "--detailed-exitcode"]).code(0);
+}
+
+#[test]
+fn a_second_mutating_run_is_refused_naming_the_holder() {
+    let p = Project::reference();
+    p.edit_world(|w| w["faults"] = json!({"delay_ms": 300}));
+    let child = p
+        .command(&["apply", "--auto-approve"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    wait_for("the lock", || p.path("state/smallcase.json.lock").exists());
+    let second = p.run(&["destroy", "--auto-approve", "--allow-protected"]);
+    second
+        .code(1)
+        .stderr_has("the state is locked")
+        .stderr_has(&format!("pid {pid}"))
+        .stderr_has("apply --auto-approve")
+        .stderr_has("hint:");
+    p.run(&["state", "lock"])
+        .success()
+        .stdout_has(&format!("pid {pid}"));
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    p.run(&["state", "lock"])
+        .success()
+        .stdout_has("Not locked.");
+}
+
+#[test]
+fn a_saved_plan_applies_once_and_only_against_the_state_and_stack_it_saw() {
+    let p = Project::reference();
+    p.run(&["plan", "--out", "first.plan"])
+        .success()
+        .stdout_has("Saved the plan");
+    p.run(&["plan", "--out", "second.plan"]).success();
+    p.run(&["apply", "first.plan"])
+        .success()
+        .stdout_has("Apply complete!");
+    p.run(&["apply", "first.plan"])
+        .code(1)
+        .stderr_has("already been applied");
+    p.run(&["apply", "second.plan"])
+        .code(1)
+        .stderr_has("the state changed since plan");
+
+    p.run(&["plan", "--out", "third.plan"]).success();
+    p.edit_stack("keep_images  = 30", "keep_images  = 5");
+    p.run(&["apply", "third.plan"])
+        .code(1)
+        .stderr_has("changed since plan")
+        .stderr_has("hint: make a new plan");
+    p.run(&["apply", "nope.plan"])
+        .code(1)
+        .stderr_has("cannot read plan file");
+}
+
+#[test]
+fn destroy_env_removes_only_that_environment_and_protects_blue() {
+    let p = applied();
+    let total = p.object_count();
+    p.run(&["destroy", "--env", "blue", "--auto-approve"])
+        .code(1)
+        .stderr_has("environment `blue` is protected")
+        .stderr_has("--allow-protected");
+    p.run(&["destroy", "--env", "nope", "--auto-approve"])
+        .code(1)
+        .stderr_has("no environment `nope`");
+    p.run(&["destroy", "--env", "green", "--auto-approve"])
+        .success()
+        .stdout_has("Destroy complete!");
+    assert!(p.object_id("k8s.namespace.smallcase-green").is_none());
+    assert!(p.object_id("aws.eks_fargate_profile.green").is_none());
+    assert!(p.object_id("k8s.namespace.smallcase-blue").is_some());
+    assert!(p.object_id("aws.eks_cluster.main").is_some());
+    let gone = total - p.object_count();
+    assert!((2..10).contains(&gone), "destroyed {gone}");
+    assert_eq!(p.object_count(), p.state_count());
+
+    // The next apply puts green back.
+    p.run(&["plan", "--detailed-exitcode"])
+        .code(2)
+        .stdout_has("+ k8s.namespace.smallcase-green");
+
+    p.run(&["destroy", "--auto-approve"])
+        .code(1)
+        .stderr_has("protected environment(s) `blue`");
+    p.run(&["destroy", "--auto-approve", "--allow-protected"])
+        .success();
+    assert_eq!(p.object_count(), 0);
+    assert_eq!(p.state_count(), 0);
+}
+
+#[test]
+fn drift_is_read_only_and_reports_changed_deleted_and_unmanaged() {
+    let p = applied();
+    p.run(&["drift"]).code(0).stdout_has("No drift");
+    let vpc = p.object_id("aws.vpc.main").unwrap();
+    let igw = p.object_id("aws.internet_gateway.main").unwrap();
+    p.edit_world(|w| {
+        w["objects"][&vpc]["attrs"]["enable_dns_hostnames"] = json!(false);
+        w["objects"].as_object_mut().unwrap().remove(&igw);
+        w["objects"]["sg-stray"] =
+            json!({"addr": "aws.security_group.stray", "stack": "smallcase", "attrs": {}});
+        w["calls"] = json!([]);
+    });
+    let run = p.run(&["drift"]);
+    run.code(2)
+        .stdout_has("~ aws.vpc.main has changed")
+        .stdout_has("enable_dns_hostnames = true -> false");
+    run.stdout_has("- aws.internet_gateway.main has been deleted")
+        .stdout_has("aws.security_group.stray exists (`sg-stray`)");
+    assert_eq!(p.mutating_calls(), 0, "drift must not change anything");
+
+    let json = p.run(&["drift", "--json"]);
+    json.code(2);
+    let doc = json.json();
+    assert_eq!(doc["drifted"], true);
+    let kinds: Vec<&str> = doc["drift"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"changed") && kinds.contains(&"deleted") && kinds.contains(&"unmanaged"),
+        "{kinds:?}"
+    );
+
+    // A plan shows the deleted gateway will be recreated and the DNS setting put back.
+    let plan = p.run(&["plan"]);
+    plan.success()
+        .stdout_has("+ aws.internet_gateway.main")
+        .stdout_has("~ aws.vpc.main");
+    assert_eq!(p.mutating_calls(), 0, "plan must not change anything");
+    p.run(&["apply", "--auto-approve"]).success();
+    p.run(&["plan", "--detailed-exitcode"]).code(0);
+}
+
+#[test]
+fn plan_json_is_versioned_and_parseable() {
+    let p = Project::reference();
+    let run = p.run(&["plan", "--json"]);
+    run.success();
+    let doc = run.json();
+    assert_eq!(doc["format_version"], "1");
+    assert_eq!(doc["mode"], "apply");
+    assert_eq!(doc["has_changes"], true);
+    let vpc = doc["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["address"] == "aws.vpc.main")
+        .unwrap();
+    assert_eq!(vpc["action"], "create");
+    assert!(
+        vpc["after_unknown"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("id"))
+    );
+    assert_eq!(
+        doc["summary"]["add"].as_u64().unwrap() as usize,
+        doc["changes"].as_array().unwrap().len()
+    );
+}
+
+#[test]
+fn state_commands_list_show_and_unlock() {
+    let p = applied();
+    p.run(&["state", "list"])
+        .success()
+        .stdout_has("aws.vpc.main");
+    let show = p.run(&["state", "show", "aws.vpc.main"]);
+    show.success().stdout_has("\"cidr_block\": \"10.0.0.0/16\"");
+    p.run(&["state", "show", "aws.vpc.nope"])
+        .code(1)
+        .stderr_has("has no resource `aws.vpc.nope`");
+    p.run(&["state", "show", "nope"])
+        .code(2)
+        .stderr_has("DOMAIN.KIND.NAME");
+
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(p.state_path())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(p.path("state/smallcase.json.backup").exists());
+
+    // A lock from a run on another machine is never taken over, but can be removed by id.
+    let lock = json!({"id": "abc-123", "user": "jenkins", "host": "agent-7", "pid": 1, "created": "2026-01-01T00:00:00Z", "command": "slipway apply"});
+    std::fs::write(p.path("state/smallcase.json.lock"), lock.to_string()).unwrap();
+    p.run(&["apply", "--auto-approve"])
+        .code(1)
+        .stderr_has("jenkins@agent-7")
+        .stderr_has("slipway state unlock abc-123");
+    p.run(&["state", "unlock", "wrong"])
+        .code(1)
+        .stderr_has("does not match");
+    p.run(&["state", "unlock", "abc-123"]).success();
+    p.run(&["apply", "--auto-approve"]).success();
+}
+
+#[test]
+fn a_broken_or_newer_state_is_refused_and_never_overwritten() {
+    let p = applied();
+    let good = std::fs::read_to_string(p.state_path()).unwrap();
+    std::fs::write(p.state_path(), "{ torn").unwrap();
+    p.run(&["plan"])
+        .code(1)
+        .stderr_has("is not valid slipway state");
+    p.run(&["apply", "--auto-approve"]).code(1);
+    assert_eq!(std::fs::read_to_string(p.state_path()).unwrap(), "{ torn");
+
+    std::fs::write(
+        p.state_path(),
+        good.replace("\"format_version\": 1", "\"format_version\": 7"),
+    )
+    .unwrap();
+    p.run(&["apply", "--auto-approve"])
+        .code(1)
+        .stderr_has("upgrade slipway");
+}
+
+#[test]
+fn verbs_from_later_work_say_so_and_exit_2() {
+    let p = Project::reference();
+    for verb in ["deploy", "promote", "rollback"] {
+        p.run(&[verb, "master"])
+            .code(2)
+            .stderr_has("not available in this version");
+    }
+}
+
+#[test]
+fn graph_prints_dot_and_validate_reports_the_stack() {
+    let p = Project::reference();
+    p.run(&["graph"])
+        .success()
+        .stdout_has("digraph \"smallcase\"")
+        .stdout_has("\"aws.subnet.public_a\" -> \"aws.vpc.main\";");
+    p.run(&["validate"]).success().stdout_has("is valid");
+    let doc = p.run(&["validate", "--json"]).json();
+    assert_eq!(doc["valid"], true);
+}
+
+#[test]
+fn stack_selection_and_errors() {
+    let p = Project::reference();
+    std::fs::copy(p.path("stacks/smallcase.toml"), p.path("stacks/other.toml")).unwrap();
+    p.run(&["validate"])
+        .code(1)
+        .stderr_has("several stack files")
+        .stderr_has("--stack");
+    p.run(&["validate", "--stack", "stacks/smallcase.toml"])
+        .success();
+    std::fs::write(
+        p.path("stacks/other.toml"),
+        "[stack]\nname = \"x\"\nregion = \"ap-south-1\"\nbogus = 1\n",
+    )
+    .unwrap();
+    p.run(&["validate", "--stack", "stacks/other.toml"])
+        .code(1)
+        .stderr_has("stacks/other.toml:4:1")
+        .stderr_has("bogus");
+}
+
+#[test]
+fn output_has_no_colour_without_a_terminal() {
+    let p = Project::reference();
+    let run = p.run(&["plan"]);
+    assert!(
+        !run.stdout.contains('\u{1b}'),
+        "escape codes in piped output"
+    );
+}
+
+#[test]
+fn without_the_simulated_cloud_plan_says_what_is_missing() {
+    let p = Project::reference();
+    let out = p
+        .command(&["plan"])
+        .env_remove("SLIPWAY_FAKE_CLOUD")
+        .output()
+        .unwrap();
+    let run = p.finish(&["plan"], out);
+    run.code(1)
+        .stderr_has("providers are not built in")
+        .stderr_has("SLIPWAY_FAKE_CLOUD");
+}
+
+fn send_signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
