@@ -528,3 +528,41 @@ fn send_signal(pid: u32, name: &str) {
         .unwrap();
     assert!(status.success());
 }
+
+/// Runs slipway under a pseudo-terminal (util-linux `script`), typing `input`.
+fn on_a_terminal(p: &Project, args: &str, input: &str) -> common::Run {
+    use std::io::Write as _;
+    let cmd = format!("{} {args}", env!("CARGO_BIN_EXE_slipway"));
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .current_dir(p.dir.path())
+        .env("SLIPWAY_FAKE_CLOUD", p.cloud())
+        .env_remove("NO_COLOR")
+        .env("TERM", "xterm")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("util-linux `script` is needed for terminal tests");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    p.finish(&[args], child.wait_with_output().unwrap())
+}
+
+#[test]
+fn on_a_terminal_apply_asks_and_only_yes_proceeds() {
+    let p = Project::reference();
+    let no = on_a_terminal(&p, "apply", "no\n");
+    no.stdout_has("Only 'yes' will be accepted")
+        .stdout_has("Apply cancelled.");
+    assert_eq!(p.object_count(), 0);
+
+    let yes = on_a_terminal(&p, "apply", "yes\n");
+    yes.stdout_has("Apply complete!");
+    assert!(yes.stdout.contains("\u{1b}[32m"), "colour on a terminal");
+    assert!(p.object_count() > 40);
+
+    let no_color = on_a_terminal(&p, "plan --no-color", "");
+    assert!(!no_color.stdout.contains("\u{1b}[32m"), "--no-color");
+}
