@@ -88,6 +88,16 @@ impl Address {
         })
     }
 
+    /// `DOMAIN.all.resources`: names a whole domain in errors of calls that
+    /// concern no single resource (discovery).
+    pub fn domain_wide(domain: Domain) -> Self {
+        Address {
+            domain,
+            kind: "all".to_string(),
+            name: "resources".to_string(),
+        }
+    }
+
     pub fn domain(&self) -> Domain {
         self.domain
     }

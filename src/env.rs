@@ -8,6 +8,10 @@ pub const KUBECONFIG: &str = "SLIPWAY_KUBECONFIG";
 /// and Kubernetes. See docs/testing.md.
 pub const FAKE_CLOUD: &str = "SLIPWAY_FAKE_CLOUD";
 
+/// Test-only: with `missing`, the simulated cloud serves only the kinds no
+/// real provider manages yet, and AWS serves the rest.
+pub const FAKE_KINDS: &str = "SLIPWAY_FAKE_KINDS";
+
 /// The user running slipway, for lock records.
 pub fn user_opt() -> Option<String> {
     ["USER", "LOGNAME"]
@@ -25,4 +29,9 @@ pub fn fake_cloud_opt() -> Option<std::path::PathBuf> {
     std::env::var_os(FAKE_CLOUD)
         .filter(|v| !v.is_empty())
         .map(Into::into)
+}
+
+/// Whether the simulated cloud only fills in for kinds without a real provider.
+pub fn fake_only_missing() -> bool {
+    std::env::var(FAKE_KINDS).is_ok_and(|v| v == "missing")
 }

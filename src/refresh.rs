@@ -2,9 +2,9 @@
 //! provider and concurrently across providers, and discovers objects tagged
 //! as the stack's that the state does not know. Strictly read-only.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use crate::addr::{Address, Domain};
+use crate::addr::Address;
 use crate::provider::{ProviderError, Providers};
 use crate::resource::Live;
 use crate::state::State;
@@ -27,50 +27,53 @@ pub struct RefreshError {
 
 /// Reads the live objects of everything in `state`.
 pub async fn refresh(providers: &Providers, state: &State) -> Result<Refreshed, RefreshError> {
-    let mut by_domain: BTreeMap<Domain, Vec<(Address, Live)>> = BTreeMap::new();
     let mut errors = Vec::new();
-    for (addr, r) in state.resources() {
-        match providers.for_addr(addr) {
-            Ok(_) => by_domain
-                .entry(addr.domain())
-                .or_default()
-                .push((addr.clone(), r.live())),
-            Err(e) => errors.push(e),
+    for addr in state.resources().keys() {
+        if let Err(e) = providers.for_addr(addr) {
+            errors.push(e);
         }
     }
-    let reads = by_domain.iter().filter_map(|(domain, items)| {
-        let provider = providers
-            .domains()
-            .find(|(d, _)| *d == domain)
-            .map(|(_, p)| p)?;
-        Some(async move { provider.read_many(items).await })
+    let known: BTreeSet<String> = state.resources().values().map(|r| r.id.clone()).collect();
+    let work = providers.distinct().map(|(provider, serves)| {
+        let items: Vec<(Address, Live)> = state
+            .resources()
+            .iter()
+            .filter(|(a, _)| serves(a))
+            .map(|(a, r)| (a.clone(), r.live()))
+            .collect();
+        let known = &known;
+        async move {
+            let (reads, found) = futures::join!(
+                provider.read_many(&items),
+                provider.discover(state.stack(), known)
+            );
+            let found = found.map(|objects| {
+                objects
+                    .into_iter()
+                    .filter(|(a, _)| serves(a))
+                    .collect::<Vec<_>>()
+            });
+            (reads, found)
+        }
     });
-    let discovers = providers
-        .domains()
-        .map(|(domain, p)| async move { (*domain, p.discover(state.stack()).await) });
-    let (reads, discovered) = futures::join!(
-        futures::future::join_all(reads),
-        futures::future::join_all(discovers)
-    );
+    let results = futures::future::join_all(work).await;
 
     let mut out = Refreshed::default();
-    for (addr, result) in reads.into_iter().flatten() {
-        match result {
-            Ok(live) => {
-                out.live.insert(addr, live);
+    for (reads, found) in results {
+        for (addr, result) in reads {
+            match result {
+                Ok(live) => {
+                    out.live.insert(addr, live);
+                }
+                Err(e) => errors.push(e),
             }
-            Err(e) => errors.push(e),
         }
-    }
-    for (domain, found) in discovered {
         match found {
-            Ok(objects) => out
-                .unmanaged
-                .extend(objects.into_iter().filter(|(addr, live)| {
-                    addr.domain() == domain
-                        && !state.resources().values().any(|r| r.id == live.id)
-                        && state.get_opt(addr).is_none()
-                })),
+            Ok(objects) => out.unmanaged.extend(
+                objects
+                    .into_iter()
+                    .filter(|(addr, _)| state.get_opt(addr).is_none()),
+            ),
             Err(e) => errors.push(e),
         }
     }

@@ -507,17 +507,29 @@ fn output_has_no_colour_without_a_terminal() {
 }
 
 #[test]
-fn without_the_simulated_cloud_plan_says_what_is_missing() {
+fn without_credentials_plan_says_so_once_with_a_hint() {
     let p = Project::reference();
     let out = p
         .command(&["plan"])
         .env_remove("SLIPWAY_FAKE_CLOUD")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_CONFIG_FILE", p.path("no-such-config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", p.path("no-such-credentials"))
+        .env("AWS_EC2_METADATA_DISABLED", "true")
         .output()
         .unwrap();
     let run = p.finish(&["plan"], out);
     run.code(1)
-        .stderr_has("providers are not built in")
-        .stderr_has("SLIPWAY_FAKE_CLOUD");
+        .stderr_has("no AWS credentials found")
+        .stderr_has("hint: set AWS_PROFILE");
+    assert_eq!(
+        run.stderr.matches("error:").count(),
+        1,
+        "one error, not an SDK dump:\n{}",
+        run.stderr
+    );
 }
 
 fn send_signal(pid: u32, name: &str) {

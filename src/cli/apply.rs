@@ -276,7 +276,7 @@ async fn execute(
     plan: &Plan,
     parallelism: usize,
 ) -> Result<Exit> {
-    let providers = ctx.providers(stack)?;
+    let providers = ctx.providers(stack).await?;
     let mut state = state.unwrap_or_else(|| State::new(stack.name()));
     // What refresh saw replaces what the state remembered; objects found
     // gone are forgotten before anything is recreated.

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result, anyhow};
 
 use super::Global;
-use crate::addr::Domain;
 use crate::plan::{self, Mode, PLAN_FORMAT_VERSION, Plan, PlanInput, StackRef};
 use crate::provider::Providers;
+use crate::provider::aws::{AwsProvider, AwsSetupError};
 use crate::provider::fake::FakeProvider;
 use crate::refresh::{self, Refreshed};
 use crate::resource::Desired;
@@ -58,6 +58,9 @@ pub fn report_error(printer: &Printer, err: &anyhow::Error) {
         }
         if let Some(StateError::Lock(l)) = e.downcast_ref::<StateError>() {
             return l.hint();
+        }
+        if let Some(a) = e.downcast_ref::<AwsSetupError>() {
+            return Some(a.hint().to_string());
         }
         if let Some(StateError::Conflict { .. }) = e.downcast_ref::<StateError>() {
             return Some("run `slipway plan` again to see the current state".to_string());
@@ -120,30 +123,42 @@ impl Ctx<'_> {
         }
     }
 
-    /// The providers for this run. The AWS and Kubernetes providers come
-    /// with later work; until then only the simulated cloud is available.
-    pub fn providers(&self, stack: &Stack) -> Result<Providers> {
-        match crate::env::fake_cloud_opt() {
+    /// The providers for this run: AWS for the kinds it manages (through the
+    /// standard credential chain, honouring `AWS_ENDPOINT_URL`), and the
+    /// simulated cloud when `SLIPWAY_FAKE_CLOUD` is set — for everything, or
+    /// with `SLIPWAY_FAKE_KINDS=missing` only for kinds no real provider
+    /// manages yet.
+    pub async fn providers(&self, stack: &Stack) -> Result<Providers> {
+        let fake = match crate::env::fake_cloud_opt() {
             Some(path) => {
-                let fake = FakeProvider::open(stack.name(), &path)?;
                 self.printer.debug(&format!(
                     "using the simulated cloud at `{}`",
                     path.display()
                 ));
-                let p: Arc<dyn crate::provider::Provider> = Arc::new(fake);
-                Ok(Providers::new()
-                    .with(Domain::Aws, p.clone())
-                    .with(Domain::K8s, p.clone())
-                    .with(Domain::Tls, p))
+                let p: Arc<dyn crate::provider::Provider> =
+                    Arc::new(FakeProvider::open(stack.name(), &path)?);
+                if !crate::env::fake_only_missing() {
+                    return Ok(Providers::new().with("", p));
+                }
+                Some(p)
             }
-            None => Err(hinted(
-                "this version of slipway cannot reach AWS or Kubernetes yet: their providers are not built in",
-                format!(
-                    "set `{}=PATH` to plan and apply against the simulated cloud (see docs/testing.md)",
-                    crate::env::FAKE_CLOUD
-                ),
-            )),
+            None => None,
+        };
+        let aws = AwsProvider::connect(stack.name(), stack.region()).await?;
+        self.printer.debug(&format!(
+            "AWS account {} as {}",
+            aws.account_id(),
+            aws.caller_arn()
+        ));
+        let aws: Arc<dyn crate::provider::Provider> = Arc::new(aws);
+        let mut providers = Providers::new();
+        for kind in crate::provider::aws::KINDS {
+            providers = providers.with(kind, aws.clone());
         }
+        if let Some(fake) = fake {
+            providers = providers.with("", fake);
+        }
+        Ok(providers)
     }
 }
 
@@ -159,7 +174,29 @@ pub async fn make_plan(
     state: Option<&State>,
     mode: Mode,
 ) -> Result<Plan> {
-    let providers = ctx.providers(stack)?;
+    let providers = ctx.providers(stack).await?;
+    let unmanageable: Vec<String> = desired
+        .resources()
+        .keys()
+        .filter(|a| providers.for_addr(a).is_err())
+        .map(|a| a.kind_key())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(|k| format!("`{k}`"))
+        .collect();
+    if !unmanageable.is_empty() {
+        return Err(hinted(
+            format!(
+                "this version of slipway cannot manage {} resources yet",
+                unmanageable.join(", ")
+            ),
+            format!(
+                "EKS and Kubernetes support is not built in yet; `{}=PATH {}=missing` simulates those kinds locally",
+                crate::env::FAKE_CLOUD,
+                crate::env::FAKE_KINDS
+            ),
+        ));
+    }
     let empty = State::new(stack.name());
     let prior = state.unwrap_or(&empty);
     let started = std::time::Instant::now();

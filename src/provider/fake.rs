@@ -8,7 +8,7 @@
 //! objects return `None`, deletes of gone objects succeed. Faults and delays
 //! are configured in the file's `faults` section.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -211,11 +211,15 @@ impl Provider for FakeProvider {
         Ok(found)
     }
 
-    async fn discover(&self, stack: &str) -> Result<BTreeMap<Address, Live>, ProviderError> {
+    async fn discover(
+        &self,
+        stack: &str,
+        known: &BTreeSet<String>,
+    ) -> Result<BTreeMap<Address, Live>, ProviderError> {
         let w = self.lock();
         Ok(w.objects
             .iter()
-            .filter(|(_, o)| o.stack == stack)
+            .filter(|(id, o)| o.stack == stack && !known.contains(*id))
             .map(|(id, o)| (o.addr.clone(), live(id, o)))
             .collect())
     }
@@ -380,7 +384,20 @@ mod tests {
         assert_eq!(err.code, "InjectedFault");
         let reopened = FakeProvider::open("s", &path).unwrap();
         assert_eq!(reopened.world().objects.len(), 1);
-        assert_eq!(reopened.discover("s").await.unwrap().len(), 1);
-        assert!(reopened.discover("other").await.unwrap().is_empty());
+        assert_eq!(
+            reopened
+                .discover("s", &BTreeSet::new())
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(
+            reopened
+                .discover("other", &BTreeSet::new())
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -1,14 +1,15 @@
 //! The provider seam: the only place cloud SDK types may live. The engine
 //! talks to every cloud through [`Provider`].
 
+pub mod aws;
 pub mod fake;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::addr::{Address, Domain};
+use crate::addr::Address;
 use crate::resource::{Attrs, Live};
 
 /// A per-resource failure: which resource, the cloud's error code, and
@@ -74,9 +75,13 @@ pub trait Provider: Send + Sync {
         futures::future::join_all(reads).await
     }
 
-    /// Objects tagged as belonging to `stack`, by address, so that orphans can be
-    /// reported.
-    async fn discover(&self, stack: &str) -> Result<BTreeMap<Address, Live>, ProviderError>;
+    /// Objects tagged as belonging to `stack` whose ids are not in `known`, by
+    /// address, so that orphans can be reported.
+    async fn discover(
+        &self,
+        stack: &str,
+        known: &BTreeSet<String>,
+    ) -> Result<BTreeMap<Address, Live>, ProviderError>;
 
     /// Creates the object, or adopts one an interrupted earlier run created.
     async fn create(
@@ -104,10 +109,13 @@ pub trait Provider: Send + Sync {
     ) -> Result<(), ProviderError>;
 }
 
-/// The providers of one run, by domain.
+/// The providers of one run. Each address goes to the provider registered
+/// for the longest prefix of its kind key (`aws.vpc` wins over `aws.`, which
+/// wins over ``, the catch-all).
 #[derive(Clone, Default)]
 pub struct Providers {
-    by_domain: BTreeMap<Domain, Arc<dyn Provider>>,
+    routes: Vec<(String, usize)>,
+    providers: Vec<Arc<dyn Provider>>,
 }
 
 impl Providers {
@@ -115,24 +123,58 @@ impl Providers {
         Self::default()
     }
 
-    pub fn with(mut self, domain: Domain, provider: Arc<dyn Provider>) -> Self {
-        self.by_domain.insert(domain, provider);
+    /// Routes kinds starting with `prefix` (`aws.eks_cluster`, `k8s`, or ``
+    /// for everything) to `provider`.
+    pub fn with(mut self, prefix: &str, provider: Arc<dyn Provider>) -> Self {
+        let index = match self
+            .providers
+            .iter()
+            .position(|p| Arc::ptr_eq(p, &provider))
+        {
+            Some(i) => i,
+            None => {
+                self.providers.push(provider);
+                self.providers.len() - 1
+            }
+        };
+        self.routes.retain(|(p, _)| p != prefix);
+        self.routes.push((prefix.to_string(), index));
         self
+    }
+
+    fn index_for(&self, addr: &Address) -> Option<usize> {
+        let key = addr.kind_key();
+        self.routes
+            .iter()
+            .filter(|(prefix, _)| key.starts_with(prefix.as_str()))
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map(|(_, i)| *i)
     }
 
     /// The provider for an address, or an error naming what is missing.
     pub fn for_addr(&self, addr: &Address) -> Result<&Arc<dyn Provider>, ProviderError> {
-        self.by_domain.get(&addr.domain()).ok_or_else(|| {
-            ProviderError::new(
-                addr,
-                "NoProvider",
-                format!("no `{}` provider is configured for this run", addr.domain()),
-                false,
-            )
-        })
+        self.index_for(addr)
+            .map(|i| &self.providers[i])
+            .ok_or_else(|| {
+                ProviderError::new(
+                    addr,
+                    "NoProvider",
+                    format!(
+                        "this version of slipway has no provider for `{}` resources",
+                        addr.kind_key()
+                    ),
+                    false,
+                )
+            })
     }
 
-    pub fn domains(&self) -> impl Iterator<Item = (&Domain, &Arc<dyn Provider>)> {
-        self.by_domain.iter()
+    /// Each distinct provider once, with a predicate telling which addresses it serves.
+    pub fn distinct(
+        &self,
+    ) -> impl Iterator<Item = (&Arc<dyn Provider>, impl Fn(&Address) -> bool + '_)> {
+        self.providers
+            .iter()
+            .enumerate()
+            .map(move |(i, p)| (p, move |a: &Address| self.index_for(a) == Some(i)))
     }
 }

@@ -84,7 +84,11 @@ pub static KINDS: &[KindSpec] = &[
         &["url"],
         &["id", "arn", "issuer_host"],
     ),
-    kind("aws.iam_policy", &["name", "path"], &["id", "arn"]),
+    kind(
+        "aws.iam_policy",
+        &["name", "path", "description"],
+        &["id", "arn"],
+    ),
     KindSpec {
         key: "aws.instance",
         force_new: &[

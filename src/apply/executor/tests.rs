@@ -3,7 +3,6 @@ use std::sync::Mutex;
 use serde_json::json;
 
 use super::*;
-use crate::addr::Domain;
 use crate::plan::{Mode, PlanInput, StackRef, plan as make_plan};
 use crate::provider::fake::FakeProvider;
 use crate::resource::{Desired, Resource};
@@ -136,10 +135,7 @@ async fn refresh(fake: &FakeProvider, state: &State) -> BTreeMap<Address, Option
 
 fn providers(fake: &FakeProvider) -> Providers {
     let p: Arc<dyn crate::provider::Provider> = Arc::new(fake.clone());
-    Providers::new()
-        .with(Domain::Aws, p.clone())
-        .with(Domain::K8s, p.clone())
-        .with(Domain::Tls, p)
+    Providers::new().with("", p)
 }
 
 async fn apply(

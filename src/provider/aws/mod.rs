@@ -1,0 +1,446 @@
+//! The AWS provider: network, security groups, IAM, ECR and the Jenkins
+//! instances, through the official aws-sdk-rust crates. SDK types never leave
+//! this module.
+//!
+//! Every object carries the tags `slipway:stack` and `slipway:address`; before
+//! creating, the provider looks for an object with those tags (left by a run
+//! that died between the create call and the state write) and adopts it.
+//! Reads are batched per kind with filters, so a missing object is simply
+//! absent from the answer rather than failing the whole call.
+
+mod ecr;
+mod error;
+mod iam;
+mod instance;
+mod network;
+mod policy;
+mod security;
+mod tags;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_credential_types::provider::ProvideCredentials;
+use serde_json::Value;
+
+use super::{OpContext, Provider, ProviderError};
+use crate::addr::Address;
+use crate::resource::{Attrs, Live};
+pub use error::AwsSetupError;
+use error::not_supported;
+
+/// The kinds this provider manages.
+pub const KINDS: &[&str] = &[
+    "aws.vpc",
+    "aws.internet_gateway",
+    "aws.subnet",
+    "aws.eip",
+    "aws.nat_gateway",
+    "aws.route_table",
+    "aws.route",
+    "aws.route_table_association",
+    "aws.security_group",
+    "aws.security_group_rule",
+    "aws.iam_role",
+    "aws.iam_role_policy_attachment",
+    "aws.iam_role_policy",
+    "aws.iam_instance_profile",
+    "aws.iam_policy",
+    "aws.instance",
+    "aws.ecr_repository",
+    "aws.ecr_lifecycle_policy",
+];
+
+/// How long to wait for each kind to become ready or gone, at most.
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    pub nat_gateway: Duration,
+    pub instance: Duration,
+    /// Retrying a call that failed because AWS has not caught up yet (an
+    /// instance profile EC2 cannot see, a VPC with dependencies still going).
+    pub consistency: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            nat_gateway: Duration::from_secs(10 * 60),
+            instance: Duration::from_secs(10 * 60),
+            consistency: Duration::from_secs(3 * 60),
+        }
+    }
+}
+
+/// Clients and identity for one stack in one region.
+#[derive(Clone)]
+pub struct Aws {
+    stack: String,
+    ec2: aws_sdk_ec2::Client,
+    iam: aws_sdk_iam::Client,
+    ecr: aws_sdk_ecr::Client,
+    ssm: aws_sdk_ssm::Client,
+    timeouts: Timeouts,
+    /// How often to poll while waiting.
+    poll: Duration,
+}
+
+/// The AWS provider.
+#[derive(Clone)]
+pub struct AwsProvider {
+    aws: Aws,
+    caller: String,
+    account: String,
+}
+
+impl AwsProvider {
+    /// Loads the standard credential chain and region configuration
+    /// (environment, profiles, SSO, web identity, instance profile), honours
+    /// `AWS_ENDPOINT_URL` and its per-service variants, and checks that
+    /// credentials exist and work with one STS call.
+    pub async fn connect(stack: &str, region: &str) -> Result<Self, AwsSetupError> {
+        let retry = RetryConfig::adaptive()
+            .with_max_attempts(8)
+            .with_initial_backoff(Duration::from_millis(200))
+            .with_max_backoff(Duration::from_secs(20));
+        let config = aws_config::defaults(BehaviorVersion::latest())
+            .region(aws_config::Region::new(region.to_string()))
+            .retry_config(retry)
+            .load()
+            .await;
+        let Some(creds) = config.credentials_provider() else {
+            return Err(AwsSetupError::NoCredentials {
+                detail: "no credential provider is configured".into(),
+            });
+        };
+        if let Err(e) = creds.provide_credentials().await {
+            let detail = match e {
+                aws_credential_types::provider::error::CredentialsError::CredentialsNotLoaded(_) => {
+                    "looked in the environment, the shared config and credentials files, web identity, ECS and instance metadata".to_string()
+                }
+                other => aws_smithy_types::error::display::DisplayErrorContext(&other).to_string(),
+            };
+            return Err(AwsSetupError::NoCredentials { detail });
+        }
+        let sts = aws_sdk_sts::Client::new(&config);
+        let me = sts
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|e| AwsSetupError::Identity {
+                endpoint: config
+                    .endpoint_url()
+                    .unwrap_or("the default AWS endpoints")
+                    .to_string(),
+                detail: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
+            })?;
+        let poll = if config.endpoint_url().is_some() {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_secs(5)
+        };
+        Ok(AwsProvider {
+            aws: Aws {
+                stack: stack.to_string(),
+                ec2: aws_sdk_ec2::Client::new(&config),
+                iam: aws_sdk_iam::Client::new(&config),
+                ecr: aws_sdk_ecr::Client::new(&config),
+                ssm: aws_sdk_ssm::Client::new(&config),
+                timeouts: Timeouts::default(),
+                poll,
+            },
+            caller: me.arn().unwrap_or_default().to_string(),
+            account: me.account().unwrap_or_default().to_string(),
+        })
+    }
+
+    /// The ARN of the identity slipway runs as.
+    pub fn caller_arn(&self) -> &str {
+        &self.caller
+    }
+
+    pub fn account_id(&self) -> &str {
+        &self.account
+    }
+
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.aws.timeouts = timeouts;
+        self
+    }
+
+    pub fn supports(kind_key: &str) -> bool {
+        KINDS.contains(&kind_key)
+    }
+}
+
+impl Aws {
+    /// Polls `check` until it returns `Some`, reporting `waiting` meanwhile.
+    async fn wait_until<T, F, Fut>(
+        &self,
+        addr: &Address,
+        ctx: &OpContext<'_>,
+        what: &str,
+        timeout: Duration,
+        mut check: F,
+    ) -> Result<T, ProviderError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<T>, ProviderError>>,
+    {
+        let started = tokio::time::Instant::now();
+        loop {
+            if let Some(v) = check().await? {
+                return Ok(v);
+            }
+            let waited = started.elapsed();
+            if waited >= timeout {
+                return Err(ProviderError::new(
+                    addr,
+                    "WaiterTimeout",
+                    format!(
+                        "still not {what} after {}s; the operation may still complete — run again to pick it up",
+                        timeout.as_secs()
+                    ),
+                    true,
+                ));
+            }
+            ctx.status(&format!(
+                "waiting until {what} ({}s of at most {}s)",
+                waited.as_secs(),
+                timeout.as_secs()
+            ));
+            tokio::time::sleep(self.poll).await;
+        }
+    }
+
+    /// Retries `call` while it fails with one of `codes` (AWS has not caught
+    /// up with an earlier change yet), with exponential backoff, for at most
+    /// the consistency timeout.
+    async fn retry_consistency<T, F, Fut>(
+        &self,
+        ctx: &OpContext<'_>,
+        codes: &[&str],
+        mut call: F,
+    ) -> Result<T, ProviderError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ProviderError>>,
+    {
+        let started = tokio::time::Instant::now();
+        let mut delay = self.poll.max(Duration::from_millis(100));
+        loop {
+            match call().await {
+                Err(e)
+                    if codes.iter().any(|c| e.code == *c)
+                        && started.elapsed() < self.timeouts.consistency =>
+                {
+                    ctx.status(&format!("{}: waiting for AWS to catch up", e.code));
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// A string attribute of the desired object.
+fn s<'a>(addr: &Address, attrs: &'a Attrs, key: &str) -> Result<&'a str, ProviderError> {
+    attrs.get(key).and_then(Value::as_str).ok_or_else(|| {
+        ProviderError::new(
+            addr,
+            "InvalidDesiredState",
+            format!("attribute `{key}` is missing or not a string"),
+            false,
+        )
+    })
+}
+
+fn s_opt<'a>(attrs: &'a Attrs, key: &str) -> Option<&'a str> {
+    attrs.get(key).and_then(Value::as_str)
+}
+
+fn b(attrs: &Attrs, key: &str) -> Option<bool> {
+    attrs.get(key).and_then(Value::as_bool)
+}
+
+fn i(attrs: &Attrs, key: &str) -> Option<i64> {
+    attrs.get(key).and_then(Value::as_i64)
+}
+
+fn strings(attrs: &Attrs, key: &str) -> Vec<String> {
+    attrs
+        .get(key)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Builds the attributes of a live object: the values read, keyed as in the stack.
+fn live(id: &str, attrs: impl IntoIterator<Item = (&'static str, Value)>) -> Live {
+    Live {
+        id: id.to_string(),
+        attrs: attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+    }
+}
+
+#[async_trait]
+impl Provider for AwsProvider {
+    async fn read(&self, addr: &Address, prior: &Live) -> Result<Option<Live>, ProviderError> {
+        let items = [(addr.clone(), prior.clone())];
+        let mut out = self.read_many(&items).await;
+        out.pop().map(|(_, r)| r).unwrap_or(Ok(None))
+    }
+
+    async fn read_many(
+        &self,
+        items: &[(Address, Live)],
+    ) -> Vec<(Address, Result<Option<Live>, ProviderError>)> {
+        let mut by_kind: BTreeMap<String, Vec<(Address, Live)>> = BTreeMap::new();
+        for (a, l) in items {
+            by_kind
+                .entry(a.kind().to_string())
+                .or_default()
+                .push((a.clone(), l.clone()));
+        }
+        let reads = by_kind.into_iter().map(|(kind, items)| async move {
+            let result = match kind.as_str() {
+                "vpc" => network::read_vpcs(&self.aws, &items).await,
+                "internet_gateway" => network::read_igws(&self.aws, &items).await,
+                "subnet" => network::read_subnets(&self.aws, &items).await,
+                "eip" => network::read_eips(&self.aws, &items).await,
+                "nat_gateway" => network::read_nats(&self.aws, &items).await,
+                "route_table" => network::read_route_tables(&self.aws, &items).await,
+                "route" => network::read_routes(&self.aws, &items).await,
+                "route_table_association" => network::read_associations(&self.aws, &items).await,
+                "security_group" => security::read_groups(&self.aws, &items).await,
+                "security_group_rule" => security::read_rules(&self.aws, &items).await,
+                "instance" => instance::read(&self.aws, &items).await,
+                "ecr_repository" => ecr::read_repositories(&self.aws, &items).await,
+                "ecr_lifecycle_policy" => ecr::read_lifecycle_policies(&self.aws, &items).await,
+                "iam_role"
+                | "iam_role_policy_attachment"
+                | "iam_role_policy"
+                | "iam_instance_profile"
+                | "iam_policy" => iam::read(&self.aws, &kind, &items).await,
+                _ => Err(not_supported(&items[0].0)),
+            };
+            match result {
+                Ok(found) => items
+                    .iter()
+                    .map(|(a, _)| (a.clone(), Ok(found.get(a).cloned())))
+                    .collect::<Vec<_>>(),
+                Err(e) => items
+                    .iter()
+                    .map(|(a, _)| {
+                        (
+                            a.clone(),
+                            Err(ProviderError {
+                                addr: a.clone(),
+                                ..e.clone()
+                            }),
+                        )
+                    })
+                    .collect(),
+            }
+        });
+        futures::future::join_all(reads)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    async fn discover(
+        &self,
+        stack: &str,
+        known: &BTreeSet<String>,
+    ) -> Result<BTreeMap<Address, Live>, ProviderError> {
+        tags::discover_ec2(&self.aws, stack, known).await
+    }
+
+    async fn create(
+        &self,
+        addr: &Address,
+        desired: &Attrs,
+        ctx: &OpContext<'_>,
+    ) -> Result<Live, ProviderError> {
+        let aws = &self.aws;
+        match addr.kind() {
+            "vpc" => network::create_vpc(aws, addr, desired, ctx).await,
+            "internet_gateway" => network::create_igw(aws, addr, desired, ctx).await,
+            "subnet" => network::create_subnet(aws, addr, desired, ctx).await,
+            "eip" => network::create_eip(aws, addr, desired, ctx).await,
+            "nat_gateway" => network::create_nat(aws, addr, desired, ctx).await,
+            "route_table" => network::create_route_table(aws, addr, desired, ctx).await,
+            "route" => network::create_route(aws, addr, desired, ctx).await,
+            "route_table_association" => network::create_association(aws, addr, desired, ctx).await,
+            "security_group" => security::create_group(aws, addr, desired, ctx).await,
+            "security_group_rule" => security::create_rule(aws, addr, desired, ctx).await,
+            "instance" => instance::create(aws, addr, desired, ctx).await,
+            "ecr_repository" => ecr::create_repository(aws, addr, desired, ctx).await,
+            "ecr_lifecycle_policy" => ecr::put_lifecycle_policy(aws, addr, desired, ctx).await,
+            k if k.starts_with("iam_") => iam::create(aws, addr, desired, ctx).await,
+            _ => Err(not_supported(addr)),
+        }
+    }
+
+    async fn update(
+        &self,
+        addr: &Address,
+        prior: &Live,
+        desired: &Attrs,
+        ctx: &OpContext<'_>,
+    ) -> Result<Live, ProviderError> {
+        let aws = &self.aws;
+        match addr.kind() {
+            "vpc" => network::update_vpc(aws, addr, prior, desired, ctx).await,
+            "internet_gateway" | "subnet" | "eip" | "nat_gateway" | "route_table" => {
+                network::update_tagged(aws, addr, prior, desired, ctx).await
+            }
+            "route" => network::update_route(aws, addr, prior, desired, ctx).await,
+            "route_table_association" => {
+                network::update_association(aws, addr, prior, desired, ctx).await
+            }
+            "security_group" => security::update_group(aws, addr, prior, desired, ctx).await,
+            "security_group_rule" => security::update_rule(aws, addr, prior, desired, ctx).await,
+            "instance" => instance::update(aws, addr, prior, desired, ctx).await,
+            "ecr_repository" => ecr::update_repository(aws, addr, prior, desired, ctx).await,
+            "ecr_lifecycle_policy" => ecr::put_lifecycle_policy(aws, addr, desired, ctx).await,
+            k if k.starts_with("iam_") => iam::update(aws, addr, prior, desired, ctx).await,
+            _ => Err(not_supported(addr)),
+        }
+    }
+
+    async fn delete(
+        &self,
+        addr: &Address,
+        prior: &Live,
+        ctx: &OpContext<'_>,
+    ) -> Result<(), ProviderError> {
+        let aws = &self.aws;
+        match addr.kind() {
+            "vpc"
+            | "internet_gateway"
+            | "subnet"
+            | "eip"
+            | "nat_gateway"
+            | "route_table"
+            | "route"
+            | "route_table_association" => network::delete(aws, addr, prior, ctx).await,
+            "security_group" | "security_group_rule" => {
+                security::delete(aws, addr, prior, ctx).await
+            }
+            "instance" => instance::delete(aws, addr, prior, ctx).await,
+            "ecr_repository" | "ecr_lifecycle_policy" => ecr::delete(aws, addr, prior, ctx).await,
+            k if k.starts_with("iam_") => iam::delete(aws, addr, prior, ctx).await,
+            _ => Err(not_supported(addr)),
+        }
+    }
+}

@@ -1,0 +1,1131 @@
+//! VPC, internet gateway, subnets, Elastic IPs, NAT gateways, route tables,
+//! routes and route table associations.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ec2::types::{
+    AttributeBooleanValue, ConnectivityType, DomainType, NatGatewayState, ResourceType,
+    VpcAttributeName,
+};
+use serde_json::json;
+
+use super::error::{code_of, invalid, sdk_error};
+use super::tags::{self, filter, owner_filters};
+use super::{Aws, b, live, s, s_opt};
+use crate::addr::Address;
+use crate::provider::{OpContext, ProviderError};
+use crate::resource::{Attrs, Live};
+
+type Found = Result<BTreeMap<Address, Live>, ProviderError>;
+
+/// Codes EC2 answers while a just-created object is not yet visible everywhere.
+const NOT_YET_VISIBLE: &[&str] = &[
+    "InvalidVpcID.NotFound",
+    "InvalidSubnetID.NotFound",
+    "InvalidRouteTableID.NotFound",
+    "InvalidInternetGatewayID.NotFound",
+    "InvalidGatewayID.NotFound",
+    "InvalidNatGatewayID.NotFound",
+    "InvalidAllocationID.NotFound",
+];
+
+fn ids(items: &[(Address, Live)]) -> Vec<String> {
+    items.iter().map(|(_, l)| l.id.clone()).collect()
+}
+
+/// Matches objects read back to the addresses that asked for them, by id.
+fn by_id(items: &[(Address, Live)], found: Vec<Live>) -> BTreeMap<Address, Live> {
+    let mut out = BTreeMap::new();
+    for l in found {
+        for (a, prior) in items {
+            if prior.id == l.id {
+                out.insert(a.clone(), l.clone());
+            }
+        }
+    }
+    out
+}
+
+fn batch_addr(items: &[(Address, Live)]) -> Address {
+    items
+        .first()
+        .map(|(a, _)| a.clone())
+        .unwrap_or_else(|| Address::domain_wide(crate::addr::Domain::Aws))
+}
+
+fn is_gone(code: Option<&str>) -> bool {
+    code.is_some_and(|c| {
+        c.ends_with(".NotFound") || c.ends_with("NotFound") || c == "InvalidAssociationID.NotFound"
+    })
+}
+
+// ---------------------------------------------------------------- VPC
+
+pub async fn read_vpcs(aws: &Aws, items: &[(Address, Live)]) -> Found {
+    let at = batch_addr(items);
+    let out = aws
+        .ec2
+        .describe_vpcs()
+        .filters(filter("vpc-id", ids(items)))
+        .send()
+        .await
+        .map_err(|e| sdk_error(&at, "DescribeVpcs", &e))?;
+    let mut found = Vec::new();
+    for v in out.vpcs() {
+        let id = v.vpc_id().unwrap_or_default();
+        // Two attributes EC2 only reports one call at a time.
+        let support = aws
+            .ec2
+            .describe_vpc_attribute()
+            .vpc_id(id)
+            .attribute(VpcAttributeName::EnableDnsSupport)
+            .send()
+            .await
+            .map_err(|e| sdk_error(&at, "DescribeVpcAttribute", &e))?;
+        let hostnames = aws
+            .ec2
+            .describe_vpc_attribute()
+            .vpc_id(id)
+            .attribute(VpcAttributeName::EnableDnsHostnames)
+            .send()
+            .await
+            .map_err(|e| sdk_error(&at, "DescribeVpcAttribute", &e))?;
+        found.push(live(
+            id,
+            [
+                ("id", json!(id)),
+                ("cidr_block", json!(v.cidr_block())),
+                (
+                    "enable_dns_support",
+                    json!(
+                        support
+                            .enable_dns_support()
+                            .and_then(|a| a.value())
+                            .unwrap_or(false)
+                    ),
+                ),
+                (
+                    "enable_dns_hostnames",
+                    json!(
+                        hostnames
+                            .enable_dns_hostnames()
+                            .and_then(|a| a.value())
+                            .unwrap_or(false)
+                    ),
+                ),
+                ("tags", tags::ec2_value(v.tags())),
+            ],
+        ));
+    }
+    Ok(by_id(items, found))
+}
+
+async fn find_owned_vpc(aws: &Aws, addr: &Address) -> Result<Option<String>, ProviderError> {
+    let out = aws
+        .ec2
+        .describe_vpcs()
+        .set_filters(Some(owner_filters(aws, addr)))
+        .send()
+        .await
+        .map_err(|e| sdk_error(addr, "DescribeVpcs", &e))?;
+    Ok(out
+        .vpcs()
+        .first()
+        .and_then(|v| v.vpc_id())
+        .map(str::to_string))
+}
+
+pub async fn create_vpc(
+    aws: &Aws,
+    addr: &Address,
+    desired: &Attrs,
+    ctx: &OpContext<'_>,
+) -> Result<Live, ProviderError> {
+    let id = match find_owned_vpc(aws, addr).await? {
+        Some(id) => id,
+        None => {
+            let out = aws
+                .ec2
+                .create_vpc()
+                .cidr_block(s(addr, desired, "cidr_block")?)
+                .tag_specifications(tags::spec(ResourceType::Vpc, desired))
+                .send()
+                .await
+                .map_err(|e| sdk_error(addr, "CreateVpc", &e))?;
+            out.vpc()
+                .and_then(|v| v.vpc_id())
+                .ok_or_else(|| invalid(addr, "CreateVpc returned no VPC id"))?
+                .to_string()
+        }
+    };
+    set_vpc_dns(aws, addr, &id, None, desired, ctx).await?;
+    let prior = Live {
+        id: id.clone(),
+        attrs: Attrs::new(),
+    };
+    reread(aws, addr, &prior).await
+}
+
+async fn set_vpc_dns(
+    aws: &Aws,
+    addr: &Address,
+    id: &str,
+    prior: Option<&Live>,
+    desired: &Attrs,
+    ctx: &OpContext<'_>,
+) -> Result<(), ProviderError> {
+    for (key, support) in [
+        ("enable_dns_support", true),
+        ("enable_dns_hostnames", false),
+    ] {
+        let Some(want) = b(desired, key) else {
+            continue;
+        };
+        if prior.is_some_and(|p| b(&p.attrs, key) == Some(want)) {
+            continue;
+        }
+        let v = AttributeBooleanValue::builder().value(want).build();
+        aws.retry_consistency(ctx, NOT_YET_VISIBLE, || async {
+            let req = aws.ec2.modify_vpc_attribute().vpc_id(id);
+            let req = if support {
+                req.enable_dns_support(v.clone())
+            } else {
+                req.enable_dns_hostnames(v.clone())
+            };
+            req.send()
+                .await
+                .map(|_| ())
+                .map_err(|e| sdk_error(addr, "ModifyVpcAttribute", &e))
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+pub async fn update_vpc(
+    aws: &Aws,
+    addr: &Address,
+    prior: &Live,
+    desired: &Attrs,
+    ctx: &OpContext<'_>,
+) -> Result<Live, ProviderError> {
+    set_vpc_dns(aws, addr, &prior.id, Some(prior), desired, ctx).await?;
+    tags::sync_ec2(aws, addr, &prior.id, prior.attrs.get("tags"), desired).await?;
+    reread(aws, addr, prior).await
+}
+
+/// Reads the objects of one network kind.
+async fn read_kind(aws: &Aws, kind: &str, items: &[(Address, Live)]) -> Found {
+    match kind {
+        "vpc" => read_vpcs(aws, items).await,
+        "internet_gateway" => read_igws(aws, items).await,
+        "subnet" => read_subnets(aws, items).await,
+        "eip" => read_eips(aws, items).await,
+        "nat_gateway" => read_nats(aws, items).await,
+        "route_table" => read_route_tables(aws, items).await,
+        "route" => read_routes(aws, items).await,
+        _ => read_associations(aws, items).await,
+    }
+}
+
+/// Reads one object back after a change; a new object can take a moment to
+/// show up in Describe calls.
+async fn reread(aws: &Aws, addr: &Address, prior: &Live) -> Result<Live, ProviderError> {
+    let items = [(addr.clone(), prior.clone())];
+    let started = tokio::time::Instant::now();
+    loop {
+        if let Some(l) = read_kind(aws, addr.kind(), &items).await?.remove(addr) {
+            return Ok(l);
+        }
+        if started.elapsed() > aws.timeouts.consistency {
+            return Err(ProviderError::new(
+                addr,
+                "NotFound",
+                format!("`{}` was changed but cannot be read back", prior.id),
+                true,
+            ));
+        }
+        tokio::time::sleep(aws.poll).await;
+    }
+}
+
+/// Tags are the only in-place change for these kinds (the rest force a replacement).
+pub async fn update_tagged(
+    aws: &Aws,
+    addr: &Address,
+    prior: &Live,
+    desired: &Attrs,
+    _ctx: &OpContext<'_>,
+) -> Result<Live, ProviderError> {
+    tags::sync_ec2(aws, addr, &prior.id, prior.attrs.get("tags"), desired).await?;
+    if addr.kind() == "subnet" {
+        set_map_public_ip(aws, addr, &prior.id, Some(prior), desired).await?;
+    }
+    reread(aws, addr, prior).await
+}
+
+// ---------------------------------------------------------------- internet gateway
+
+pub async fn read_igws(aws: &Aws, items: &[(Address, Live)]) -> Found {
+    let at = batch_addr(items);
+    let out = aws
+        .ec2
+        .describe_internet_gateways()
+        .filters(filter("internet-gateway-id", ids(items)))
+        .send()
+        .await
+        .map_err(|e| sdk_error(&at, "DescribeInternetGateways", &e))?;
+    let found = out
+        .internet_gateways()
+        .iter()
+        .map(|g| {
+            let id = g.internet_gateway_id().unwrap_or_default();
+            let vpc = g.attachments().first().and_then(|a| a.vpc_id());
+            live(
+                id,
+                [
+                    ("id", json!(id)),
+                    ("vpc_id", json!(vpc)),
+                    ("tags", tags::ec2_value(g.tags())),
+                ],
+            )
+        })
+        .collect();
+    Ok(by_id(items, found))
+}
+
+pub async fn create_igw(
+    aws: &Aws,
+    addr: &Address,
+    desired: &Attrs,
+    ctx: &OpContext<'_>,
+) -> Result<Live, ProviderError> {
+    let owned = aws
+        .ec2
+        .describe_internet_gateways()
+        .set_filters(Some(owner_filters(aws, addr)))
+        .send()
+        .await
+        .map_err(|e| sdk_error(addr, "DescribeInternetGateways", &e))?;
+    let (id, attached) = match owned.internet_gateways().first() {
+        Some(g) => (
+            g.internet_gateway_id().unwrap_or_default().to_string(),
+            g.attachments()
+                .first()
+                .and_then(|a| a.vpc_id())
+                .map(str::to_string),
+        ),
+        None => {
+            let out = aws
+                .ec2
+                .create_internet_gateway()
+                .tag_specifications(tags::spec(ResourceType::InternetGateway, desired))
+                .send()
+                .await
+                .map_err(|e| sdk_error(addr, "CreateInternetGateway", &e))?;
+            let id = out
+                .internet_gateway()
+                .and_then(|g| g.internet_gateway_id())
+                .ok_or_else(|| invalid(addr, "CreateInternetGateway returned no id"))?;
+            (id.to_string(), None)
+        }
+    };
+    let vpc = s(addr, desired, "vpc_id")?;
+    if attached.as_deref() != Some(vpc) {
+        aws.retry_consistency(ctx, NOT_YET_VISIBLE, || async {
+            aws.ec2
+                .attach_internet_gateway()
+                .internet_gateway_id(&id)
+                .vpc_id(vpc)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| sdk_error(addr, "AttachInternetGateway", &e))
+        })
+        .await?;
+    }
+    reread(
+        aws,
+        addr,
+        &Live {
+            id,
+            attrs: Attrs::new(),
+        },
+    )
+    .await
+}
+
+// ---------------------------------------------------------------- subnets
+
+pub async fn read_subnets(aws: &Aws, items: &[(Address, Live)]) -> Found {
+    let at = batch_addr(items);
+    let out = aws
+        .ec2
+        .describe_subnets()
+        .filters(filter("subnet-id", ids(items)))
+        .send()
+        .await
+        .map_err(|e| sdk_error(&at, "DescribeSubnets", &e))?;
+    let found = out
+        .subnets()
+        .iter()
+        .map(|n| {
+            let id = n.subnet_id().unwrap_or_default();
+            live(
+                id,
+                [
+                    ("id", json!(id)),
+                    ("arn", json!(n.subnet_arn())),
+                    ("vpc_id", json!(n.vpc_id())),
+                    ("cidr_block", json!(n.cidr_block())),
+                    ("availability_zone", json!(n.availability_zone())),
+                    (
+                        "map_public_ip_on_launch",
+                        json!(n.map_public_ip_on_launch().unwrap_or(false)),
+                    ),
+                    ("tags", tags::ec2_value(n.tags())),
+                ],
+            )
+        })
+        .collect();
+    Ok(by_id(items, found))
+}
+
+async fn set_map_public_ip(
+    aws: &Aws,
+    addr: &Address,
+    id: &str,
+    prior: Option<&Live>,
+    desired: &Attrs,
+) -> Result<(), ProviderError> {
+    let Some(want) = b(desired, "map_public_ip_on_launch") else {
+        return Ok(());
+    };
+    let have = prior
+        .and_then(|p| b(&p.attrs, "map_public_ip_on_launch"))
+        .unwrap_or(false);
+    if want == have {
+        return Ok(());
+    }
+    aws.ec2
+        .modify_subnet_attribute()
+        .subnet_id(id)
+        .map_public_ip_on_launch(AttributeBooleanValue::builder().value(want).build())
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| sdk_error(addr, "ModifySubnetAttribute", &e))
+}
+
+pub async fn create_subnet(
+    aws: &Aws,
+    addr: &Address,
+    desired: &Attrs,
+    ctx: &OpContext<'_>,
+) -> Result<Live, ProviderError> {
+    let owned = aws
+        .ec2
+        .describe_subnets()
+        .set_filters(Some(owner_filters(aws, addr)))
+        .send()
+        .await
+        .map_err(|e| sdk_error(addr, "DescribeSubnets", &e))?;
+    let id = match owned.subnets().first().and_then(|n| n.subnet_id()) {
+        Some(id) => id.to_string(),
+        None => {
+            let out = aws
+                .retry_consistency(ctx, NOT_YET_VISIBLE, || async {
+                    aws.ec2
+                        .create_subnet()
+                        .vpc_id(s(addr, desired, "vpc_id")?)
+                        .cidr_block(s(addr, desired, "cidr_block")?)
+                        .availability_zone(s(addr, desired, "availability_zone")?)
+                        .tag_specifications(tags::spec(ResourceType::Subnet, desired))
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error(addr, "CreateSubnet", &e))
+                })
+                .await?;
+            out.subnet()
+                .and_then(|n| n.subnet_id())
+                .ok_or_else(|| invalid(addr, "CreateSubnet returned no id"))?
+                .to_string()
+        }
+    };
+    set_map_public_ip(aws, addr, &id, None, desired).await?;
+    reread(
+        aws,
+        addr,
+        &Live {
+            id,
+            attrs: Attrs::new(),
+        },
+    )
+    .await
+}
+
+// ---------------------------------------------------------------- Elastic IPs
+
+pub async fn read_eips(aws: &Aws, items: &[(Address, Live)]) -> Found {
+    let at = batch_addr(items);
+    let out = aws
+        .ec2
+        .describe_addresses()
+        .filters(filter("allocation-id", ids(items)))
+        .send()
+        .await
+        .map_err(|e| sdk_error(&at, "DescribeAddresses", &e))?;
+    let found = out
+        .addresses()
+        .iter()
+        .map(|a| {
+            let id = a.allocation_id().unwrap_or_default();
+            live(
+                id,
+                [
+                    ("id", json!(id)),
+                    ("domain", json!(a.domain().map(|d| d.as_str()))),
+                    ("public_ip", json!(a.public_ip())),
+                    ("tags", tags::ec2_value(a.tags())),
+                ],
+            )
+        })
+        .collect();
+    Ok(by_id(items, found))
+}
+
+pub async fn create_eip(
+    aws: &Aws,
+    addr: &Address,
+    desired: &Attrs,
+    _ctx: &OpContext<'_>,
+) -> Result<Live, ProviderError> {
+    let owned = aws
+        .ec2
+        .describe_addresses()
+        .set_filters(Some(owner_filters(aws, addr)))
+        .send()
+        .await
+        .map_err(|e| sdk_error(addr, "DescribeAddresses", &e))?;
+    let id = match owned.addresses().first().and_then(|a| a.allocation_id()) {
+        Some(id) => id.to_string(),
+        None => {
+            let out = aws
+                .ec2
+                .allocate_address()
+                .domain(DomainType::Vpc)
+                .tag_specifications(tags::spec(ResourceType::ElasticIp, desired))
+                .send()
+                .await
+                .map_err(|e| sdk_error(addr, "AllocateAddress", &e))?;
+            out.allocation_id()
+                .ok_or_else(|| invalid(addr, "AllocateAddress returned no allocation id"))?
+                .to_string()
+        }
+    };
+    reread(
+        aws,
+        addr,
+        &Live {
+            id,
+            attrs: Attrs::new(),
+        },
+    )
+    .await
+}
+
+// ---------------------------------------------------------------- NAT gateways
+
+fn nat_live(n: &aws_sdk_ec2::types::NatGateway) -> Live {
+    let id = n.nat_gateway_id().unwrap_or_default();
+    let alloc = n
+        .nat_gateway_addresses()
+        .first()
+        .and_then(|a| a.allocation_id());
+    live(
+        id,
+        [
+            ("id", json!(id)),
+            ("subnet_id", json!(n.subnet_id())),
+            ("allocation_id", json!(alloc)),
+            (
+                "connectivity_type",
+                json!(n.connectivity_type().map_or("public", |c| c.as_str())),
+            ),
+            ("tags", tags::ec2_value(n.tags())),
+        ],
+    )
+}
+
+/// NAT gateways in every state but deleted and failed, with their state.
+async fn describe_nats(
+    aws: &Aws,
+    at: &Address,
+    filters: Vec<aws_sdk_ec2::types::Filter>,
+) -> Result<Vec<(Live, NatGatewayState)>, ProviderError> {
+    let out = aws
+        .ec2
+        .describe_nat_gateways()
+        .set_filter(Some(filters))
+        .send()
+        .await
+        .map_err(|e| sdk_error(at, "DescribeNatGateways", &e))?;
+    Ok(out
+        .nat_gateways()
+        .iter()
+        .filter_map(|n| {
+            let state = n.state()?.clone();
+            (!matches!(state, NatGatewayState::Deleted | NatGatewayState::Failed))
+                .then(|| (nat_live(n), state))
+        })
+        .collect())
+}
+
+pub async fn read_nats(aws: &Aws, items: &[(Address, Live)]) -> Found {
+    let at = batch_addr(items);
+    let found = describe_nats(aws, &at, vec![filter("nat-gateway-id", ids(items))]).await?;
+    Ok(by_id(
+        items,
+        found
+            .into_iter()
+            .filter(|(_, s)| *s != NatGatewayState::Deleting)
+            .map(|(l, _)| l)
+            .collect(),
+    ))
+}
+
+pub async fn create_nat(
+    aws: &Aws,
+    addr: &Address,
+    desired: &Attrs,
+    ctx: &OpContext<'_>,
+) -> Result<Live, ProviderError> {
+    let owned = describe_nats(aws, addr, owner_filters(aws, addr)).await?;
+    let id = match owned
+        .into_iter()
+        .find(|(_, s)| *s != NatGatewayState::Deleting)
+    {
+        Some((l, _)) => l.id,
+        None => {
+            let connectivity =
+                ConnectivityType::from(s_opt(desired, "connectivity_type").unwrap_or("public"));
+            let out = aws
+                .retry_consistency(ctx, NOT_YET_VISIBLE, || async {
+                    aws.ec2
+                        .create_nat_gateway()
+                        .subnet_id(s(addr, desired, "subnet_id")?)
+                        .allocation_id(s(addr, desired, "allocation_id")?)
+                        .connectivity_type(connectivity.clone())
+                        .tag_specifications(tags::spec(ResourceType::Natgateway, desired))
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error(addr, "CreateNatGateway", &e))
+                })
+                .await?;
+            out.nat_gateway()
+                .and_then(|n| n.nat_gateway_id())
+                .ok_or_else(|| invalid(addr, "CreateNatGateway returned no id"))?
+                .to_string()
+        }
+    };
+    aws.wait_until(addr, ctx, "available", aws.timeouts.nat_gateway, || async {
+        let out = aws
+            .ec2
+            .describe_nat_gateways()
+            .nat_gateway_ids(&id)
+            .send()
+            .await
+            .map_err(|e| sdk_error(addr, "DescribeNatGateways", &e))?;
+        let Some(n) = out.nat_gateways().first() else {
+            return Ok(None);
+        };
+        match n.state() {
+            Some(NatGatewayState::Available) => Ok(Some(nat_live(n))),
+            Some(NatGatewayState::Failed) => Err(ProviderError::new(
+                addr,
+                n.failure_code().unwrap_or("NatGatewayFailed"),
+                format!(
+                    "NAT gateway `{id}` failed: {}",
+                    n.failure_message().unwrap_or("no reason given")
+                ),
+                false,
+            )),
+            _ => Ok(None),
+        }
+    })
+    .await
+}
+
+// ---------------------------------------------------------------- route tables, routes, associations
+
+pub async fn read_route_tables(aws: &Aws, items: &[(Address, Live)]) -> Found {
+    let at = batch_addr(items);
+    let out = aws
+        .ec2
+        .describe_route_tables()
+        .filters(filter("route-table-id", ids(items)))
+        .send()
+        .await
+        .map_err(|e| sdk_error(&at, "DescribeRouteTables", &e))?;
+    let found = out
+        .route_tables()
+        .iter()
+        .map(|t| {
+            let id = t.route_table_id().unwrap_or_default();
+            live(
+                id,
+                [
+                    ("id", json!(id)),
+                    ("vpc_id", json!(t.vpc_id())),
+                    ("tags", tags::ec2_value(t.tags())),
+                ],
+            )
+        })
+        .collect();
+    Ok(by_id(items, found))
+}
+
+pub async fn create_route_table(
+    aws: &Aws,
+    addr: &Address,
+    desired: &Attrs,
+    ctx: &OpContext<'_>,
+) -> Result<Live, ProviderError> {
+    let owned = aws
+        .ec2
+        .describe_route_tables()
+        .set_filters(Some(owner_filters(aws, addr)))
+        .send()
+        .await
+        .map_err(|e| sdk_error(addr, "DescribeRouteTables", &e))?;
+    let id = match owned
+        .route_tables()
+        .first()
+        .and_then(|t| t.route_table_id())
+    {
+        Some(id) => id.to_string(),
+        None => {
+            let out = aws
+                .retry_consistency(ctx, NOT_YET_VISIBLE, || async {
+                    aws.ec2
+                        .create_route_table()
+                        .vpc_id(s(addr, desired, "vpc_id")?)
+                        .tag_specifications(tags::spec(ResourceType::RouteTable, desired))
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error(addr, "CreateRouteTable", &e))
+                })
+                .await?;
+            out.route_table()
+                .and_then(|t| t.route_table_id())
+                .ok_or_else(|| invalid(addr, "CreateRouteTable returned no id"))?
+                .to_string()
+        }
+    };
+    reread(
+        aws,
+        addr,
+        &Live {
+            id,
+            attrs: Attrs::new(),
+        },
+    )
+    .await
+}
+
+/// A route's id: `<route table id>_<destination>`, as EC2 has none of its own.
+fn route_id(table: &str, destination: &str) -> String {
+    format!("{table}_{destination}")
+}
+
+fn split_route_id(id: &str) -> Option<(&str, &str)> {
+    id.split_once('_')
+}
+
+pub async fn read_routes(aws: &Aws, items: &[(Address, Live)]) -> Found {
+    let at = batch_addr(items);
+    let tables: Vec<String> = items
+        .iter()
+        .filter_map(|(_, l)| split_route_id(&l.id).map(|(t, _)| t.to_string()))
+        .collect();
+    let out = aws
+        .ec2
+        .describe_route_tables()
+        .filters(filter("route-table-id", tables))
+        .send()
+        .await
+        .map_err(|e| sdk_error(&at, "DescribeRouteTables", &e))?;
+    let mut found = Vec::new();
+    for t in out.route_tables() {
+        let table = t.route_table_id().unwrap_or_default();
+        for r in t.routes() {
+            let Some(dest) = r.destination_cidr_block() else {
+                continue;
+            };
+            if r.state().is_some_and(|s| s.as_str() == "blackhole") {
+                continue;
+            }
+            let id = route_id(table, dest);
+            let mut attrs = vec![
+                ("id", json!(id)),
+                ("route_table_id", json!(table)),
+                ("destination_cidr_block", json!(dest)),
+            ];
+            if let Some(g) = r.gateway_id().filter(|g| *g != "local") {
+                attrs.push(("gateway_id", json!(g)));
+            }
+            if let Some(n) = r.nat_gateway_id() {
+                attrs.push(("nat_gateway_id", json!(n)));
+            }
+            found.push(live(&id, attrs));
+        }
+    }
+    Ok(by_id(items, found))
+}
+
+pub async fn create_route(
+    aws: &Aws,
+    addr: &Address,
+    desired: &Attrs,
+    ctx: &OpContext<'_>,
+) -> Result<Live, ProviderError> {
+    let table = s(addr, desired, "route_table_id")?;
+    let dest = s(addr, desired, "destination_cidr_block")?;
+    let created = aws
+        .retry_consistency(ctx, NOT_YET_VISIBLE, || async {
+            aws.ec2
+                .create_route()
+                .route_table_id(table)
+                .destination_cidr_block(dest)
+                .set_gateway_id(s_opt(desired, "gateway_id").map(str::to_string))
+                .set_nat_gateway_id(s_opt(desired, "nat_gateway_id").map(str::to_string))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| sdk_error(addr, "CreateRoute", &e))
+        })
+        .await;
+    let id = route_id(table, dest);
+    match created {
+        Ok(()) => {}
+        // Made by an interrupted run (or by hand): point it where the stack says.
+        Err(e) if e.code == "RouteAlreadyExists" => {
+            let prior = Live {
+                id: id.clone(),
+                attrs: Attrs::new(),
+            };
+            return update_route(aws, addr, &prior, desired, ctx).await;
+        }
+        Err(e) => return Err(e),
+    }
+    reread(
+        aws,
+        addr,
+        &Live {
+            id,
+            attrs: Attrs::new(),
+        },
+    )
+    .await
+}
+
+pub async fn update_route(
+    aws: &Aws,
+    addr: &Address,
+    prior: &Live,
+    desired: &Attrs,
+    _ctx: &OpContext<'_>,
+) -> Result<Live, ProviderError> {
+    aws.ec2
+        .replace_route()
+        .route_table_id(s(addr, desired, "route_table_id")?)
+        .destination_cidr_block(s(addr, desired, "destination_cidr_block")?)
+        .set_gateway_id(s_opt(desired, "gateway_id").map(str::to_string))
+        .set_nat_gateway_id(s_opt(desired, "nat_gateway_id").map(str::to_string))
+        .send()
+        .await
+        .map_err(|e| sdk_error(addr, "ReplaceRoute", &e))?;
+    reread(aws, addr, prior).await
+}
+
+pub async fn read_associations(aws: &Aws, items: &[(Address, Live)]) -> Found {
+    let at = batch_addr(items);
+    let out = aws
+        .ec2
+        .describe_route_tables()
+        .filters(filter("association.route-table-association-id", ids(items)))
+        .send()
+        .await
+        .map_err(|e| sdk_error(&at, "DescribeRouteTables", &e))?;
+    let mut found = Vec::new();
+    for t in out.route_tables() {
+        for a in t.associations() {
+            let (Some(id), Some(subnet)) = (a.route_table_association_id(), a.subnet_id()) else {
+                continue;
+            };
+            found.push(live(
+                id,
+                [
+                    ("id", json!(id)),
+                    ("subnet_id", json!(subnet)),
+                    ("route_table_id", json!(t.route_table_id())),
+                ],
+            ));
+        }
+    }
+    Ok(by_id(items, found))
+}
+
+pub async fn create_association(
+    aws: &Aws,
+    addr: &Address,
+    desired: &Attrs,
+    ctx: &OpContext<'_>,
+) -> Result<Live, ProviderError> {
+    let subnet = s(addr, desired, "subnet_id")?;
+    let table = s(addr, desired, "route_table_id")?;
+    // The subnet may already be associated (an interrupted run): adopt or move it.
+    let existing = aws
+        .ec2
+        .describe_route_tables()
+        .filters(filter("association.subnet-id", [subnet]))
+        .send()
+        .await
+        .map_err(|e| sdk_error(addr, "DescribeRouteTables", &e))?;
+    let current = existing.route_tables().iter().find_map(|t| {
+        t.associations()
+            .iter()
+            .find(|a| a.subnet_id() == Some(subnet))
+            .and_then(|a| a.route_table_association_id())
+            .map(|id| (id.to_string(), t.route_table_id() == Some(table)))
+    });
+    let id = match current {
+        Some((id, true)) => id,
+        Some((id, false)) => {
+            let prior = Live {
+                id,
+                attrs: Attrs::new(),
+            };
+            return update_association(aws, addr, &prior, desired, ctx).await;
+        }
+        None => {
+            let out = aws
+                .retry_consistency(ctx, NOT_YET_VISIBLE, || async {
+                    aws.ec2
+                        .associate_route_table()
+                        .subnet_id(subnet)
+                        .route_table_id(table)
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error(addr, "AssociateRouteTable", &e))
+                })
+                .await?;
+            out.association_id()
+                .ok_or_else(|| invalid(addr, "AssociateRouteTable returned no association id"))?
+                .to_string()
+        }
+    };
+    reread(
+        aws,
+        addr,
+        &Live {
+            id,
+            attrs: Attrs::new(),
+        },
+    )
+    .await
+}
+
+pub async fn update_association(
+    aws: &Aws,
+    addr: &Address,
+    prior: &Live,
+    desired: &Attrs,
+    _ctx: &OpContext<'_>,
+) -> Result<Live, ProviderError> {
+    let out = aws
+        .ec2
+        .replace_route_table_association()
+        .association_id(&prior.id)
+        .route_table_id(s(addr, desired, "route_table_id")?)
+        .send()
+        .await
+        .map_err(|e| sdk_error(addr, "ReplaceRouteTableAssociation", &e))?;
+    let id = out.new_association_id().unwrap_or(&prior.id).to_string();
+    reread(
+        aws,
+        addr,
+        &Live {
+            id,
+            attrs: Attrs::new(),
+        },
+    )
+    .await
+}
+
+// ---------------------------------------------------------------- deletes
+
+/// Deletes any network object; gone already is success. Dependency errors
+/// (an ENI of a NAT gateway still detaching) are retried for a while.
+pub async fn delete(
+    aws: &Aws,
+    addr: &Address,
+    prior: &Live,
+    ctx: &OpContext<'_>,
+) -> Result<(), ProviderError> {
+    let id = prior.id.as_str();
+    let result = aws
+        .retry_consistency(
+            ctx,
+            &[
+                "DependencyViolation",
+                "InvalidIPAddress.InUse",
+                "AuthFailure.AddressInUse",
+            ],
+            || async {
+                let r: Result<(), (Option<String>, ProviderError)> = match addr.kind() {
+                    "vpc" => aws
+                        .ec2
+                        .delete_vpc()
+                        .vpc_id(id)
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| {
+                            (
+                                code_of(&e).map(str::to_string),
+                                sdk_error(addr, "DeleteVpc", &e),
+                            )
+                        }),
+                    "internet_gateway" => {
+                        if let Some(vpc) = s_opt(&prior.attrs, "vpc_id") {
+                            match aws
+                                .ec2
+                                .detach_internet_gateway()
+                                .internet_gateway_id(id)
+                                .vpc_id(vpc)
+                                .send()
+                                .await
+                            {
+                                Ok(_) => {}
+                                Err(e)
+                                    if is_gone(code_of(&e))
+                                        || code_of(&e) == Some("Gateway.NotAttached") => {}
+                                Err(e) => return Err(sdk_error(addr, "DetachInternetGateway", &e)),
+                            }
+                        }
+                        aws.ec2
+                            .delete_internet_gateway()
+                            .internet_gateway_id(id)
+                            .send()
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| {
+                                (
+                                    code_of(&e).map(str::to_string),
+                                    sdk_error(addr, "DeleteInternetGateway", &e),
+                                )
+                            })
+                    }
+                    "subnet" => aws
+                        .ec2
+                        .delete_subnet()
+                        .subnet_id(id)
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| {
+                            (
+                                code_of(&e).map(str::to_string),
+                                sdk_error(addr, "DeleteSubnet", &e),
+                            )
+                        }),
+                    "eip" => aws
+                        .ec2
+                        .release_address()
+                        .allocation_id(id)
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| {
+                            (
+                                code_of(&e).map(str::to_string),
+                                sdk_error(addr, "ReleaseAddress", &e),
+                            )
+                        }),
+                    "nat_gateway" => aws
+                        .ec2
+                        .delete_nat_gateway()
+                        .nat_gateway_id(id)
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| {
+                            (
+                                code_of(&e).map(str::to_string),
+                                sdk_error(addr, "DeleteNatGateway", &e),
+                            )
+                        }),
+                    "route_table" => aws
+                        .ec2
+                        .delete_route_table()
+                        .route_table_id(id)
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| {
+                            (
+                                code_of(&e).map(str::to_string),
+                                sdk_error(addr, "DeleteRouteTable", &e),
+                            )
+                        }),
+                    "route" => {
+                        let Some((table, dest)) = split_route_id(id) else {
+                            return Ok(());
+                        };
+                        aws.ec2
+                            .delete_route()
+                            .route_table_id(table)
+                            .destination_cidr_block(dest)
+                            .send()
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| {
+                                (
+                                    code_of(&e).map(str::to_string),
+                                    sdk_error(addr, "DeleteRoute", &e),
+                                )
+                            })
+                    }
+                    _ => aws
+                        .ec2
+                        .disassociate_route_table()
+                        .association_id(id)
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| {
+                            (
+                                code_of(&e).map(str::to_string),
+                                sdk_error(addr, "DisassociateRouteTable", &e),
+                            )
+                        }),
+                };
+                match r {
+                    Ok(()) => Ok(()),
+                    Err((code, _)) if is_gone(code.as_deref()) => Ok(()),
+                    Err((_, e)) => Err(e),
+                }
+            },
+        )
+        .await;
+    result?;
+    if addr.kind() == "nat_gateway" {
+        aws.wait_until(addr, ctx, "deleted", aws.timeouts.nat_gateway, || async {
+            let left = describe_nats(aws, addr, vec![filter("nat-gateway-id", [id])]).await?;
+            Ok(left.is_empty().then_some(()))
+        })
+        .await?;
+    }
+    Ok(())
+}

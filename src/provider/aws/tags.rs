@@ -1,0 +1,219 @@
+//! Tags: how slipway marks what it owns, finds interrupted creations and
+//! discovers orphans.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
+use serde_json::{Map, Value};
+
+use super::Aws;
+use super::error::sdk_error;
+use crate::addr::Address;
+use crate::provider::ProviderError;
+use crate::resource::{Attrs, Live};
+
+pub const STACK_TAG: &str = "slipway:stack";
+pub const ADDRESS_TAG: &str = "slipway:address";
+
+/// The desired `tags` attribute as pairs.
+pub fn desired(attrs: &Attrs) -> Vec<(String, String)> {
+    attrs
+        .get("tags")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str().map_or_else(|| v.to_string(), str::to_string),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Tags as read from AWS, as the attribute value; `aws:` tags belong to AWS
+/// and are left out.
+pub fn to_value<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Value {
+    let map: Map<String, Value> = pairs
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("aws:"))
+        .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+        .collect();
+    Value::Object(map)
+}
+
+pub fn ec2_tags(attrs: &Attrs) -> Vec<Tag> {
+    desired(attrs)
+        .into_iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
+pub fn ec2_value(tags: &[Tag]) -> Value {
+    to_value(
+        tags.iter()
+            .map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default())),
+    )
+}
+
+pub fn spec(resource_type: ResourceType, attrs: &Attrs) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(resource_type)
+        .set_tags(Some(ec2_tags(attrs)))
+        .build()
+}
+
+/// Filters that find the object slipway created for `addr` in this stack.
+pub fn owner_filters(aws: &Aws, addr: &Address) -> Vec<Filter> {
+    vec![
+        Filter::builder()
+            .name(format!("tag:{STACK_TAG}"))
+            .values(&aws.stack)
+            .build(),
+        Filter::builder()
+            .name(format!("tag:{ADDRESS_TAG}"))
+            .values(addr.to_string())
+            .build(),
+    ]
+}
+
+pub fn filter(name: &str, values: impl IntoIterator<Item = impl Into<String>>) -> Filter {
+    Filter::builder()
+        .name(name)
+        .set_values(Some(values.into_iter().map(Into::into).collect()))
+        .build()
+}
+
+/// Brings an EC2 object's tags to the desired set: adds and changes in one
+/// call, removes in another, leaves `aws:` tags alone.
+pub async fn sync_ec2(
+    aws: &Aws,
+    addr: &Address,
+    id: &str,
+    prior: Option<&Value>,
+    attrs: &Attrs,
+) -> Result<(), ProviderError> {
+    let want: BTreeMap<String, String> = desired(attrs).into_iter().collect();
+    let have: BTreeMap<String, String> = prior
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let set: Vec<Tag> = want
+        .iter()
+        .filter(|(k, v)| have.get(*k) != Some(*v))
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect();
+    let remove: Vec<Tag> = have
+        .keys()
+        .filter(|k| !want.contains_key(*k))
+        .map(|k| Tag::builder().key(k).build())
+        .collect();
+    if !set.is_empty() {
+        aws.ec2
+            .create_tags()
+            .resources(id)
+            .set_tags(Some(set))
+            .send()
+            .await
+            .map_err(|e| sdk_error(addr, "CreateTags", &e))?;
+    }
+    if !remove.is_empty() {
+        aws.ec2
+            .delete_tags()
+            .resources(id)
+            .set_tags(Some(remove))
+            .send()
+            .await
+            .map_err(|e| sdk_error(addr, "DeleteTags", &e))?;
+    }
+    Ok(())
+}
+
+/// EC2 objects tagged as this stack's whose ids the state does not know,
+/// confirmed to still exist.
+pub async fn discover_ec2(
+    aws: &Aws,
+    stack: &str,
+    known: &BTreeSet<String>,
+) -> Result<BTreeMap<Address, Live>, ProviderError> {
+    let probe = Address::domain_wide(crate::addr::Domain::Aws);
+    let mut candidates: BTreeMap<String, Address> = BTreeMap::new();
+    let mut token = None;
+    loop {
+        let page = aws
+            .ec2
+            .describe_tags()
+            .filters(filter("key", [STACK_TAG]))
+            .filters(filter("value", [stack]))
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| sdk_error(&probe, "DescribeTags", &e))?;
+        for t in page.tags() {
+            if let Some(id) = t.resource_id().filter(|id| !known.contains(*id)) {
+                candidates.insert(id.to_string(), probe.clone());
+            }
+        }
+        token = page.next_token().map(str::to_string);
+        if token.is_none() {
+            break;
+        }
+    }
+    if candidates.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    // Their addresses, from the address tag.
+    let ids: Vec<String> = candidates.keys().cloned().collect();
+    let mut found: BTreeMap<Address, String> = BTreeMap::new();
+    for chunk in ids.chunks(200) {
+        let page = aws
+            .ec2
+            .describe_tags()
+            .filters(filter("key", [ADDRESS_TAG]))
+            .filters(filter("resource-id", chunk.to_vec()))
+            .send()
+            .await
+            .map_err(|e| sdk_error(&probe, "DescribeTags", &e))?;
+        for t in page.tags() {
+            if let (Some(id), Some(Ok(addr))) =
+                (t.resource_id(), t.value().map(str::parse::<Address>))
+            {
+                found.insert(addr, id.to_string());
+            }
+        }
+    }
+    // Tags outlive some objects for a while (terminated instances, deleted
+    // NAT gateways): keep only those a read still finds.
+    let mut by_kind: BTreeMap<String, Vec<(Address, Live)>> = BTreeMap::new();
+    for (addr, id) in found {
+        by_kind.entry(addr.kind().to_string()).or_default().push((
+            addr,
+            Live {
+                id,
+                attrs: Attrs::new(),
+            },
+        ));
+    }
+    let mut out = BTreeMap::new();
+    for (kind, items) in by_kind {
+        let live = match kind.as_str() {
+            "vpc" => super::network::read_vpcs(aws, &items).await?,
+            "internet_gateway" => super::network::read_igws(aws, &items).await?,
+            "subnet" => super::network::read_subnets(aws, &items).await?,
+            "eip" => super::network::read_eips(aws, &items).await?,
+            "nat_gateway" => super::network::read_nats(aws, &items).await?,
+            "route_table" => super::network::read_route_tables(aws, &items).await?,
+            "security_group" => super::security::read_groups(aws, &items).await?,
+            "instance" => super::instance::read(aws, &items).await?,
+            _ => items.into_iter().collect(),
+        };
+        out.extend(live);
+    }
+    Ok(out)
+}
