@@ -1,0 +1,137 @@
+"""Runtime configuration of the realism layer (defaults, merge, validation)."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from typing import Any
+
+# Durations in seconds, as real AWS takes them (typical figures), before
+# `time_scale` is applied.
+DEFAULT_DURATIONS: dict[str, float] = {
+    "eks_cluster_create": 600,
+    "eks_cluster_delete": 300,
+    "eks_fargate_profile_create": 150,
+    "eks_fargate_profile_delete": 120,
+    "eks_update_version": 900,
+    "eks_update_config": 300,
+    "nat_gateway_create": 90,
+    "nat_gateway_delete": 60,
+    "ec2_instance_start": 30,
+    "ec2_instance_stop": 30,
+    "ec2_instance_terminate": 30,
+    "elbv2_load_balancer_create": 120,
+}
+
+FAULT_KINDS = ("throttle", "500", "503", "drop")
+
+DEFAULTS: dict[str, Any] = {
+    "latency_ms": 0,
+    "time_scale": 1.0,
+    "seed": 0,
+    "durations": dict(DEFAULT_DURATIONS),
+    "faults": {
+        "rate": 0.0,
+        "kinds": list(FAULT_KINDS),
+        "operations": [],
+        "services": [],
+        "accounts": [],
+        "mutating_only": False,
+        "max": None,
+    },
+}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _check(cfg: dict[str, Any]) -> None:
+    def num(v: Any, name: str, lo: float = 0.0, hi: float | None = None) -> None:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ConfigError(f"{name} must be a number, got {v!r}")
+        if v < lo or (hi is not None and v > hi):
+            raise ConfigError(f"{name} must be in [{lo}, {hi if hi is not None else 'inf'}], got {v!r}")
+
+    num(cfg["latency_ms"], "latency_ms")
+    num(cfg["time_scale"], "time_scale")
+    if isinstance(cfg["seed"], bool) or not isinstance(cfg["seed"], int):
+        raise ConfigError(f"seed must be an integer, got {cfg['seed']!r}")
+    for k, v in cfg["durations"].items():
+        if k not in DEFAULT_DURATIONS:
+            raise ConfigError(f"unknown duration {k!r} (known: {', '.join(sorted(DEFAULT_DURATIONS))})")
+        num(v, f"durations.{k}")
+    f = cfg["faults"]
+    num(f["rate"], "faults.rate", 0.0, 1.0)
+    if not isinstance(f["kinds"], list) or not f["kinds"]:
+        raise ConfigError("faults.kinds must be a non-empty list")
+    for k in f["kinds"]:
+        if k not in FAULT_KINDS:
+            raise ConfigError(f"unknown fault kind {k!r} (known: {', '.join(FAULT_KINDS)})")
+    for key in ("operations", "services", "accounts"):
+        if not isinstance(f[key], list) or not all(isinstance(x, str) for x in f[key]):
+            raise ConfigError(f"faults.{key} must be a list of strings")
+    if not isinstance(f["mutating_only"], bool):
+        raise ConfigError("faults.mutating_only must be true or false")
+    if f["max"] is not None:
+        if isinstance(f["max"], bool) or not isinstance(f["max"], int) or f["max"] < 0:
+            raise ConfigError("faults.max must be null or a non-negative integer")
+
+
+def merge(base: dict[str, Any], update: dict[str, Any], path: str = "") -> dict[str, Any]:
+    """Deep-merge `update` into a copy of `base`; unknown keys are errors."""
+    if not isinstance(update, dict):
+        raise ConfigError(f"{path or 'config'} must be a JSON object")
+    out = copy.deepcopy(base)
+    for k, v in update.items():
+        name = f"{path}.{k}" if path else k
+        if k not in out and not (path == "durations"):
+            raise ConfigError(f"unknown config key {name!r}")
+        if isinstance(out.get(k), dict) and path != "faults":
+            out[k] = merge(out[k], v, name)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+class Config:
+    """Thread-safe holder of the current configuration."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cfg = copy.deepcopy(DEFAULTS)
+        self.generation = 0  # bumped whenever `seed` or `faults` is set
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return copy.deepcopy(self._cfg)
+
+    def update(self, patch: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            new = merge(self._cfg, patch)
+            _check(new)
+            self._cfg = new
+            if "seed" in patch or "faults" in patch:
+                self.generation += 1
+            return copy.deepcopy(new)
+
+    # Fast accessors (no copies) for the request path.
+    @property
+    def latency_ms(self) -> float:
+        return self._cfg["latency_ms"]
+
+    @property
+    def faults(self) -> dict[str, Any]:
+        return self._cfg["faults"]
+
+    @property
+    def seed(self) -> int:
+        return self._cfg["seed"]
+
+    def duration(self, kind: str) -> float:
+        """Scaled duration in seconds of a lifecycle phase."""
+        cfg = self._cfg
+        return float(cfg["durations"][kind]) * float(cfg["time_scale"])
+
+
+CONFIG = Config()

@@ -1,0 +1,163 @@
+"""The realism layer: a WSGI middleware around moto's DomainDispatcherApplication.
+
+Per AWS request, in order: read (and re-wrap) the body, identify account,
+service and operation, count the call, sleep `latency_ms`, maybe inject a
+fault, serve the EKS operations moto lacks, otherwise pass through to moto
+untouched. `/_realism/*` are the layer's control endpoints; `/moto-api/*`
+passes through (POST /moto-api/reset also resets the layer's counters and
+fault RNGs). Neither kind of control call is delayed, counted or faulted.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from typing import Any, Callable, Iterable
+from urllib.parse import parse_qs
+
+from . import eks_api
+from .config import CONFIG, ConfigError
+from .faults import INJECTOR, DropConnection, fault_response
+from .lifecycle import reap_eks
+from .ops import RequestInfo, identify
+
+StartResponse = Callable[..., Any]
+
+
+class Counters:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: dict[tuple[str, str, str], dict[str, Any]] = {}
+
+    def record(self, info: RequestInfo, fault: str | None) -> None:
+        key = (info.account, info.service, info.operation)
+        with self._lock:
+            c = self._calls.get(key)
+            if c is None:
+                c = self._calls[key] = {
+                    "account": info.account, "service": info.service, "operation": info.operation,
+                    "mutating": info.mutating, "count": 0, "faults": 0,
+                }
+            c["count"] += 1
+            if fault:
+                c["faults"] += 1
+
+    def report(self, account: str | None) -> dict[str, Any]:
+        with self._lock:
+            calls = [dict(c) for k, c in sorted(self._calls.items()) if account is None or k[0] == account]
+        return {
+            "calls": calls,
+            "total": sum(c["count"] for c in calls),
+            "mutating": sum(c["count"] for c in calls if c["mutating"]),
+        }
+
+    def reset(self, account: str | None = None) -> None:
+        with self._lock:
+            if account is None:
+                self._calls.clear()
+            else:
+                for k in [k for k in self._calls if k[0] == account]:
+                    del self._calls[k]
+
+
+COUNTERS = Counters()
+
+
+def _read_body(environ: dict[str, Any]) -> bytes:
+    """Read the whole body and put it back, so moto can read it again."""
+    stream = environ.get("wsgi.input")
+    length = environ.get("CONTENT_LENGTH")
+    body = b""
+    if stream is not None:
+        if length:
+            try:
+                body = stream.read(int(length))
+            except ValueError:
+                body = b""
+        elif environ.get("wsgi.input_terminated"):
+            body = stream.read()
+    environ["wsgi.input"] = io.BytesIO(body)
+    if length or environ.get("wsgi.input_terminated"):
+        environ["CONTENT_LENGTH"] = str(len(body))
+    return body
+
+
+def _respond(start_response: StartResponse, status: int, headers: list[tuple[str, str]], body: bytes) -> Iterable[bytes]:
+    from http import HTTPStatus
+
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Unknown"
+    headers = list(headers) + [("Content-Length", str(len(body)))]
+    start_response(f"{status} {phrase}", headers)
+    return [body]
+
+
+def _json(start_response: StartResponse, status: int, obj: Any) -> Iterable[bytes]:
+    return _respond(start_response, status, [("Content-Type", "application/json")], json.dumps(obj, indent=1).encode())
+
+
+def reset_layer() -> None:
+    COUNTERS.reset()
+    INJECTOR.reset()
+
+
+class RealismApp:
+    def __init__(self, moto_app: Callable[..., Any]) -> None:
+        self.moto_app = moto_app
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "GET").upper()
+        if path.startswith("/_realism/") or path == "/_realism":
+            return self.control(environ, start_response, path, method)
+        if path.startswith("/moto-api"):
+            if method == "POST" and path.rstrip("/") == "/moto-api/reset":
+                reset_layer()
+            return self.moto_app(environ, start_response)
+
+        body = _read_body(environ)
+        info = identify(environ, body)
+        fault = INJECTOR.decide(info)
+        COUNTERS.record(info, fault)
+        latency = CONFIG.latency_ms
+        if latency:
+            time.sleep(latency / 1000.0)
+        if fault == "drop":
+            raise DropConnection("injected dropped connection")
+        if fault:
+            return _respond(start_response, *fault_response(fault, info))
+        if info.service == "eks":
+            reap_eks(info.account, info.region)
+            served = eks_api.handle(info)
+            if served is not None:
+                return _respond(start_response, *served)
+        return self.moto_app(environ, start_response)
+
+    def control(self, environ: dict[str, Any], start_response: StartResponse, path: str, method: str) -> Iterable[bytes]:
+        qs = parse_qs(environ.get("QUERY_STRING", ""))
+        account = qs.get("account", [None])[0]
+        route = path.rstrip("/")
+        if route == "/_realism/calls":
+            if method == "GET":
+                return _json(start_response, 200, COUNTERS.report(account))
+            if method == "DELETE":
+                COUNTERS.reset(account)
+                return _json(start_response, 200, COUNTERS.report(account))
+        elif route == "/_realism/config":
+            if method == "GET":
+                return _json(start_response, 200, CONFIG.snapshot())
+            if method in ("POST", "PUT", "PATCH"):
+                raw = _read_body(environ)
+                try:
+                    patch = json.loads(raw or b"{}")
+                    return _json(start_response, 200, CONFIG.update(patch))
+                except (ValueError, ConfigError) as e:
+                    return _json(start_response, 400, {"error": str(e)})
+        else:
+            return _json(start_response, 404, {"error": f"no such control endpoint: {path}",
+                                               "endpoints": ["/_realism/calls", "/_realism/config"]})
+        return _json(start_response, 405, {"error": f"method {method} not allowed on {route}"})
