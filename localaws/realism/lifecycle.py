@@ -77,8 +77,22 @@ def _patch_eks() -> None:
     def cluster_version_set(self: Any, value: str) -> None:
         self.__dict__["_rl_version"] = value
 
+    # While CREATING, EKS has no API server endpoint and no CA data yet.
+    def hidden_while_creating(attr: str, empty: Any) -> property:
+        def get(self: Any) -> Any:
+            if now() < self.__dict__.get("_rl_ready", 0.0):
+                return empty() if callable(empty) else empty
+            return self.__dict__.get(attr)
+
+        def set_(self: Any, value: Any) -> None:
+            self.__dict__[attr] = value
+
+        return property(get, set_)
+
     Cluster.__init__ = cluster_init
     Cluster.status = property(cluster_status_get, cluster_status_set)
+    Cluster.endpoint = hidden_while_creating("_rl_endpoint", None)
+    Cluster.certificate_authority = hidden_while_creating("_rl_ca", dict)
     Cluster.version = property(cluster_version_get, cluster_version_set)
     Cluster.rl_updating = cluster_updating
 

@@ -46,9 +46,15 @@ def test_cluster_is_creating_until_its_duration_passes_then_active(aws, account)
     started = time.monotonic()
     cluster = create_cluster(eks, account)
     assert cluster["status"] == "CREATING"
-    assert eks.describe_cluster(name="c1")["cluster"]["status"] == "CREATING"
+    described = eks.describe_cluster(name="c1")["cluster"]
+    assert described["status"] == "CREATING"
+    assert "endpoint" not in described  # no API server yet
+    assert not described.get("certificateAuthority", {}).get("data")
     wait_for(lambda: eks.describe_cluster(name="c1")["cluster"]["status"], lambda s: s == "ACTIVE")
     assert time.monotonic() - started >= 600 * TIME_SCALE
+    described = eks.describe_cluster(name="c1")["cluster"]
+    assert described["endpoint"].startswith("https://")
+    assert described["certificateAuthority"]["data"]
 
 
 def test_delete_cluster_is_deleting_then_gone(aws, account):
