@@ -76,3 +76,22 @@ def test_load_balancer_provisioning_then_active(aws, realism):
 
     assert state() == "provisioning"
     wait_for(state, lambda s: s == "active")
+
+
+def test_instance_stop_and_start(aws, realism):
+    realism({"time_scale": 0.02})  # 0.6 s per phase
+    ec2, ssm = aws("ec2"), aws("ssm")
+    _, subnet, _ = network(ec2)
+    ami = ssm.get_parameter(Name=AMI_PARAM)["Parameter"]["Value"]
+    iid = ec2.run_instances(ImageId=ami, InstanceType="t3.micro", MinCount=1, MaxCount=1, SubnetId=subnet)["Instances"][0]["InstanceId"]
+
+    def state():
+        return ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["State"]["Name"]
+
+    wait_for(state, lambda s: s == "running")
+    assert ec2.stop_instances(InstanceIds=[iid])["StoppingInstances"][0]["CurrentState"]["Name"] == "stopping"
+    assert state() == "stopping"
+    wait_for(state, lambda s: s == "stopped")
+    assert ec2.start_instances(InstanceIds=[iid])["StartingInstances"][0]["PreviousState"]["Name"] == "stopped"
+    assert state() == "pending"
+    wait_for(state, lambda s: s == "running")
