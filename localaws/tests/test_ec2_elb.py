@@ -15,7 +15,7 @@ def network(ec2):
 
 
 def test_nat_gateway_pending_available_deleting_deleted(aws, realism):
-    realism({"time_scale": 0.01})  # create 0.9 s, delete 0.6 s
+    realism({"time_scale": 0.02})  # create 1.8 s, delete 1.2 s
     ec2 = aws("ec2")
     _, subnet, _ = network(ec2)
     eip = ec2.allocate_address(Domain="vpc")["AllocationId"]
@@ -36,7 +36,7 @@ def test_nat_gateway_pending_available_deleting_deleted(aws, realism):
 
 
 def test_instance_pending_running_shutting_down_terminated(aws, realism):
-    realism({"time_scale": 0.02})  # start 0.6 s, terminate 0.6 s
+    realism({"time_scale": 0.05})  # start 1.5 s, terminate 1.5 s
     ec2, ssm = aws("ec2"), aws("ssm")
     _, subnet, _ = network(ec2)
     ami = ssm.get_parameter(Name=AMI_PARAM)["Parameter"]["Value"]
@@ -79,7 +79,7 @@ def test_load_balancer_provisioning_then_active(aws, realism):
 
 
 def test_instance_stop_and_start(aws, realism):
-    realism({"time_scale": 0.02})  # 0.6 s per phase
+    realism({"time_scale": 0.05})  # 1.5 s per phase
     ec2, ssm = aws("ec2"), aws("ssm")
     _, subnet, _ = network(ec2)
     ami = ssm.get_parameter(Name=AMI_PARAM)["Parameter"]["Value"]

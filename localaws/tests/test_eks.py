@@ -57,9 +57,10 @@ def test_cluster_is_creating_until_its_duration_passes_then_active(aws, account)
     assert described["certificateAuthority"]["data"]
 
 
-def test_delete_cluster_is_deleting_then_gone(aws, account):
+def test_delete_cluster_is_deleting_then_gone(aws, account, realism):
     eks = aws("eks")
     active_cluster(eks, account)
+    realism({"time_scale": 0.005})  # delete 1.5 s
     assert eks.delete_cluster(name="c1")["cluster"]["status"] == "DELETING"
     assert eks.describe_cluster(name="c1")["cluster"]["status"] == "DELETING"
     assert eks.list_clusters()["clusters"] == ["c1"]
@@ -217,9 +218,10 @@ def test_update_cluster_version_and_describe_update(aws, account):
     assert error(e)[:2] == (404, "ResourceNotFoundException")
 
 
-def test_update_cluster_config_returns_an_update(aws, account):
+def test_update_cluster_config_returns_an_update(aws, account, realism):
     eks = aws("eks")
     active_cluster(eks, account)
+    realism({"time_scale": 0.005})  # config update 1.5 s
     logging = {"clusterLogging": [{"types": ["api", "audit"], "enabled": True}]}
     update = eks.update_cluster_config(name="c1", logging=logging)["update"]
     assert (update["type"], update["status"]) == ("LoggingUpdate", "InProgress")
