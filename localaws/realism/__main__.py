@@ -77,10 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     from werkzeug.serving import make_server
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 
-    from . import lifecycle
+    from . import fidelity, lifecycle
     from .middleware import RealismApp
 
     lifecycle.apply()
+    fidelity.apply()
 
     class Handler(MotoRequestHandler):
         def connection_dropped(self, error: BaseException, environ: dict | None = None) -> None:

@@ -33,6 +33,7 @@ pub struct Stack {
     registry: Registry,
     cluster: Cluster,
     ingress: &'static lbc::Release,
+    ingress_policy: Option<serde_json::Value>,
     environments: Vec<Environment>,
 }
 
@@ -117,6 +118,7 @@ struct Jenkins {
     agent_volume_size: i64,
     repository_url: String,
     ami_parameter: String,
+    slipway_url: Option<String>,
 }
 
 /// `[registry]`, with defaults applied.
@@ -181,6 +183,7 @@ impl Stack {
             registry: m.registry,
             cluster: m.cluster,
             ingress: m.ingress,
+            ingress_policy: m.ingress_policy,
             environments: m.environments,
         })
     }

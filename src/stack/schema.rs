@@ -48,7 +48,13 @@ pub(super) const NETWORK: TableKeys = TableKeys {
 };
 pub(super) const JENKINS: TableKeys = TableKeys {
     path: "jenkins",
-    allowed: &["master", "agents", "repository_url", "ami_parameter"],
+    allowed: &[
+        "master",
+        "agents",
+        "repository_url",
+        "ami_parameter",
+        "slipway_url",
+    ],
     required: &["master", "repository_url"],
 };
 pub(super) const JENKINS_MASTER: TableKeys = TableKeys {
@@ -84,7 +90,7 @@ pub(super) const CLUSTER: TableKeys = TableKeys {
 };
 pub(super) const INGRESS: TableKeys = TableKeys {
     path: "ingress",
-    allowed: &["controller_version"],
+    allowed: &["controller_version", "iam_policy_file"],
     required: &["controller_version"],
 };
 pub(super) const ENVIRONMENT: TableKeys = TableKeys {
@@ -135,6 +141,7 @@ pub(super) struct RawJenkins {
     pub agents: Option<S<RawAgents>>,
     pub repository_url: S<String>,
     pub ami_parameter: Option<S<String>>,
+    pub slipway_url: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -196,6 +203,7 @@ pub(super) struct RawCluster {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawIngress {
     pub controller_version: S<String>,
+    pub iam_policy_file: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -39,6 +39,9 @@ pub(super) struct Model {
     pub registry: Registry,
     pub cluster: Cluster,
     pub ingress: &'static Release,
+    /// The controller's IAM policy document: from `iam_policy_file`, else
+    /// the one embedded for the release, if any.
+    pub ingress_policy: Option<serde_json::Value>,
     pub environments: Vec<Environment>,
 }
 
@@ -62,6 +65,50 @@ pub(super) fn validate(sink: &mut Sink<'_>, doc: RawDocument, stack_path: &Path)
     let jenkins = doc.jenkins.map(|j| jenkins(sink, j));
     let registry = doc.registry.map(|r| registry(sink, r));
     let cluster = doc.cluster.map(|c| cluster(sink, c));
+    let ingress_policy =
+        doc.ingress.as_ref().and_then(|i| {
+            let Some(file) = &i.iam_policy_file else {
+                let release = lbc::release_opt(i.controller_version.get_ref())?;
+                return release
+                    .iam_policy
+                    .and_then(|d| serde_json::from_str(d).ok());
+            };
+            let path = root.join(file.get_ref());
+            let text =
+                match std::fs::read_to_string(&path) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        sink.err(
+                    &file.span(),
+                    format!("cannot read the controller IAM policy `{}`: {e}", path.display()),
+                    "the path is relative to the project directory (the parent of `stacks/`)",
+                );
+                        return None;
+                    }
+                };
+            match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(v) if v.get("Statement").is_some() => Some(v),
+                Ok(_) => {
+                    sink.err(
+                        &file.span(),
+                        format!(
+                            "`{}` is not an IAM policy document: it has no `Statement`",
+                            path.display()
+                        ),
+                        "use the controller's `docs/install/iam_policy.json` for this version",
+                    );
+                    None
+                }
+                Err(e) => {
+                    sink.err(
+                        &file.span(),
+                        format!("`{}` is not valid JSON: {e}", path.display()),
+                        "use the controller's `docs/install/iam_policy.json` for this version",
+                    );
+                    None
+                }
+            }
+        });
     let ingress = doc.ingress.and_then(|i| {
         let v = &i.controller_version;
         let found = lbc::release_opt(v.get_ref());
@@ -98,6 +145,7 @@ pub(super) fn validate(sink: &mut Sink<'_>, doc: RawDocument, stack_path: &Path)
         registry: registry?,
         cluster: cluster?,
         ingress: ingress?,
+        ingress_policy,
         environments,
     })
 }
@@ -514,6 +562,16 @@ fn jenkins(sink: &mut Sink<'_>, raw: RawJenkins) -> Jenkins {
         }
         None => DEFAULT_AMI_PARAMETER.to_string(),
     };
+    let slipway_url = raw.slipway_url.as_ref().map(|u| {
+        if !u.get_ref().starts_with("https://") {
+            sink.err(
+                &u.span(),
+                format!("`{}` is not an https:// URL", u.get_ref()),
+                "give the https:// address of a slipway Linux binary the agents can download",
+            );
+        }
+        u.get_ref().clone()
+    });
     let volume = "; sizes are GiB";
     let master_volume_size = int_in(
         sink,
@@ -556,6 +614,7 @@ fn jenkins(sink: &mut Sink<'_>, raw: RawJenkins) -> Jenkins {
         agent_volume_size: agent_volume_size.unwrap_or(50),
         repository_url: url.clone(),
         ami_parameter,
+        slipway_url,
     }
 }
 

@@ -2,6 +2,8 @@
 //! the file-backed simulated cloud, and dumps everything on failure.
 #![allow(dead_code)]
 
+pub mod localaws;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -9,6 +11,8 @@ use serde_json::Value;
 
 pub struct Project {
     pub dir: tempfile::TempDir,
+    /// Extra environment for every slipway run (the local AWS's endpoint).
+    pub env: Vec<(&'static str, String)>,
 }
 
 pub struct Run {
@@ -89,7 +93,29 @@ impl Project {
             dir.path().join("stacks/smallcase.toml"),
         )
         .unwrap();
-        Project { dir }
+        Project {
+            dir,
+            env: Vec::new(),
+        }
+    }
+
+    /// The reference stack against the local AWS: real AWS provider for the
+    /// kinds it manages, the simulated cloud for EKS and Kubernetes, and a
+    /// stand-in for the load balancer controller's IAM policy.
+    pub fn reference_on(aws: &localaws::LocalAws) -> Project {
+        let mut p = Project::reference();
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lbc-iam-policy.json"),
+            p.path("lbc-iam-policy.json"),
+        )
+        .unwrap();
+        p.edit_stack(
+            "controller_version = \"2.8.2\"",
+            "controller_version = \"2.8.2\"\niam_policy_file = \"lbc-iam-policy.json\"",
+        );
+        p.env = aws.env();
+        p.env.push(("SLIPWAY_FAKE_KINDS", "missing".into()));
+        p
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -110,6 +136,7 @@ impl Project {
             .current_dir(self.dir.path())
             .env("SLIPWAY_FAKE_CLOUD", self.cloud())
             .env_remove("NO_COLOR")
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null());
         c
     }

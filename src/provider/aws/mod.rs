@@ -101,6 +101,10 @@ impl AwsProvider {
     /// `AWS_ENDPOINT_URL` and its per-service variants, and checks that
     /// credentials exist and work with one STS call.
     pub async fn connect(stack: &str, region: &str) -> Result<Self, AwsSetupError> {
+        // Adaptive mode: exponential backoff with jitter on throttling and
+        // 5xx answers, plus a client-side rate limiter that every call to a
+        // service shares (one client per service) and that slows down when
+        // AWS throttles.
         let retry = RetryConfig::adaptive()
             .with_max_attempts(8)
             .with_initial_backoff(Duration::from_millis(200))

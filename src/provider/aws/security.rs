@@ -158,6 +158,7 @@ fn rule_live(id_list: &[String], rules: &[&SecurityGroupRule]) -> Option<Live> {
     if let Some(d) = first.description() {
         attrs.push(("description", json!(d)));
     }
+    attrs.push(("tags", tags::ec2_value(first.tags())));
     let cidrs: Vec<&str> = mine.iter().filter_map(|r| r.cidr_ipv4()).collect();
     if !cidrs.is_empty() {
         attrs.push(("cidr_blocks", json!(cidrs)));
@@ -333,7 +334,10 @@ pub async fn update_rule(
         && prior.attrs.get("protocol") == desired.get("protocol")
         && prior.attrs.get("description") == desired.get("description")
     {
-        return Ok(prior.clone());
+        for id in id_list(&prior.id) {
+            tags::sync_ec2(aws, addr, &id, prior.attrs.get("tags"), desired).await?;
+        }
+        return read_rule(aws, addr, id_list(&prior.id)).await;
     }
     revoke(aws, addr, prior).await?;
     let ids = authorize(aws, addr, desired, ctx).await?;

@@ -156,6 +156,10 @@ pub async fn discover_ec2(
             .await
             .map_err(|e| sdk_error(&probe, "DescribeTags", &e))?;
         for t in page.tags() {
+            // Root volumes carry their instance's tags; they are part of it.
+            if t.resource_type().is_some_and(|r| r.as_str() == "volume") {
+                continue;
+            }
             if let Some(id) = t.resource_id().filter(|id| !known.contains(*id)) {
                 candidates.insert(id.to_string(), probe.clone());
             }

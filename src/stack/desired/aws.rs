@@ -208,12 +208,15 @@ fn security_groups(b: &mut Builder<'_>, net: &Net) -> Result<Sgs, AddressError> 
         .iter()
         .map(|c| Expr::str(c.to_string()))
         .collect();
+    let tag = |addr: &Address| b.tags(addr, &b.named(&addr.name().replace('_', "-")), &[]);
     let rule = |name: &str,
                 sg: &Address,
                 port: u64,
                 description: &str|
      -> Result<Resource, AddressError> {
-        Ok(Resource::new(aws("security_group_rule", name)?)
+        let addr = aws("security_group_rule", name)?;
+        Ok(Resource::new(addr.clone())
+            .attr("tags", tag(&addr))
             .attr("security_group_id", id(sg))
             .attr("type", "ingress")
             .attr("protocol", "tcp")
@@ -221,11 +224,9 @@ fn security_groups(b: &mut Builder<'_>, net: &Net) -> Result<Sgs, AddressError> 
             .attr("to_port", port)
             .attr("description", description))
     };
-    b.push(
+    let rules = vec![
         rule("jenkins_master_http", &master, 8080, "Jenkins UI and API")?
             .attr("cidr_blocks", list(allowed.clone())),
-    );
-    b.push(
         rule(
             "jenkins_master_ssh",
             &master,
@@ -233,8 +234,6 @@ fn security_groups(b: &mut Builder<'_>, net: &Net) -> Result<Sgs, AddressError> 
             "SSH to the Jenkins master",
         )?
         .attr("cidr_blocks", list(allowed)),
-    );
-    b.push(
         rule(
             "jenkins_master_agent_port",
             &master,
@@ -242,8 +241,6 @@ fn security_groups(b: &mut Builder<'_>, net: &Net) -> Result<Sgs, AddressError> 
             "Inbound Jenkins agents",
         )?
         .attr("source_security_group_id", id(&agent)),
-    );
-    b.push(
         rule(
             "jenkins_agent_ssh",
             &agent,
@@ -251,7 +248,10 @@ fn security_groups(b: &mut Builder<'_>, net: &Net) -> Result<Sgs, AddressError> 
             "SSH from the Jenkins master",
         )?
         .attr("source_security_group_id", id(&master)),
-    );
+    ];
+    for r in rules {
+        b.push(r);
+    }
     Ok(Sgs { master, agent })
 }
 
@@ -394,6 +394,12 @@ fn jenkins_iam(
                         ),
                         ("Resource", arn(registry)),
                     ]),
+                    lit(json!({
+                        "Sid": "JenkinsParameters",
+                        "Effect": "Allow",
+                        "Action": ["ssm:GetParameter", "ssm:PutParameter"],
+                        "Resource": super::jenkins::parameter_arn(b.partition(), &b.s.region, &b.s.name),
+                    })),
                     Expr::map([
                         ("Sid", Expr::str("DescribeThisCluster")),
                         ("Effect", Expr::str("Allow")),
@@ -423,15 +429,13 @@ fn instances(
     let s = b.s;
     let j = &s.jenkins;
     let profile = aws("iam_instance_profile", "jenkins")?;
-    let branches = list(s.environments.iter().map(|e| Expr::str(e.branch.as_str())));
     let base = |addr: &Address,
                 subnet: &Address,
                 sg: &Address,
                 instance_type: &str,
                 volume: i64,
-                role: &str| {
+                user_data: Expr| {
         let mut r = Resource::new(addr.clone())
-            .attr("jenkins_role", role)
             .attr("ami_parameter", j.ami_parameter.as_str())
             .attr("instance_type", instance_type)
             .attr("subnet_id", id(subnet))
@@ -445,60 +449,36 @@ fn instances(
             )
             .attr("root_volume_size", lit(json!(volume)))
             .attr("root_volume_encrypted", true)
-            .attr("aws_region", s.region.as_str())
+            .attr("user_data", user_data)
             .after(jenkins_role);
         if let Some(k) = &j.key_name {
             r = r.attr("key_name", k.as_str());
         }
         r
     };
-    let master = aws("instance", "jenkins_master")?;
-    let Some(public_a) = net.public.first() else {
-        return Ok(());
-    };
-    let mut r = base(
-        &master,
-        public_a,
-        &sgs.master,
-        &j.master_instance_type,
-        j.master_volume_size,
-        "master",
-    )
-    .attr("repository_url", j.repository_url.as_str())
-    .attr("branches", branches)
-    .attr("cluster_name", s.cluster.name.as_str())
-    .attr(
-        "registry_url",
-        Expr::reference(&aws("ecr_repository", "app")?, "repository_url"),
-    )
-    .attr("tags", b.tags(&master, &b.named("jenkins-master"), &[]));
-    for e in &net.public_egress {
-        r = r.after(e);
-    }
-    b.push(r);
+    let mut agents = Vec::new();
     for n in 1..=j.agent_count {
         let addr = aws("instance", &format!("jenkins_agent_{n}"))?;
         let i = (n - 1) % net.private.len().max(1);
         let Some(subnet) = net.private.get(i) else {
             continue;
         };
+        let name = format!("agent-{n}");
+        let user_data = super::jenkins::agent(&super::jenkins::Agent {
+            stack: &s.name,
+            region: &s.region,
+            name: &name,
+            kubernetes_version: &s.cluster.version,
+            slipway_url: j.slipway_url.as_deref(),
+        });
         let mut r = base(
             &addr,
             subnet,
             &sgs.agent,
             &j.agent_instance_type,
             j.agent_volume_size,
-            "agent",
+            user_data,
         )
-        .attr(
-            "jenkins_url",
-            Expr::Concat(vec![
-                Expr::str("http://"),
-                Expr::reference(&master, "private_ip"),
-                Expr::str(":8080/"),
-            ]),
-        )
-        .attr("agent_name", format!("agent-{n}"))
         .attr(
             "tags",
             b.tags(&addr, &b.named(&format!("jenkins-agent-{n}")), &[]),
@@ -506,8 +486,33 @@ fn instances(
         for e in &net.private_egress {
             r = r.after(e);
         }
+        agents.push((name, Expr::reference(&addr, "private_ip")));
         b.push(r);
     }
+    let master = aws("instance", "jenkins_master")?;
+    let Some(public_a) = net.public.first() else {
+        return Ok(());
+    };
+    let user_data = super::jenkins::master(&super::jenkins::Master {
+        stack: &s.name,
+        region: &s.region,
+        repository_url: &j.repository_url,
+        branches: s.environments.iter().map(|e| e.branch.as_str()).collect(),
+        agents,
+    });
+    let mut r = base(
+        &master,
+        public_a,
+        &sgs.master,
+        &j.master_instance_type,
+        j.master_volume_size,
+        user_data,
+    )
+    .attr("tags", b.tags(&master, &b.named("jenkins-master"), &[]));
+    for e in &net.public_egress {
+        r = r.after(e);
+    }
+    b.push(r);
     Ok(())
 }
 
@@ -586,13 +591,9 @@ fn eks_extras(
                 release.version, s.name
             ),
         )
-        .attr("policy_source", release.iam_policy_source)
         .attr("tags", b.tags(&policy_addr, &name, &[]));
-    if let Some(doc) = release.iam_policy {
-        // The embedded document is checked to be JSON by a unit test.
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(doc) {
-            p = p.attr("policy", lit(v));
-        }
+    if let Some(doc) = &s.ingress_policy {
+        p = p.attr("policy", lit(doc.clone()));
     }
     b.push(p);
 

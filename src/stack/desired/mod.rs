@@ -6,6 +6,7 @@
 //! the addresses.
 
 mod aws;
+mod jenkins;
 mod kube;
 
 use serde_json::{Value, json};

@@ -1,0 +1,409 @@
+//! The AWS provider against the local AWS (moto + realism layer, lifecycles
+//! on and time-scaled): apply from empty, cheap no-op refresh, in-place
+//! updates and replacements, resources deleted behind slipway's back,
+//! SIGKILL mid-apply, destroy, and convergence under injected faults.
+//! EKS and Kubernetes kinds run against the simulated cloud until their
+//! providers exist.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Project;
+use common::localaws::LocalAws;
+use serde_json::json;
+
+fn launch() -> LocalAws {
+    LocalAws::start(&["--time-scale", "0.002"])
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn calls_of(aws: &LocalAws, operation: &str) -> u64 {
+    aws.calls()["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["operation"] == operation)
+        .map(|c| c["count"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The stack's tagged EC2 objects that exist, as `kind id`, read with each
+/// kind's own Describe call (tags can outlive what they tagged).
+fn tagged(aws: &LocalAws) -> Vec<String> {
+    use aws_sdk_ec2::types::Filter;
+    rt().block_on(async {
+        let ec2 = aws.ec2().await;
+        let f = || {
+            Filter::builder()
+                .name("tag-key")
+                .values("slipway:stack")
+                .build()
+        };
+        let mut out = Vec::new();
+        for v in ec2
+            .describe_vpcs()
+            .filters(f())
+            .send()
+            .await
+            .unwrap()
+            .vpcs()
+        {
+            out.push(format!("vpc {}", v.vpc_id().unwrap_or_default()));
+        }
+        for n in ec2
+            .describe_subnets()
+            .filters(f())
+            .send()
+            .await
+            .unwrap()
+            .subnets()
+        {
+            out.push(format!("subnet {}", n.subnet_id().unwrap_or_default()));
+        }
+        for g in ec2
+            .describe_internet_gateways()
+            .filters(f())
+            .send()
+            .await
+            .unwrap()
+            .internet_gateways()
+        {
+            out.push(format!(
+                "internet-gateway {}",
+                g.internet_gateway_id().unwrap_or_default()
+            ));
+        }
+        for t in ec2
+            .describe_route_tables()
+            .filters(f())
+            .send()
+            .await
+            .unwrap()
+            .route_tables()
+        {
+            out.push(format!(
+                "route-table {}",
+                t.route_table_id().unwrap_or_default()
+            ));
+        }
+        for g in ec2
+            .describe_security_groups()
+            .filters(f())
+            .send()
+            .await
+            .unwrap()
+            .security_groups()
+        {
+            out.push(format!(
+                "security-group {}",
+                g.group_id().unwrap_or_default()
+            ));
+        }
+        for a in ec2
+            .describe_addresses()
+            .filters(f())
+            .send()
+            .await
+            .unwrap()
+            .addresses()
+        {
+            out.push(format!(
+                "elastic-ip {}",
+                a.allocation_id().unwrap_or_default()
+            ));
+        }
+        for n in ec2
+            .describe_nat_gateways()
+            .filter(f())
+            .send()
+            .await
+            .unwrap()
+            .nat_gateways()
+        {
+            if n.state().is_some_and(|s| s.as_str() != "deleted") {
+                out.push(format!(
+                    "natgateway {}",
+                    n.nat_gateway_id().unwrap_or_default()
+                ));
+            }
+        }
+        for r in ec2
+            .describe_instances()
+            .filters(f())
+            .send()
+            .await
+            .unwrap()
+            .reservations()
+        {
+            for i in r.instances() {
+                if i.state()
+                    .and_then(|s| s.name())
+                    .is_some_and(|n| n.as_str() != "terminated")
+                {
+                    out.push(format!("instance {}", i.instance_id().unwrap_or_default()));
+                }
+            }
+        }
+        out
+    })
+}
+
+#[test]
+fn applies_from_empty_converges_and_a_no_op_refresh_is_cheap() {
+    let aws = launch();
+    let p = Project::reference_on(&aws);
+    p.run(&["apply", "--auto-approve"])
+        .success()
+        .stdout_has("Apply complete!");
+    p.run(&["plan", "--detailed-exitcode"])
+        .code(0)
+        .stdout_has("No changes.");
+
+    // One read call per resource type, not per resource.
+    aws.reset_calls();
+    p.run(&["plan", "--detailed-exitcode"]).code(0);
+    let calls = aws.calls();
+    assert_eq!(
+        calls["mutating"], 0,
+        "plan must not change anything: {calls}"
+    );
+    assert_eq!(calls_of(&aws, "DescribeSubnets"), 1, "{calls}");
+    assert_eq!(
+        calls_of(&aws, "DescribeRouteTables"),
+        3,
+        "tables, routes, associations: {calls}"
+    );
+    assert_eq!(calls_of(&aws, "DescribeSecurityGroups"), 1, "{calls}");
+    assert_eq!(calls_of(&aws, "DescribeSecurityGroupRules"), 1, "{calls}");
+    assert_eq!(calls_of(&aws, "DescribeInstances"), 1, "{calls}");
+    assert_eq!(calls_of(&aws, "DescribeRepositories"), 1, "{calls}");
+    let total = calls["total"].as_u64().unwrap();
+    assert!(
+        total <= 40,
+        "{total} calls to refresh ~45 AWS resources: {calls}"
+    );
+}
+
+#[test]
+fn changed_settings_update_in_place_or_replace_and_converge() {
+    let aws = launch();
+    let p = Project::reference_on(&aws);
+    p.run(&["apply", "--auto-approve"]).success();
+    let master = p.state()["resources"]["aws.instance.jenkins_master"]["id"].clone();
+
+    // A tag, a security group rule, the image count and the instance type: in place.
+    p.edit_stack(
+        "region = \"ap-south-1\"",
+        "region = \"ap-south-1\"\ntags = { team = \"platform\" }",
+    );
+    p.edit_stack(
+        "allowed_cidrs = [\"203.0.113.0/24\"]",
+        "allowed_cidrs = [\"203.0.113.0/24\", \"198.51.100.0/24\"]",
+    );
+    p.edit_stack("keep_images  = 30", "keep_images  = 10");
+    p.edit_stack(
+        "instance_type = \"t3.medium\"",
+        "instance_type = \"t3.large\"",
+    );
+    let plan = p.run(&["plan", "--detailed-exitcode"]);
+    plan.code(2)
+        .stdout_has("~ aws.vpc.main")
+        .stdout_has("+ \"team\" = \"platform\"")
+        .stdout_has("~ aws.security_group_rule.jenkins_master_http")
+        .stdout_has("~ aws.ecr_lifecycle_policy.app")
+        .stdout_has("~ aws.instance.jenkins_master")
+        .stdout_has("\"t3.medium\" -> \"t3.large\"");
+    assert!(
+        !plan.stdout.contains("-/+"),
+        "nothing here forces a replacement:\n{}",
+        plan.stdout
+    );
+    p.run(&["apply", "--auto-approve"]).success();
+    p.run(&["plan", "--detailed-exitcode"]).code(0);
+    let state = p.state();
+    assert_eq!(
+        state["resources"]["aws.instance.jenkins_master"]["id"], master,
+        "the type changed in place"
+    );
+    assert_eq!(
+        state["resources"]["aws.instance.jenkins_master"]["attributes"]["instance_type"],
+        "t3.large"
+    );
+    assert_eq!(
+        state["resources"]["aws.security_group_rule.jenkins_master_http"]["attributes"]["cidr_blocks"],
+        json!(["203.0.113.0/24", "198.51.100.0/24"])
+    );
+
+    // The repository URL is baked into the master's first-boot script: a new master.
+    p.edit_stack(
+        "https://github.com/example/app.git",
+        "https://github.com/example/web.git",
+    );
+    p.run(&["plan"])
+        .success()
+        .stdout_has("-/+ aws.instance.jenkins_master")
+        .stdout_has("# forces replacement");
+    p.run(&["apply", "--auto-approve"]).success();
+    p.run(&["plan", "--detailed-exitcode"]).code(0);
+    assert_ne!(
+        p.state()["resources"]["aws.instance.jenkins_master"]["id"],
+        master
+    );
+}
+
+#[test]
+fn a_resource_deleted_behind_slipways_back_is_detected_and_recreated() {
+    let aws = launch();
+    let p = Project::reference_on(&aws);
+    p.run(&["apply", "--auto-approve"]).success();
+    let rule_ids = p.state()["resources"]["aws.security_group_rule.jenkins_master_http"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let group = p.state()["resources"]["aws.security_group.jenkins_master"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    rt().block_on(async {
+        let ec2 = aws.ec2().await;
+        ec2.revoke_security_group_ingress()
+            .group_id(group)
+            .set_security_group_rule_ids(Some(rule_ids.split(',').map(str::to_string).collect()))
+            .send()
+            .await
+            .unwrap();
+    });
+    p.run(&["drift"])
+        .code(2)
+        .stdout_has("aws.security_group_rule.jenkins_master_http has been deleted");
+    p.run(&["plan", "--detailed-exitcode"])
+        .code(2)
+        .stdout_has("+ aws.security_group_rule.jenkins_master_http");
+    p.run(&["apply", "--auto-approve"]).success();
+    p.run(&["plan", "--detailed-exitcode"]).code(0);
+}
+
+#[test]
+fn sigkill_mid_apply_and_a_rerun_converge_without_duplicates() {
+    let aws = launch();
+    let p = Project::reference_on(&aws);
+    aws.configure(json!({"latency_ms": 40}));
+    let mut child = p
+        .command(&["apply", "--auto-approve"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("a dozen resources", || {
+        p.state_path().exists() && p.state_count() >= 12
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    aws.configure(json!({"latency_ms": 0}));
+
+    p.run(&["apply", "--auto-approve"]).success();
+    p.run(&["plan", "--detailed-exitcode"]).code(0);
+    let objects = tagged(&aws);
+    let count = |kind: &str| {
+        objects
+            .iter()
+            .filter(|o| o.starts_with(&format!("{kind} ")))
+            .count()
+    };
+    assert_eq!(count("vpc"), 1, "{objects:?}");
+    assert_eq!(count("subnet"), 4, "{objects:?}");
+    assert_eq!(count("security-group"), 2, "{objects:?}");
+    assert_eq!(count("instance"), 2, "{objects:?}");
+    assert_eq!(count("natgateway"), 1, "{objects:?}");
+    assert_eq!(count("internet-gateway"), 1, "{objects:?}");
+}
+
+#[test]
+fn destroy_leaves_no_tagged_resource() {
+    let aws = launch();
+    let p = Project::reference_on(&aws);
+    p.run(&["apply", "--auto-approve"]).success();
+    assert!(!tagged(&aws).is_empty());
+    p.run(&["destroy", "--auto-approve", "--allow-protected"])
+        .success()
+        .stdout_has("Destroy complete!");
+    assert_eq!(tagged(&aws), Vec::<String>::new());
+    assert_eq!(p.state_count(), 0);
+    // IAM and ECR too, which EC2 tags do not cover.
+    aws.reset_calls();
+    p.run(&["plan", "--detailed-exitcode"]).code(2);
+    let listing = rt().block_on(async {
+        let creds =
+            aws_credential_types::Credentials::new("testing", "testing", None, None, "tests");
+        let conf = aws_sdk_iam::Config::builder()
+            .behavior_version(aws_sdk_iam::config::BehaviorVersion::latest())
+            .region(aws_sdk_iam::config::Region::new("us-east-1"))
+            .endpoint_url(&aws.endpoint)
+            .credentials_provider(creds.clone())
+            .build();
+        let roles = aws_sdk_iam::Client::from_conf(conf)
+            .list_roles()
+            .send()
+            .await
+            .unwrap();
+        let ecr_conf = aws_sdk_ecr::Config::builder()
+            .behavior_version(aws_sdk_ecr::config::BehaviorVersion::latest())
+            .region(aws_sdk_ecr::config::Region::new("ap-south-1"))
+            .endpoint_url(&aws.endpoint)
+            .credentials_provider(creds)
+            .build();
+        let repos = aws_sdk_ecr::Client::from_conf(ecr_conf)
+            .describe_repositories()
+            .send()
+            .await
+            .unwrap();
+        (
+            roles
+                .roles()
+                .iter()
+                .map(|r| r.role_name().to_string())
+                .filter(|n| n.starts_with("smallcase-"))
+                .collect::<Vec<_>>(),
+            repos.repositories().len(),
+        )
+    });
+    assert_eq!(listing, (Vec::new(), 0));
+}
+
+#[test]
+fn apply_converges_through_throttling_and_server_errors() {
+    let aws = launch();
+    let p = Project::reference_on(&aws);
+    aws.configure(json!({"seed": 7, "faults": {"rate": 0.1, "kinds": ["throttle", "500", "503"]}}));
+    p.run(&["apply", "--auto-approve"])
+        .success()
+        .stdout_has("Apply complete!");
+    let injected: u64 = aws.calls()["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["faults"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(injected >= 5, "faults were injected ({injected})");
+    p.run(&["plan", "--detailed-exitcode"]).code(0);
+    aws.configure(json!({"faults": {"rate": 0.0}}));
+    p.run(&["plan", "--detailed-exitcode"]).code(0);
+}

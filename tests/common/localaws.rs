@@ -1,0 +1,110 @@
+//! The local AWS (moto + realism layer), started through `localaws/launch`
+//! exactly as a user would, one per test, stopped when dropped.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub struct LocalAws {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl LocalAws {
+    /// Starts it with extra launcher flags (e.g. `--time-scale 0.001`).
+    pub fn start(args: &[&str]) -> LocalAws {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut child = Command::new(root.join("localaws/launch"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("localaws/launch must start");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("the launcher prints its endpoint");
+        let endpoint = line
+            .trim()
+            .strip_prefix("endpoint=")
+            .unwrap_or_else(|| panic!("unexpected launcher output {line:?}"))
+            .to_string();
+        LocalAws { child, endpoint }
+    }
+
+    fn request(&self, method: &str, path: &str, body: &str) -> Value {
+        let hostport = self.endpoint.trim_start_matches("http://");
+        let mut s = TcpStream::connect(hostport).expect("connect to the local AWS");
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        serde_json::from_str(body).unwrap_or(Value::Null)
+    }
+
+    /// Merges `config` into the layer's configuration.
+    pub fn configure(&self, config: Value) {
+        self.request("POST", "/_realism/config", &config.to_string());
+    }
+
+    pub fn calls(&self) -> Value {
+        self.request("GET", "/_realism/calls", "")
+    }
+
+    pub fn reset_calls(&self) {
+        self.request("DELETE", "/_realism/calls", "");
+    }
+
+    /// Environment for a slipway process talking to it.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_REGION", "ap-south-1".into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+            ("AWS_CONFIG_FILE", "/nonexistent".into()),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent".into()),
+        ]
+    }
+
+    /// An EC2 client for checking what exists, independently of slipway.
+    pub async fn ec2(&self) -> aws_sdk_ec2::Client {
+        let creds =
+            aws_credential_types::Credentials::new("testing", "testing", None, None, "tests");
+        let config = aws_sdk_ec2::Config::builder()
+            .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+            .region(aws_sdk_ec2::config::Region::new("ap-south-1"))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(creds)
+            .build();
+        aws_sdk_ec2::Client::from_conf(config)
+    }
+}
+
+impl Drop for LocalAws {
+    fn drop(&mut self) {
+        // Closing stdin stops the launcher; kill is the fallback.
+        drop(self.child.stdin.take());
+        for _ in 0..50 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
