@@ -101,6 +101,12 @@ impl FakeProvider {
 
     /// A fake cloud persisted at `path` (created when missing).
     pub fn open(stack: &str, path: &Path) -> Result<Self, FakeError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| FakeError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
         let world = match std::fs::read_to_string(path) {
             Ok(text) => serde_json::from_str(&text).map_err(|source| FakeError::Parse {
                 path: path.to_path_buf(),
@@ -143,12 +149,32 @@ impl FakeProvider {
         self.world.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Persists the world; an object the file cannot record would be lost
+    /// to the next process, so that is a failure of the operation.
+    fn persist(&self, world: &World, addr: &Address) -> Result<(), ProviderError> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let text = serde_json::to_string_pretty(world)
+            .map_err(|e| ProviderError::new(addr, "FakeCloudUnwritable", e.to_string(), false))?;
+        crate::state::local::write_atomic(path, text.as_bytes()).map_err(|e| {
+            ProviderError::new(
+                addr,
+                "FakeCloudUnwritable",
+                format!(
+                    "{e}: {}",
+                    std::error::Error::source(&e)
+                        .map(ToString::to_string)
+                        .unwrap_or_default()
+                ),
+                false,
+            )
+        })
+    }
+
     fn save(&self, world: &World) {
-        // The fake is test infrastructure; a failed write shows up as a test
-        // failure on the next read.
-        if let (Some(path), Ok(text)) = (&self.path, serde_json::to_string_pretty(world)) {
-            let _ = crate::state::local::write_atomic(path, text.as_bytes());
-        }
+        // Tests' own edits: a failure shows up on their next read.
+        let _ = self.persist(world, &Address::domain_wide(crate::addr::Domain::Aws));
     }
 
     fn record(&self, world: &mut World, op: &str, addr: &Address, mutating: bool) {
@@ -207,7 +233,7 @@ impl Provider for FakeProvider {
         self.record(&mut w, "read", addr, false);
         self.fault(&w, "read", addr)?;
         let found = w.objects.get(&prior.id).map(|o| live(&prior.id, o));
-        self.save(&w);
+        self.persist(&w, addr)?;
         Ok(found)
     }
 
@@ -255,7 +281,7 @@ impl Provider for FakeProvider {
             };
             let created = live(&id, &object);
             w.objects.insert(id, object);
-            self.save(&w);
+            self.persist(&w, addr)?;
             created
         };
         ctx.status("waiting until ready");
@@ -286,7 +312,7 @@ impl Provider for FakeProvider {
                 object.attrs.insert(k.clone(), v.clone());
             }
             let updated = live(&prior.id, object);
-            self.save(&w);
+            self.persist(&w, addr)?;
             updated
         };
         self.delay().await;
@@ -304,7 +330,7 @@ impl Provider for FakeProvider {
             self.record(&mut w, "delete", addr, true);
             self.fault(&w, "delete", addr)?;
             w.objects.remove(&prior.id);
-            self.save(&w);
+            self.persist(&w, addr)?;
         }
         ctx.status("waiting until gone");
         self.delay().await;

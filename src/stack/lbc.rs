@@ -10,10 +10,10 @@ pub struct Release {
     pub image: &'static str,
     /// Upstream `docs/install/iam_policy.json` at the release tag, verbatim.
     ///
-    /// `None` means the document has not been embedded yet: the
-    /// `aws.iam_policy.lb_controller` resource then carries only
-    /// `policy_source` (the upstream URL) and no `policy`, and applying it
-    /// must fail rather than guess. Embedding it is tracked as the
+    /// `None` means the document has not been embedded yet: unless the stack
+    /// gives one with `[ingress] iam_policy_file`, the
+    /// `aws.iam_policy.lb_controller` resource has no `policy` and creating
+    /// it fails rather than guess. Embedding it is tracked as the
     /// "LBC IAM policy" gap in docs/stack.md.
     pub iam_policy: Option<&'static str>,
     /// Where the IAM policy comes from.

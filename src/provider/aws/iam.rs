@@ -754,7 +754,7 @@ async fn create_policy(
     let doc = json_text(addr, desired, "policy").map_err(|_| {
         invalid(
             addr,
-            format!("policy `{name}` has no document in this version of slipway (see docs/stack.md); it cannot be created"),
+            format!("policy `{name}` has no document: slipway embeds none for this controller version yet; set `[ingress] iam_policy_file` (docs/stack.md)"),
         )
     })?;
     let created = aws
