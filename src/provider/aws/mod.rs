@@ -9,6 +9,7 @@
 //! absent from the answer rather than failing the whole call.
 
 mod ecr;
+mod eks;
 mod error;
 mod iam;
 mod instance;
@@ -52,6 +53,10 @@ pub const KINDS: &[&str] = &[
     "aws.instance",
     "aws.ecr_repository",
     "aws.ecr_lifecycle_policy",
+    "aws.eks_cluster",
+    "aws.eks_fargate_profile",
+    "aws.eks_access_entry",
+    "aws.iam_openid_connect_provider",
 ];
 
 /// How long to wait for each kind to become ready or gone, at most.
@@ -59,6 +64,10 @@ pub const KINDS: &[&str] = &[
 pub struct Timeouts {
     pub nat_gateway: Duration,
     pub instance: Duration,
+    pub eks_cluster: Duration,
+    /// A Fargate profile change, including waiting for other changes on the
+    /// same cluster to finish.
+    pub eks_profile: Duration,
     /// Retrying a call that failed because AWS has not caught up yet (an
     /// instance profile EC2 cannot see, a VPC with dependencies still going).
     pub consistency: Duration,
@@ -69,6 +78,8 @@ impl Default for Timeouts {
         Timeouts {
             nat_gateway: Duration::from_secs(10 * 60),
             instance: Duration::from_secs(10 * 60),
+            eks_cluster: Duration::from_secs(30 * 60),
+            eks_profile: Duration::from_secs(20 * 60),
             consistency: Duration::from_secs(3 * 60),
         }
     }
@@ -81,6 +92,7 @@ pub struct Aws {
     ec2: aws_sdk_ec2::Client,
     iam: aws_sdk_iam::Client,
     ecr: aws_sdk_ecr::Client,
+    eks: aws_sdk_eks::Client,
     ssm: aws_sdk_ssm::Client,
     timeouts: Timeouts,
     /// How often to poll while waiting.
@@ -151,6 +163,7 @@ impl AwsProvider {
                 ec2: aws_sdk_ec2::Client::new(&config),
                 iam: aws_sdk_iam::Client::new(&config),
                 ecr: aws_sdk_ecr::Client::new(&config),
+                eks: aws_sdk_eks::Client::new(&config),
                 ssm: aws_sdk_ssm::Client::new(&config),
                 timeouts: Timeouts::default(),
                 poll,
@@ -328,6 +341,10 @@ impl Provider for AwsProvider {
                 "instance" => instance::read(&self.aws, &items).await,
                 "ecr_repository" => ecr::read_repositories(&self.aws, &items).await,
                 "ecr_lifecycle_policy" => ecr::read_lifecycle_policies(&self.aws, &items).await,
+                "eks_cluster" => eks::read_clusters(&self.aws, &items).await,
+                "eks_fargate_profile" => eks::read_profiles(&self.aws, &items).await,
+                "eks_access_entry" => eks::read_entries(&self.aws, &items).await,
+                "iam_openid_connect_provider" => eks::read_oidc(&self.aws, &items).await,
                 "iam_role"
                 | "iam_role_policy_attachment"
                 | "iam_role_policy"
@@ -390,6 +407,10 @@ impl Provider for AwsProvider {
             "instance" => instance::create(aws, addr, desired, ctx).await,
             "ecr_repository" => ecr::create_repository(aws, addr, desired, ctx).await,
             "ecr_lifecycle_policy" => ecr::put_lifecycle_policy(aws, addr, desired, ctx).await,
+            "eks_cluster" => eks::create_cluster(aws, addr, desired, ctx).await,
+            "eks_fargate_profile" => eks::create_profile(aws, addr, desired, ctx).await,
+            "eks_access_entry" => eks::create_entry(aws, addr, desired, ctx).await,
+            "iam_openid_connect_provider" => eks::create_oidc(aws, addr, desired, ctx).await,
             k if k.starts_with("iam_") => iam::create(aws, addr, desired, ctx).await,
             _ => Err(not_supported(addr)),
         }
@@ -417,6 +438,11 @@ impl Provider for AwsProvider {
             "instance" => instance::update(aws, addr, prior, desired, ctx).await,
             "ecr_repository" => ecr::update_repository(aws, addr, prior, desired, ctx).await,
             "ecr_lifecycle_policy" => ecr::put_lifecycle_policy(aws, addr, desired, ctx).await,
+            "eks_cluster" => eks::update_cluster(aws, addr, prior, desired, ctx).await,
+            "eks_access_entry" => eks::update_entry(aws, addr, prior, desired, ctx).await,
+            "iam_openid_connect_provider" => eks::update_oidc(aws, addr, prior, desired, ctx).await,
+            // Every attribute of a Fargate profile forces a new one; tags alone remain.
+            "eks_fargate_profile" => eks::update_profile(aws, addr, prior, desired, ctx).await,
             k if k.starts_with("iam_") => iam::update(aws, addr, prior, desired, ctx).await,
             _ => Err(not_supported(addr)),
         }
@@ -443,6 +469,10 @@ impl Provider for AwsProvider {
             }
             "instance" => instance::delete(aws, addr, prior, ctx).await,
             "ecr_repository" | "ecr_lifecycle_policy" => ecr::delete(aws, addr, prior, ctx).await,
+            "eks_cluster"
+            | "eks_fargate_profile"
+            | "eks_access_entry"
+            | "iam_openid_connect_provider" => eks::delete(aws, addr, prior, ctx).await,
             k if k.starts_with("iam_") => iam::delete(aws, addr, prior, ctx).await,
             _ => Err(not_supported(addr)),
         }

@@ -1,0 +1,402 @@
+"""The WSGI application: routing, discovery, CRUD, patch, watch, control endpoints."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+import time
+
+import yaml
+from werkzeug.wrappers import Request, Response
+
+from .store import ApiError, Store, bad_request, now_ts, parse_field_selector, parse_label_selector, selector_matches
+
+VERSION = {
+    "major": "1", "minor": "32", "gitVersion": "v1.32.0-kubetest", "gitCommit": "0000000000000000000000000000000000000000",
+    "gitTreeState": "clean", "buildDate": "2024-12-11T00:00:00Z", "goVersion": "go1.23.3", "compiler": "gc",
+    "platform": "linux/amd64",
+}
+
+
+def jresp(body, code: int = 200) -> Response:
+    return Response(json.dumps(body, separators=(",", ":")), status=code, content_type="application/json")
+
+
+def err(e: ApiError) -> Response:
+    return jresp(e.body(), e.code)
+
+
+def truthy(v) -> bool:
+    return str(v).lower() in ("1", "true", "yes")
+
+
+class App:
+    def __init__(self, store: Store, token: str, config: dict, host_port: str = "", verbose: bool = False,
+                 on_config=None):
+        self.store, self.token, self.config, self.host_port = store, token, config, host_port
+        self.verbose = verbose
+        self.on_config = on_config
+
+    def __call__(self, environ, start_response):
+        req = Request(environ)
+        try:
+            resp = self.handle(req)
+        except ApiError as e:
+            resp = err(e)
+        except Exception as e:  # noqa: BLE001
+            import traceback
+            traceback.print_exc(file=sys.stderr)
+            resp = err(ApiError(500, "InternalError", f"Internal error occurred: {e}",
+                                {"causes": [{"message": str(e)}]}))
+        if self.verbose:
+            print(f"kubetest: {req.method} {req.full_path} -> {resp.status_code}", file=sys.stderr, flush=True)
+        return resp(environ, start_response)
+
+    # ------------------------------------------------------------------ routing
+    def handle(self, req: Request) -> Response:
+        auth = req.headers.get("Authorization", "")
+        if auth != f"Bearer {self.token}":
+            return jresp({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                          "message": "Unauthorized", "reason": "Unauthorized", "code": 401}, 401)
+        path = req.path
+        parts = [p for p in path.split("/") if p]
+        if path in ("/healthz", "/livez", "/readyz"):
+            return Response("ok", content_type="text/plain")
+        if path == "/version":
+            return jresp(VERSION)
+        if parts[:1] == ["_kubetest"]:
+            return self.control(req, parts[1:])
+        if parts[:1] == ["openapi"]:
+            return self.not_found_raw()
+        if not parts or parts[0] not in ("api", "apis"):
+            if not parts:
+                paths = ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/readyz", "/version"]
+                paths += [f"/apis/{g}/{v}" for g, vs in self.store.groups().items() if g for v in vs]
+                return jresp({"paths": sorted(paths)})
+            return self.not_found_raw()
+        if parts[0] == "api":
+            group = ""
+            if len(parts) == 1:
+                return jresp({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
+                    {"clientCIDR": "0.0.0.0/0", "serverAddress": self.host_port}]})
+            version, rest = parts[1], parts[2:]
+        else:
+            if len(parts) == 1:
+                return jresp(self.group_list())
+            group = parts[1]
+            if len(parts) == 2:
+                g = self.group_doc(group)
+                if g is None:
+                    return self.not_found_raw()
+                return jresp(dict(kind="APIGroup", apiVersion="v1", **g))
+            version, rest = parts[2], parts[3:]
+        if not rest:
+            return self.resource_list(group, version)
+        ns = None
+        if rest[0] == "namespaces" and len(rest) >= 3:
+            if not (group == "" and len(rest) == 3 and rest[2] in ("status", "finalize")):
+                ns, rest = rest[1], rest[2:]
+        plural = rest[0]
+        name = rest[1] if len(rest) > 1 else None
+        sub = rest[2] if len(rest) > 2 else ""
+        if len(rest) > 3:
+            return self.not_found_raw()
+        rt = self.store.rt(group, version, plural)
+        if rt is None:
+            return self.not_found_raw()
+        if ns is not None and not rt.namespaced:
+            return self.not_found_raw()
+        if sub and not ((sub == "status" and rt.status_sub) or (sub == "finalize" and plural == "namespaces")):
+            return self.not_found_raw()
+        if sub == "finalize":
+            sub = ""
+        return self.resource(req, rt, ns, name, sub)
+
+    @staticmethod
+    def not_found_raw() -> Response:
+        return jresp({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                      "message": "the server could not find the requested resource", "reason": "NotFound",
+                      "details": {"causes": [{"reason": "UnexpectedServerResponse", "message": "404 page not found"}]},
+                      "code": 404}, 404)
+
+    # ------------------------------------------------------------------ discovery
+    def group_doc(self, group: str):
+        vs = self.store.groups().get(group)
+        if not vs:
+            return None
+        vs = sorted(vs, key=_version_key, reverse=True)
+        return {"name": group, "versions": [{"groupVersion": f"{group}/{v}", "version": v} for v in vs],
+                "preferredVersion": {"groupVersion": f"{group}/{vs[0]}", "version": vs[0]}}
+
+    def group_list(self) -> dict:
+        with self.store.lock:
+            order = ["apps", "networking.k8s.io", "rbac.authorization.k8s.io", "apiextensions.k8s.io",
+                     "admissionregistration.k8s.io", "coordination.k8s.io"]
+            groups = [g for g in self.store.groups() if g]
+            groups.sort(key=lambda g: (order.index(g) if g in order else len(order), g))
+            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [self.group_doc(g) for g in groups]}
+
+    def resource_list(self, group: str, version: str) -> Response:
+        with self.store.lock:
+            rts = [rt for (g, v, _p), rt in self.store.types.items() if g == group and v == version]
+        if not rts:
+            return self.not_found_raw()
+        res = []
+        for rt in sorted(rts, key=lambda r: r.plural):
+            res += rt.discovery()
+        return jresp({"kind": "APIResourceList", "apiVersion": "v1",
+                      "groupVersion": f"{group}/{version}" if group else version, "resources": res})
+
+    # ------------------------------------------------------------------ resources
+    def manager(self, req: Request) -> str:
+        fm = req.args.get("fieldManager")
+        if fm:
+            return fm
+        ua = req.headers.get("User-Agent", "unknown")
+        return ua.split("/")[0] or "unknown"
+
+    def body(self, req: Request, allow_yaml: bool = False):
+        raw = req.get_data()
+        if not raw:
+            raise bad_request("the body of the request was empty")
+        try:
+            if allow_yaml:
+                return yaml.safe_load(raw)
+            return json.loads(raw)
+        except (ValueError, yaml.YAMLError) as e:
+            raise bad_request(f"the body of the request could not be decoded: {e}") from None
+
+    def resource(self, req: Request, rt, ns, name, sub) -> Response:
+        s = self.store
+        dry = req.args.get("dryRun") == "All"
+        if req.args.get("dryRun") and not dry:
+            raise ApiError(400, "BadRequest", f"Invalid dryRun value: {req.args.get('dryRun')}")
+        m = req.method
+        if rt.namespaced and ns is None and name is not None:
+            return self.not_found_raw()
+        if m == "GET":
+            lsel = parse_label_selector(req.args.get("labelSelector", ""))
+            fsel = parse_field_selector(req.args.get("fieldSelector", ""))
+            if name is None:
+                if truthy(req.args.get("watch", "")):
+                    return self.watch(req, rt, ns, lsel, fsel)
+                lst = s.list(rt, ns, lsel, fsel)
+                if "as=Table" in req.headers.get("Accept", ""):
+                    return jresp(self.table(rt, lst, req.args.get("includeObject", "PartialObjectMetadata")))
+                return jresp(lst)
+            with s.lock:
+                o = s.find(rt, ns, name)
+                if o is None:
+                    from .store import not_found
+                    raise not_found(rt, name)
+                out = s.out(rt, o)
+            if "as=Table" in req.headers.get("Accept", ""):
+                return jresp(self.table(rt, {"items": [out], "metadata": {"resourceVersion": out["metadata"]["resourceVersion"]}},
+                                        req.args.get("includeObject", "PartialObjectMetadata")))
+            return jresp(out)
+        if m == "POST":
+            if name is not None:
+                return self.method_not_allowed(m)
+            if rt.namespaced and ns is None:
+                return self.method_not_allowed(m)
+            out = s.create(rt, ns, self.body(req), self.manager(req), dry)
+            return jresp(out, 201)
+        if m == "PUT":
+            if name is None:
+                return self.method_not_allowed(m)
+            return jresp(s.update(rt, ns, name, self.body(req), self.manager(req), sub, dry))
+        if m == "PATCH":
+            if name is None:
+                return self.method_not_allowed(m)
+            ct = (req.headers.get("Content-Type") or "").split(";")[0].strip()
+            ptype = {"application/apply-patch+yaml": "apply", "application/apply-patch+cbor": "unsupported",
+                     "application/merge-patch+json": "merge", "application/strategic-merge-patch+json": "strategic",
+                     "application/json-patch+json": "json"}.get(ct)
+            if ptype in (None, "unsupported"):
+                return jresp({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                              "message": f"the body of the request was in an unknown format - accepted media types "
+                                         f"include: application/json-patch+json, application/merge-patch+json, "
+                                         f"application/apply-patch+yaml", "reason": "UnsupportedMediaType",
+                              "code": 415}, 415)
+            force = truthy(req.args.get("force", ""))
+            if ptype == "apply":
+                if not req.args.get("fieldManager"):
+                    from .store import invalid
+                    raise invalid("PatchOptions.meta.k8s.io", "meta.k8s.io", "PatchOptions", "", [
+                        ("fieldManager", "Required", "Required value: is required for apply patch")])
+            elif "force" in req.args:
+                from .store import invalid
+                raise invalid("PatchOptions.meta.k8s.io", "meta.k8s.io", "PatchOptions", "", [
+                    ("force", "Forbidden", "Forbidden: may not be specified for non-apply patch")])
+            body = self.body(req, allow_yaml=(ptype == "apply"))
+            out = s.patch(rt, ns, name, ptype, body, self.manager(req), sub, dry, force)
+            code = 200
+            return jresp(out, code)
+        if m == "DELETE":
+            opts = {}
+            raw = req.get_data()
+            if raw:
+                try:
+                    opts = json.loads(raw)
+                except ValueError:
+                    raise bad_request("the body of the request could not be decoded") from None
+            if req.args.get("propagationPolicy"):
+                opts["propagationPolicy"] = req.args["propagationPolicy"]
+            if req.args.get("orphanDependents"):
+                opts["orphanDependents"] = truthy(req.args["orphanDependents"])
+            if (opts.get("dryRun") or []) == ["All"]:
+                dry = True
+            if name is None:
+                lsel = parse_label_selector(req.args.get("labelSelector", ""))
+                fsel = parse_field_selector(req.args.get("fieldSelector", ""))
+                lst = s.list(rt, ns, lsel, fsel)
+                items = []
+                for it in lst["items"]:
+                    try:
+                        _code, o = s.delete(rt, it["metadata"].get("namespace"), it["metadata"]["name"], opts, dry)
+                    except ApiError:
+                        continue
+                    items.append(it)
+                lst["items"] = items
+                return jresp(lst)
+            code, out = s.delete(rt, ns, name, opts, dry)
+            return jresp(out, code)
+        return self.method_not_allowed(m)
+
+    @staticmethod
+    def method_not_allowed(m: str) -> Response:
+        return jresp({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                      "message": f"the server does not allow this method on the requested resource",
+                      "reason": "MethodNotAllowed", "details": {}, "code": 405}, 405)
+
+    def table(self, rt, lst: dict, include: str) -> dict:
+        cols = [
+            {"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names", "priority": 0},
+            {"name": "Created At", "type": "date", "format": "", "description": "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata", "priority": 0},
+        ]
+        rows = []
+        for it in lst["items"]:
+            row = {"cells": [it["metadata"]["name"], it["metadata"].get("creationTimestamp")]}
+            if include == "Object":
+                o = dict(it)
+                o.setdefault("kind", rt.kind)
+                o.setdefault("apiVersion", rt.api_version)
+                row["object"] = o
+            elif include != "None":
+                row["object"] = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                                 "metadata": it["metadata"]}
+            rows.append(row)
+        return {"kind": "Table", "apiVersion": "meta.k8s.io/v1",
+                "metadata": {"resourceVersion": lst["metadata"].get("resourceVersion", "")},
+                "columnDefinitions": cols, "rows": rows}
+
+    # ------------------------------------------------------------------ watch
+    def watch(self, req: Request, rt, ns, lsel, fsel) -> Response:
+        s = self.store
+        try:
+            timeout = float(req.args.get("timeoutSeconds", "1800"))
+        except ValueError:
+            raise bad_request("invalid timeoutSeconds") from None
+        rv_param = req.args.get("resourceVersion", "")
+        initial = truthy(req.args.get("sendInitialEvents", ""))
+        bookmarks = truthy(req.args.get("allowWatchBookmarks", ""))
+
+        def matches(o):
+            if rt.namespaced and ns is not None and o["metadata"].get("namespace") != ns:
+                return False
+            return selector_matches(o, lsel, fsel)
+
+        def line(t, o):
+            return (json.dumps({"type": t, "object": o}, separators=(",", ":")) + "\n").encode()
+
+        with s.lock:
+            start_rv = s.rv
+            first = []
+            if rv_param in ("", "0") or initial:
+                for o in s.all_of(rt.gp):
+                    if matches(o):
+                        first.append(line("ADDED", s.out(rt, o)))
+                if initial:
+                    first.append(line("BOOKMARK", {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": {
+                        "resourceVersion": str(start_rv),
+                        "annotations": {"k8s.io/initial-events-end": "true"}}}))
+            else:
+                try:
+                    start_rv = int(rv_param)
+                except ValueError:
+                    raise bad_request(f"invalid resource version: {rv_param}") from None
+                if start_rv < s.oldest_event_rv() - 1 and start_rv < s.rv:
+                    gone = ApiError(410, "Expired", f"too old resource version: {start_rv} ({s.rv})")
+                    first.append(line("ERROR", gone.body()))
+                    timeout = 0
+
+        deadline = time.monotonic() + max(0.0, timeout)
+
+        def gen():
+            pos = start_rv
+            for b in first:
+                yield b
+            last_bm = time.monotonic()
+            while True:
+                out = []
+                with s.lock:
+                    while True:
+                        evs = [e for e in s.events if e[0] > pos and e[1] == rt.gp]
+                        if evs or s.closed:
+                            break
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        s.cond.wait(min(left, 1.0))
+                        if bookmarks and time.monotonic() - last_bm > 10:
+                            break
+                    newpos = s.rv
+                    for (erv, _gp, t, o) in evs:
+                        if matches(o):
+                            out.append(line(t, s.out(rt, o)))
+                    pos = newpos
+                for b in out:
+                    yield b
+                if bookmarks and time.monotonic() - last_bm > 10:
+                    last_bm = time.monotonic()
+                    yield line("BOOKMARK", {"kind": rt.kind, "apiVersion": rt.api_version,
+                                            "metadata": {"resourceVersion": str(pos)}})
+                if s.closed or time.monotonic() >= deadline:
+                    return
+
+        return Response(gen(), content_type="application/json", direct_passthrough=True)
+
+    # ------------------------------------------------------------------ control
+    def control(self, req: Request, parts) -> Response:
+        if parts == ["config"]:
+            if req.method == "POST":
+                try:
+                    upd = json.loads(req.get_data() or b"{}")
+                except ValueError:
+                    raise bad_request("config must be JSON") from None
+                unknown = set(upd) - set(self.config)
+                if unknown:
+                    raise bad_request(f"unknown config keys: {sorted(unknown)}")
+                self.config.update(upd)
+                if self.on_config:
+                    self.on_config()
+            return jresp(self.config)
+        if parts == ["state"]:
+            with self.store.lock:
+                return jresp({"resourceVersion": self.store.rv, "time": now_ts(),
+                              "types": sorted(f"{g}/{v}/{p}" for (g, v, p) in self.store.types)})
+        return self.not_found_raw()
+
+
+def _version_key(v: str):
+    import re
+
+    m = re.match(r"^v(\d+)(?:(alpha|beta)(\d+))?$", v)
+    if not m:
+        return (0, 0, 0, v)
+    stab = {"alpha": 1, "beta": 2, None: 3}[m.group(2)]
+    return (stab, int(m.group(1)), int(m.group(3) or 0), v)
+
+
+_ = copy

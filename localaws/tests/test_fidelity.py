@@ -1,0 +1,36 @@
+"""Where the layer corrects moto to answer as AWS does (realism/fidelity.py)."""
+
+from __future__ import annotations
+
+from test_eks import ROLE, active_cluster, create_profile
+from conftest import wait_for
+
+
+def test_group_pair_rule_description_is_reported(aws):
+    ec2 = aws("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    a = ec2.create_security_group(GroupName="a", Description="a", VpcId=vpc)["GroupId"]
+    b = ec2.create_security_group(GroupName="b", Description="b", VpcId=vpc)["GroupId"]
+    rules = ec2.authorize_security_group_ingress(
+        GroupId=a,
+        IpPermissions=[{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "UserIdGroupPairs": [{"GroupId": b, "Description": "from b"}]}],
+    )["SecurityGroupRules"]
+    got = ec2.describe_security_group_rules(SecurityGroupRuleIds=[rules[0]["SecurityGroupRuleId"]])["SecurityGroupRules"][0]
+    assert got["Description"] == "from b"
+    assert got["ReferencedGroupInfo"]["GroupId"] == b
+
+
+def test_fargate_profiles_and_access_entries_can_be_tagged(aws, account):
+    eks = aws("eks")
+    active_cluster(eks, account)
+    profile = create_profile(eks, account, "p1")
+    wait_for(lambda: eks.describe_fargate_profile(clusterName="c1", fargateProfileName="p1")["fargateProfile"]["status"], lambda s: s == "ACTIVE")
+    arn = profile["fargateProfileArn"]
+    eks.tag_resource(resourceArn=arn, tags={"team": "a", "old": "x"})
+    eks.untag_resource(resourceArn=arn, tagKeys=["old"])
+    assert eks.list_tags_for_resource(resourceArn=arn)["tags"] == {"team": "a"}
+    assert eks.describe_fargate_profile(clusterName="c1", fargateProfileName="p1")["fargateProfile"]["tags"] == {"team": "a"}
+
+    entry = eks.create_access_entry(clusterName="c1", principalArn=ROLE.format(account).replace("eks-cluster", "jenkins"))["accessEntry"]
+    eks.tag_resource(resourceArn=entry["accessEntryArn"], tags={"team": "b"})
+    assert eks.list_tags_for_resource(resourceArn=entry["accessEntryArn"])["tags"] == {"team": "b"}

@@ -1,0 +1,1226 @@
+//! The EKS cluster, its Fargate profiles and access entries, and the
+//! cluster's IAM OIDC provider.
+//!
+//! EKS allows one Fargate profile change at a time per cluster: the executor
+//! runs profiles of one cluster one after another (their serial group), and
+//! the `ResourceInUseException` EKS answers while another change — by another
+//! run, or by the console — is in progress is retried here until it passes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use aws_sdk_eks::types::{
+    AuthenticationMode, ClusterStatus, CreateAccessConfigRequest, FargateProfileSelector,
+    FargateProfileStatus, LogSetup, LogType, Logging, UpdateAccessConfigRequest, UpdateStatus,
+    VpcConfigRequest,
+};
+use serde_json::{Value, json};
+
+use super::error::{code_of, invalid, sdk_error};
+use super::tags::{ADDRESS_TAG, STACK_TAG};
+use super::{Aws, b, live, s, s_opt, strings};
+use crate::addr::Address;
+use crate::provider::{OpContext, ProviderError};
+use crate::resource::{Attrs, Live};
+
+type Found = Result<BTreeMap<Address, Live>, ProviderError>;
+
+/// How long EKS takes, for the progress line's estimate.
+const CLUSTER_EXPECTED: Duration = Duration::from_secs(10 * 60);
+const PROFILE_EXPECTED: Duration = Duration::from_secs(3 * 60);
+
+fn tag_map(attrs: &Attrs) -> HashMap<String, String> {
+    super::tags::desired(attrs).into_iter().collect()
+}
+
+fn tags_value(tags: Option<&HashMap<String, String>>) -> Value {
+    super::tags::to_value(
+        tags.into_iter()
+            .flatten()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    )
+}
+
+fn owned(aws: &Aws, addr: &Address, tags: Option<&HashMap<String, String>>) -> bool {
+    tags.is_some_and(|t| {
+        t.get(STACK_TAG) == Some(&aws.stack) && t.get(ADDRESS_TAG) == Some(&addr.to_string())
+    })
+}
+
+fn foreign(addr: &Address, what: &str, name: &str) -> ProviderError {
+    ProviderError::new(
+        addr,
+        "ResourceInUseException",
+        format!(
+            "EKS {what} `{name}` already exists and is not tagged as this resource of this stack; rename it in the stack or delete it"
+        ),
+        false,
+    )
+}
+
+/// A list as the prior recorded it when it holds the same elements, so the
+/// order AWS answers in never shows as a change.
+fn same_set(read: Vec<String>, prior: Option<&Value>) -> Value {
+    let prior_list: Option<Vec<String>> = prior.and_then(Value::as_array).map(|a| {
+        a.iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()
+    });
+    match prior_list {
+        Some(p) => {
+            let (mut a, mut b) = (p.clone(), read.clone());
+            a.sort();
+            b.sort();
+            if a == b { json!(p) } else { json!(read) }
+        }
+        None => json!(read),
+    }
+}
+
+fn eta(elapsed: Duration, expected: Duration) -> String {
+    let left = expected.saturating_sub(elapsed).as_secs();
+    if left == 0 {
+        "any moment now".to_string()
+    } else {
+        format!("about {}m{:02}s left", left / 60, left % 60)
+    }
+}
+
+// ---------------------------------------------------------------- cluster
+
+fn cluster_live(c: &aws_sdk_eks::types::Cluster, prior: Option<&Attrs>) -> Live {
+    let name = c.name().unwrap_or_default();
+    let vpc = c.resources_vpc_config();
+    let logs: Vec<String> = c
+        .logging()
+        .map(|l| l.cluster_logging())
+        .unwrap_or_default()
+        .iter()
+        .filter(|s| s.enabled() == Some(true))
+        .flat_map(|s| s.types().iter().map(|t| t.as_str().to_string()))
+        .collect();
+    let p = |k: &str| prior.and_then(|a| a.get(k));
+    live(
+        name,
+        [
+            ("id", json!(name)),
+            ("name", json!(name)),
+            ("arn", json!(c.arn())),
+            ("version", json!(c.version())),
+            ("role_arn", json!(c.role_arn())),
+            (
+                "subnet_ids",
+                same_set(
+                    vpc.map(|v| v.subnet_ids().to_vec()).unwrap_or_default(),
+                    p("subnet_ids"),
+                ),
+            ),
+            (
+                "endpoint_public_access",
+                json!(vpc.map(|v| v.endpoint_public_access())),
+            ),
+            (
+                "endpoint_private_access",
+                json!(vpc.map(|v| v.endpoint_private_access())),
+            ),
+            (
+                "public_access_cidrs",
+                same_set(
+                    vpc.map(|v| v.public_access_cidrs().to_vec())
+                        .unwrap_or_default(),
+                    p("public_access_cidrs"),
+                ),
+            ),
+            (
+                "cluster_security_group_id",
+                json!(vpc.and_then(|v| v.cluster_security_group_id())),
+            ),
+            ("enabled_log_types", same_set(logs, p("enabled_log_types"))),
+            (
+                "authentication_mode",
+                json!(
+                    c.access_config()
+                        .and_then(|a| a.authentication_mode())
+                        .map(|m| m.as_str())
+                ),
+            ),
+            ("endpoint", json!(c.endpoint())),
+            (
+                "certificate_authority",
+                json!(c.certificate_authority().and_then(|ca| ca.data())),
+            ),
+            (
+                "oidc_issuer",
+                json!(c.identity().and_then(|i| i.oidc()).and_then(|o| o.issuer())),
+            ),
+            ("tags", tags_value(c.tags())),
+        ],
+    )
+}
+
+async fn describe_cluster(
+    aws: &Aws,
+    addr: &Address,
+    name: &str,
+) -> Result<Option<aws_sdk_eks::types::Cluster>, ProviderError> {
+    match aws.eks.describe_cluster().name(name).send().await {
+        Ok(out) => Ok(out.cluster().cloned()),
+        Err(e) if code_of(&e) == Some("ResourceNotFoundException") => Ok(None),
+        Err(e) => Err(sdk_error(addr, "DescribeCluster", &e)),
+    }
+}
+
+pub async fn read_clusters(aws: &Aws, items: &[(Address, Live)]) -> Found {
+    let mut out = BTreeMap::new();
+    for (a, prior) in items {
+        if let Some(c) = describe_cluster(aws, a, &prior.id).await? {
+            // A cluster being deleted is as good as gone.
+            if c.status() != Some(&ClusterStatus::Deleting) {
+                out.insert(a.clone(), cluster_live(&c, Some(&prior.attrs)));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn logging(desired: &Attrs) -> Logging {
+    let types: Vec<LogType> = strings(desired, "enabled_log_types")
+        .iter()
+        .map(|t| LogType::from(t.as_str()))
+        .collect();
+    let all = [
+        LogType::Api,
+        LogType::Audit,
+        LogType::Authenticator,
+        LogType::ControllerManager,
+        LogType::Scheduler,
+    ];
+    let off: Vec<LogType> = all.into_iter().filter(|t| !types.contains(t)).collect();
+    let mut l = Logging::builder();
+    if !types.is_empty() {
+        l = l.cluster_logging(
+            LogSetup::builder()
+                .set_types(Some(types))
+                .enabled(true)
+                .build(),
+        );
+    }
+    if !off.is_empty() {
+        l = l.cluster_logging(
+            LogSetup::builder()
+                .set_types(Some(off))
+                .enabled(false)
+                .build(),
+        );
+    }
+    l.build()
+}
+
+async fn wait_cluster_active(
+    aws: &Aws,
+    addr: &Address,
+    name: &str,
+    ctx: &OpContext<'_>,
+) -> Result<Live, ProviderError> {
+    let started = tokio::time::Instant::now();
+    aws.wait_until(addr, ctx, "ACTIVE", aws.timeouts.eks_cluster, || async {
+        let Some(c) = describe_cluster(aws, addr, name).await? else {
+            return Err(ProviderError::new(
+                addr,
+                "ResourceNotFoundException",
+                format!("cluster `{name}` disappeared while being created"),
+                true,
+            ));
+        };
+        match c.status() {
+            Some(ClusterStatus::Active) => Ok(Some(cluster_live(&c, None))),
+            Some(ClusterStatus::Failed) => Err(ProviderError::new(
+                addr,
+                "ClusterFailed",
+                format!("cluster `{name}` failed to create; see its health in the EKS console"),
+                false,
+            )),
+            other => {
+                ctx.status(&format!(
+                    "{} ({})",
+                    other.map_or("CREATING", |s| s.as_str()),
+                    eta(started.elapsed(), CLUSTER_EXPECTED)
+                ));
+                Ok(None)
+            }
+        }
+    })
+    .await
+}
+
+pub async fn create_cluster(
+    aws: &Aws,
+    addr: &Address,
+    desired: &Attrs,
+    ctx: &OpContext<'_>,
+) -> Result<Live, ProviderError> {
+    let name = s(addr, desired, "name")?;
+    let vpc = VpcConfigRequest::builder()
+        .set_subnet_ids(Some(strings(desired, "subnet_ids")))
+        .set_endpoint_public_access(b(desired, "endpoint_public_access"))
+        .set_endpoint_private_access(b(desired, "endpoint_private_access"))
+        .set_public_access_cidrs(
+            desired
+                .get("public_access_cidrs")
+                .map(|_| strings(desired, "public_access_cidrs")),
+        )
+        .build();
+    let access = CreateAccessConfigRequest::builder()
+        .authentication_mode(AuthenticationMode::from(
+            s_opt(desired, "authentication_mode").unwrap_or("API_AND_CONFIG_MAP"),
+        ))
+        // The identity that creates the cluster (slipway's caller) gets
+        // cluster-admin through an access entry, as on the console.
+        .bootstrap_cluster_creator_admin_permissions(true)
+        .build();
+    let created = aws
+        .retry_consistency(ctx, &["InvalidParameterException"], || async {
+            aws.eks
+                .create_cluster()
+                .name(name)
+                .set_version(s_opt(desired, "version").map(str::to_string))
+                .role_arn(s(addr, desired, "role_arn")?)
+                .resources_vpc_config(vpc.clone())
+                .logging(logging(desired))
+                .access_config(access.clone())
+                .set_tags(Some(tag_map(desired)))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    let mut err = sdk_error(addr, "CreateCluster", &e);
+                    // Only a role IAM has not propagated yet is worth waiting for.
+                    if err.code == "InvalidParameterException" && !err.message.contains("assume") {
+                        err.code = "InvalidParameter".to_string();
+                    }
+                    err
+                })
+        })
+        .await;
+    match created {
+        Ok(()) => {}
+        Err(e) if e.code == "ResourceInUseException" => {
+            let existing = describe_cluster(aws, addr, name).await?;
+            if !existing
+                .as_ref()
+                .is_some_and(|c| owned(aws, addr, c.tags()))
+            {
+                return Err(foreign(addr, "cluster", name));
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    wait_cluster_active(aws, addr, name, ctx).await?;
+    let prior = Live {
+        id: name.to_string(),
+        attrs: desired.clone(),
+    };
+    read_clusters(aws, &[(addr.clone(), prior)])
+        .await?
+        .remove(addr)
+        .ok_or_else(|| {
+            ProviderError::new(
+                addr,
+                "ResourceNotFoundException",
+                "the cluster cannot be read back",
+                true,
+            )
+        })
+}
+
+/// Waits for one EKS update to finish.
+async fn wait_update(
+    aws: &Aws,
+    addr: &Address,
+    cluster: &str,
+    update: Option<&aws_sdk_eks::types::Update>,
+    ctx: &OpContext<'_>,
+) -> Result<(), ProviderError> {
+    let Some(id) = update.and_then(|u| u.id()) else {
+        return Ok(());
+    };
+    aws.wait_until(
+        addr,
+        ctx,
+        "the update is done",
+        aws.timeouts.eks_cluster,
+        || async {
+            let out = aws
+                .eks
+                .describe_update()
+                .name(cluster)
+                .update_id(id)
+                .send()
+                .await
+                .map_err(|e| sdk_error(addr, "DescribeUpdate", &e))?;
+            let u = out.update();
+            match u.and_then(|u| u.status()) {
+                Some(UpdateStatus::Successful) => Ok(Some(())),
+                Some(UpdateStatus::Failed | UpdateStatus::Cancelled) => {
+                    let why: Vec<String> = u
+                        .map(|u| u.errors())
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|e| e.error_message().unwrap_or("").to_string())
+                        .collect();
+                    Err(ProviderError::new(
+                        addr,
+                        "UpdateFailed",
+                        format!("EKS update `{id}` failed: {}", why.join("; ")),
+                        false,
+                    ))
+                }
+                _ => Ok(None),
+            }
+        },
+    )
+    .await
+}
+
+/// EKS takes one kind of change per call, and one update at a time.
+pub async fn update_cluster(
+    aws: &Aws,
+    addr: &Address,
+    prior: &Live,
+    desired: &Attrs,
+    ctx: &OpContext<'_>,
+) -> Result<Live, ProviderError> {
+    let name = prior.id.as_str();
+    let differs = |k: &str| desired.get(k).is_some() && desired.get(k) != prior.attrs.get(k);
+    if differs("version") {
+        ctx.status("upgrading the Kubernetes version");
+        let out = aws
+            .eks
+            .update_cluster_version()
+            .name(name)
+            .version(s(addr, desired, "version")?)
+            .send()
+            .await
+            .map_err(|e| sdk_error(addr, "UpdateClusterVersion", &e))?;
+        wait_update(aws, addr, name, out.update(), ctx).await?;
+    }
+    if differs("endpoint_public_access")
+        || differs("endpoint_private_access")
+        || differs("public_access_cidrs")
+    {
+        let vpc = VpcConfigRequest::builder()
+            .set_endpoint_public_access(b(desired, "endpoint_public_access"))
+            .set_endpoint_private_access(b(desired, "endpoint_private_access"))
+            .set_public_access_cidrs(
+                desired
+                    .get("public_access_cidrs")
+                    .map(|_| strings(desired, "public_access_cidrs")),
+            )
+            .build();
+        let out = aws
+            .eks
+            .update_cluster_config()
+            .name(name)
+            .resources_vpc_config(vpc)
+            .send()
+            .await
+            .map_err(|e| sdk_error(addr, "UpdateClusterConfig", &e))?;
+        wait_update(aws, addr, name, out.update(), ctx).await?;
+    }
+    if differs("enabled_log_types") {
+        let out = aws
+            .eks
+            .update_cluster_config()
+            .name(name)
+            .logging(logging(desired))
+            .send()
+            .await
+            .map_err(|e| sdk_error(addr, "UpdateClusterConfig", &e))?;
+        wait_update(aws, addr, name, out.update(), ctx).await?;
+    }
+    if differs("authentication_mode") {
+        let mode = AuthenticationMode::from(s(addr, desired, "authentication_mode")?);
+        let out = aws
+            .eks
+            .update_cluster_config()
+            .name(name)
+            .access_config(
+                UpdateAccessConfigRequest::builder()
+                    .authentication_mode(mode)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| sdk_error(addr, "UpdateClusterConfig", &e))?;
+        wait_update(aws, addr, name, out.update(), ctx).await?;
+    }
+    if let Some(arn) = s_opt(&prior.attrs, "arn") {
+        sync_tags(aws, addr, arn, prior, desired).await?;
+    }
+    read_clusters(aws, &[(addr.clone(), prior.clone())])
+        .await?
+        .remove(addr)
+        .ok_or_else(|| {
+            ProviderError::new(
+                addr,
+                "ResourceNotFoundException",
+                "the cluster cannot be read back",
+                true,
+            )
+        })
+}
+
+async fn sync_tags(
+    aws: &Aws,
+    addr: &Address,
+    arn: &str,
+    prior: &Live,
+    desired: &Attrs,
+) -> Result<(), ProviderError> {
+    let want = tag_map(desired);
+    let have: HashMap<String, String> = super::tags::desired(&prior.attrs).into_iter().collect();
+    if want == have {
+        return Ok(());
+    }
+    let remove: Vec<String> = have
+        .keys()
+        .filter(|k| !want.contains_key(*k))
+        .cloned()
+        .collect();
+    if !remove.is_empty() {
+        aws.eks
+            .untag_resource()
+            .resource_arn(arn)
+            .set_tag_keys(Some(remove))
+            .send()
+            .await
+            .map_err(|e| sdk_error(addr, "UntagResource", &e))?;
+    }
+    aws.eks
+        .tag_resource()
+        .resource_arn(arn)
+        .set_tags(Some(want))
+        .send()
+        .await
+        .map_err(|e| sdk_error(addr, "TagResource", &e))?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- Fargate profiles
+
+fn profile_ids(id: &str) -> Option<(&str, &str)> {
+    id.split_once('/')
+}
+
+fn profile_live(
+    cluster: &str,
+    p: &aws_sdk_eks::types::FargateProfile,
+    prior: Option<&Attrs>,
+) -> Live {
+    let name = p.fargate_profile_name().unwrap_or_default();
+    let id = format!("{cluster}/{name}");
+    let selectors: Vec<Value> = p
+        .selectors()
+        .iter()
+        .map(|s| {
+            let mut m = serde_json::Map::new();
+            if let Some(ns) = s.namespace() {
+                m.insert("namespace".into(), json!(ns));
+            }
+            if let Some(l) = s.labels().filter(|l| !l.is_empty()) {
+                m.insert("labels".into(), json!(l));
+            }
+            Value::Object(m)
+        })
+        .collect();
+    live(
+        &id,
+        [
+            ("id", json!(id)),
+            ("arn", json!(p.fargate_profile_arn())),
+            ("cluster_name", json!(cluster)),
+            ("name", json!(name)),
+            ("pod_execution_role_arn", json!(p.pod_execution_role_arn())),
+            (
+                "subnet_ids",
+                same_set(
+                    p.subnets().to_vec(),
+                    prior.and_then(|a| a.get("subnet_ids")),
+                ),
+            ),
+            ("selectors", json!(selectors)),
+            ("tags", tags_value(p.tags())),
+        ],
+    )
+}
+
+async fn describe_profile(
+    aws: &Aws,
+    addr: &Address,
+    cluster: &str,
+    name: &str,
+) -> Result<Option<aws_sdk_eks::types::FargateProfile>, ProviderError> {
+    match aws
+        .eks
+        .describe_fargate_profile()
+        .cluster_name(cluster)
+        .fargate_profile_name(name)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(out.fargate_profile().cloned()),
+        Err(e) if code_of(&e) == Some("ResourceNotFoundException") => Ok(None),
+        Err(e) => Err(sdk_error(addr, "DescribeFargateProfile", &e)),
+    }
+}
+
+pub async fn read_profiles(aws: &Aws, items: &[(Address, Live)]) -> Found {
+    let mut out = BTreeMap::new();
+    for (a, prior) in items {
+        let Some((cluster, name)) = profile_ids(&prior.id) else {
+            continue;
+        };
+        if let Some(p) = describe_profile(aws, a, cluster, name).await?
+            && p.status() != Some(&FargateProfileStatus::Deleting)
+        {
+            out.insert(a.clone(), profile_live(cluster, &p, Some(&prior.attrs)));
+        }
+    }
+    Ok(out)
+}
+
+/// Retries a profile change while EKS is busy with another one on the cluster.
+async fn while_busy<T, F, Fut>(
+    aws: &Aws,
+    addr: &Address,
+    ctx: &OpContext<'_>,
+    mut call: F,
+) -> Result<T, ProviderError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ProviderError>>,
+{
+    let started = tokio::time::Instant::now();
+    loop {
+        match call().await {
+            Err(e)
+                if e.code == "ResourceInUseException"
+                    && !e.message.contains("already exists")
+                    && started.elapsed() < aws.timeouts.eks_profile =>
+            {
+                ctx.status(
+                    "EKS is changing another Fargate profile of this cluster; waiting for it",
+                );
+                tokio::time::sleep(aws.poll.max(Duration::from_millis(200))).await;
+            }
+            Err(e)
+                if e.code == "ResourceInUseException" && !e.message.contains("already exists") =>
+            {
+                return Err(ProviderError {
+                    addr: addr.clone(),
+                    retryable: true,
+                    ..e
+                });
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn wait_profile(
+    aws: &Aws,
+    addr: &Address,
+    cluster: &str,
+    name: &str,
+    ctx: &OpContext<'_>,
+) -> Result<Live, ProviderError> {
+    let started = tokio::time::Instant::now();
+    aws.wait_until(addr, ctx, "ACTIVE", aws.timeouts.eks_profile, || async {
+        let Some(p) = describe_profile(aws, addr, cluster, name).await? else {
+            return Err(ProviderError::new(
+                addr,
+                "ResourceNotFoundException",
+                format!("Fargate profile `{name}` disappeared while being created"),
+                true,
+            ));
+        };
+        match p.status() {
+            Some(FargateProfileStatus::Active) => Ok(Some(profile_live(cluster, &p, None))),
+            Some(FargateProfileStatus::CreateFailed) => Err(ProviderError::new(
+                addr,
+                "CreateFailed",
+                format!(
+                    "Fargate profile `{name}` failed: {}",
+                    p.health()
+                        .map(|h| h.issues())
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(|i| i.message())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+                false,
+            )),
+            other => {
+                ctx.status(&format!(
+                    "{} ({})",
+                    other.map_or("CREATING", |s| s.as_str()),
+                    eta(started.elapsed(), PROFILE_EXPECTED)
+                ));
+                Ok(None)
+            }
+        }
+    })
+    .await
+}
+
+pub async fn create_profile(
+    aws: &Aws,
+    addr: &Address,
+    desired: &Attrs,
+    ctx: &OpContext<'_>,
+) -> Result<Live, ProviderError> {
+    let cluster = s(addr, desired, "cluster_name")?;
+    let name = s(addr, desired, "name")?;
+    let selectors: Vec<FargateProfileSelector> = desired
+        .get("selectors")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|sel| {
+                    let labels: Option<HashMap<String, String>> =
+                        sel.get("labels").and_then(Value::as_object).map(|m| {
+                            m.iter()
+                                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                                .collect()
+                        });
+                    FargateProfileSelector::builder()
+                        .set_namespace(
+                            sel.get("namespace")
+                                .and_then(Value::as_str)
+                                .map(str::to_string),
+                        )
+                        .set_labels(labels)
+                        .build()
+                })
+                .collect()
+        })
+        .ok_or_else(|| invalid(addr, "attribute `selectors` is missing"))?;
+    let created = while_busy(aws, addr, ctx, || async {
+        aws.eks
+            .create_fargate_profile()
+            .cluster_name(cluster)
+            .fargate_profile_name(name)
+            .pod_execution_role_arn(s(addr, desired, "pod_execution_role_arn")?)
+            .set_subnets(Some(strings(desired, "subnet_ids")))
+            .set_selectors(Some(selectors.clone()))
+            .set_tags(Some(tag_map(desired)))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| sdk_error(addr, "CreateFargateProfile", &e))
+    })
+    .await;
+    match created {
+        Ok(()) => {}
+        Err(e) if e.code == "ResourceInUseException" => {
+            // "already exists": adopt it if it is ours.
+            let existing = describe_profile(aws, addr, cluster, name).await?;
+            if !existing
+                .as_ref()
+                .is_some_and(|p| owned(aws, addr, p.tags()))
+            {
+                return Err(foreign(addr, "Fargate profile", name));
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    wait_profile(aws, addr, cluster, name, ctx).await
+}
+
+/// Only tags change in place.
+pub async fn update_profile(
+    aws: &Aws,
+    addr: &Address,
+    prior: &Live,
+    desired: &Attrs,
+    _ctx: &OpContext<'_>,
+) -> Result<Live, ProviderError> {
+    if let Some(arn) = s_opt(&prior.attrs, "arn") {
+        sync_tags(aws, addr, arn, prior, desired).await?;
+    }
+    read_profiles(aws, &[(addr.clone(), prior.clone())])
+        .await?
+        .remove(addr)
+        .ok_or_else(|| {
+            ProviderError::new(
+                addr,
+                "ResourceNotFoundException",
+                "the Fargate profile cannot be read back",
+                true,
+            )
+        })
+}
+
+// ---------------------------------------------------------------- access entries
+
+fn entry_live(cluster: &str, e: &aws_sdk_eks::types::AccessEntry, prior: Option<&Attrs>) -> Live {
+    let principal = e.principal_arn().unwrap_or_default();
+    let id = format!("{cluster}/{principal}");
+    live(
+        &id,
+        [
+            ("id", json!(id)),
+            ("arn", json!(e.access_entry_arn())),
+            ("cluster_name", json!(cluster)),
+            ("principal_arn", json!(principal)),
+            (
+                "kubernetes_groups",
+                same_set(
+                    e.kubernetes_groups().to_vec(),
+                    prior.and_then(|a| a.get("kubernetes_groups")),
+                ),
+            ),
+            ("type", json!(e.r#type())),
+            ("tags", tags_value(e.tags())),
+        ],
+    )
+}
+
+async fn describe_entry(
+    aws: &Aws,
+    addr: &Address,
+    cluster: &str,
+    principal: &str,
+) -> Result<Option<aws_sdk_eks::types::AccessEntry>, ProviderError> {
+    match aws
+        .eks
+        .describe_access_entry()
+        .cluster_name(cluster)
+        .principal_arn(principal)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(out.access_entry().cloned()),
+        Err(e) if code_of(&e) == Some("ResourceNotFoundException") => Ok(None),
+        Err(e) => Err(sdk_error(addr, "DescribeAccessEntry", &e)),
+    }
+}
+
+pub async fn read_entries(aws: &Aws, items: &[(Address, Live)]) -> Found {
+    let mut out = BTreeMap::new();
+    for (a, prior) in items {
+        let Some((cluster, principal)) = prior.id.split_once('/') else {
+            continue;
+        };
+        if let Some(e) = describe_entry(aws, a, cluster, principal).await? {
+            out.insert(a.clone(), entry_live(cluster, &e, Some(&prior.attrs)));
+        }
+    }
+    Ok(out)
+}
+
+pub async fn create_entry(
+    aws: &Aws,
+    addr: &Address,
+    desired: &Attrs,
+    ctx: &OpContext<'_>,
+) -> Result<Live, ProviderError> {
+    let cluster = s(addr, desired, "cluster_name")?;
+    let principal = s(addr, desired, "principal_arn")?;
+    let created = aws
+        .retry_consistency(ctx, &["InvalidParameterException"], || async {
+            aws.eks
+                .create_access_entry()
+                .cluster_name(cluster)
+                .principal_arn(principal)
+                .set_kubernetes_groups(Some(strings(desired, "kubernetes_groups")))
+                .set_type(s_opt(desired, "type").map(str::to_string))
+                .set_tags(Some(tag_map(desired)))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| sdk_error(addr, "CreateAccessEntry", &e))
+        })
+        .await;
+    match created {
+        Ok(()) => {}
+        Err(e) if e.code == "ResourceInUseException" => {
+            let existing = describe_entry(aws, addr, cluster, principal).await?;
+            if !existing
+                .as_ref()
+                .is_some_and(|x| owned(aws, addr, x.tags()))
+            {
+                return Err(foreign(addr, "access entry", principal));
+            }
+            let prior = entry_live(
+                cluster,
+                existing
+                    .as_ref()
+                    .ok_or_else(|| invalid(addr, "the access entry vanished"))?,
+                None,
+            );
+            return update_entry(aws, addr, &prior, desired, ctx).await;
+        }
+        Err(e) => return Err(e),
+    }
+    let prior = Live {
+        id: format!("{cluster}/{principal}"),
+        attrs: desired.clone(),
+    };
+    read_entries(aws, &[(addr.clone(), prior)])
+        .await?
+        .remove(addr)
+        .ok_or_else(|| {
+            ProviderError::new(
+                addr,
+                "ResourceNotFoundException",
+                "the access entry cannot be read back",
+                true,
+            )
+        })
+}
+
+pub async fn update_entry(
+    aws: &Aws,
+    addr: &Address,
+    prior: &Live,
+    desired: &Attrs,
+    _ctx: &OpContext<'_>,
+) -> Result<Live, ProviderError> {
+    let (cluster, principal) = prior
+        .id
+        .split_once('/')
+        .ok_or_else(|| invalid(addr, "bad access entry id"))?;
+    if desired.get("kubernetes_groups") != prior.attrs.get("kubernetes_groups") {
+        aws.eks
+            .update_access_entry()
+            .cluster_name(cluster)
+            .principal_arn(principal)
+            .set_kubernetes_groups(Some(strings(desired, "kubernetes_groups")))
+            .send()
+            .await
+            .map_err(|e| sdk_error(addr, "UpdateAccessEntry", &e))?;
+    }
+    if let Some(arn) = s_opt(&prior.attrs, "arn") {
+        sync_tags(aws, addr, arn, prior, desired).await?;
+    }
+    read_entries(aws, &[(addr.clone(), prior.clone())])
+        .await?
+        .remove(addr)
+        .ok_or_else(|| {
+            ProviderError::new(
+                addr,
+                "ResourceNotFoundException",
+                "the access entry cannot be read back",
+                true,
+            )
+        })
+}
+
+// ---------------------------------------------------------------- OIDC provider
+
+fn issuer_host(url: &str) -> &str {
+    url.strip_prefix("https://").unwrap_or(url)
+}
+
+pub async fn read_oidc(aws: &Aws, items: &[(Address, Live)]) -> Found {
+    let mut out = BTreeMap::new();
+    for (a, prior) in items {
+        let got = match aws
+            .iam
+            .get_open_id_connect_provider()
+            .open_id_connect_provider_arn(&prior.id)
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(e) if code_of(&e) == Some("NoSuchEntity") => continue,
+            Err(e) => return Err(sdk_error(a, "GetOpenIDConnectProvider", &e)),
+        };
+        // IAM stores the URL without its scheme.
+        let host = got.url().unwrap_or_default();
+        let tags = super::tags::to_value(got.tags().iter().map(|t| (t.key(), t.value())));
+        out.insert(
+            a.clone(),
+            live(
+                &prior.id,
+                [
+                    ("id", json!(prior.id)),
+                    ("arn", json!(prior.id)),
+                    ("url", json!(format!("https://{}", issuer_host(host)))),
+                    ("issuer_host", json!(issuer_host(host))),
+                    (
+                        "client_id_list",
+                        same_set(
+                            got.client_id_list().to_vec(),
+                            prior.attrs.get("client_id_list"),
+                        ),
+                    ),
+                    ("tags", tags),
+                ],
+            ),
+        );
+    }
+    Ok(out)
+}
+
+pub async fn create_oidc(
+    aws: &Aws,
+    addr: &Address,
+    desired: &Attrs,
+    ctx: &OpContext<'_>,
+) -> Result<Live, ProviderError> {
+    let url = s(addr, desired, "url")?;
+    let tags: Vec<aws_sdk_iam::types::Tag> = super::tags::desired(desired)
+        .into_iter()
+        .map(|(k, v)| {
+            aws_sdk_iam::types::Tag::builder()
+                .key(k)
+                .value(v)
+                .build()
+                .map_err(|e| invalid(addr, format!("bad tag: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    // IAM trusts the issuers' certificates through its own root CA library
+    // for EKS, so no thumbprint is pinned (a pinned one breaks when the
+    // issuer's certificate chain rotates).
+    let created = aws
+        .iam
+        .create_open_id_connect_provider()
+        .url(url)
+        .set_client_id_list(Some(strings(desired, "client_id_list")))
+        .set_tags(Some(tags))
+        .send()
+        .await;
+    let arn = match created {
+        Ok(out) => out
+            .open_id_connect_provider_arn()
+            .ok_or_else(|| invalid(addr, "CreateOpenIDConnectProvider returned no ARN"))?
+            .to_string(),
+        Err(e) if code_of(&e) == Some("EntityAlreadyExists") => {
+            let list = aws
+                .iam
+                .list_open_id_connect_providers()
+                .send()
+                .await
+                .map_err(|e| sdk_error(addr, "ListOpenIDConnectProviders", &e))?;
+            let host = issuer_host(url);
+            let arn = list
+                .open_id_connect_provider_list()
+                .iter()
+                .filter_map(|p| p.arn())
+                .find(|a| a.ends_with(&format!("oidc-provider/{host}")))
+                .ok_or_else(|| sdk_error(addr, "CreateOpenIDConnectProvider", &e))?
+                .to_string();
+            let got = aws
+                .iam
+                .get_open_id_connect_provider()
+                .open_id_connect_provider_arn(&arn)
+                .send()
+                .await
+                .map_err(|e| sdk_error(addr, "GetOpenIDConnectProvider", &e))?;
+            let addr_s = addr.to_string();
+            let ours = got
+                .tags()
+                .iter()
+                .any(|t| t.key() == STACK_TAG && t.value() == aws.stack)
+                && got
+                    .tags()
+                    .iter()
+                    .any(|t| t.key() == ADDRESS_TAG && t.value() == addr_s);
+            if !ours {
+                return Err(ProviderError::new(
+                    addr,
+                    "EntityAlreadyExists",
+                    format!(
+                        "an IAM OIDC provider for `{host}` already exists and is not this stack's; delete it or import it"
+                    ),
+                    false,
+                ));
+            }
+            arn
+        }
+        Err(e) => return Err(sdk_error(addr, "CreateOpenIDConnectProvider", &e)),
+    };
+    let prior = Live {
+        id: arn,
+        attrs: desired.clone(),
+    };
+    let found = aws
+        .retry_consistency(ctx, &["NoSuchEntity"], || async {
+            read_oidc(aws, &[(addr.clone(), prior.clone())])
+                .await?
+                .remove(addr)
+                .ok_or_else(|| ProviderError::new(addr, "NoSuchEntity", "not visible yet", true))
+        })
+        .await?;
+    Ok(found)
+}
+
+pub async fn update_oidc(
+    aws: &Aws,
+    addr: &Address,
+    prior: &Live,
+    desired: &Attrs,
+    _ctx: &OpContext<'_>,
+) -> Result<Live, ProviderError> {
+    let arn = prior.id.as_str();
+    let want = strings(desired, "client_id_list");
+    let have = strings(&prior.attrs, "client_id_list");
+    for id in want.iter().filter(|c| !have.contains(c)) {
+        aws.iam
+            .add_client_id_to_open_id_connect_provider()
+            .open_id_connect_provider_arn(arn)
+            .client_id(id)
+            .send()
+            .await
+            .map_err(|e| sdk_error(addr, "AddClientIDToOpenIDConnectProvider", &e))?;
+    }
+    for id in have.iter().filter(|c| !want.contains(c)) {
+        aws.iam
+            .remove_client_id_from_open_id_connect_provider()
+            .open_id_connect_provider_arn(arn)
+            .client_id(id)
+            .send()
+            .await
+            .map_err(|e| sdk_error(addr, "RemoveClientIDFromOpenIDConnectProvider", &e))?;
+    }
+    if desired.get("tags") != prior.attrs.get("tags") {
+        let want: BTreeMap<String, String> = super::tags::desired(desired).into_iter().collect();
+        let remove: Vec<String> = super::tags::desired(&prior.attrs)
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| !want.contains_key(k))
+            .collect();
+        if !remove.is_empty() {
+            aws.iam
+                .untag_open_id_connect_provider()
+                .open_id_connect_provider_arn(arn)
+                .set_tag_keys(Some(remove))
+                .send()
+                .await
+                .map_err(|e| sdk_error(addr, "UntagOpenIDConnectProvider", &e))?;
+        }
+        let tags: Vec<aws_sdk_iam::types::Tag> = want
+            .into_iter()
+            .filter_map(|(k, v)| {
+                aws_sdk_iam::types::Tag::builder()
+                    .key(k)
+                    .value(v)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        aws.iam
+            .tag_open_id_connect_provider()
+            .open_id_connect_provider_arn(arn)
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .map_err(|e| sdk_error(addr, "TagOpenIDConnectProvider", &e))?;
+    }
+    read_oidc(aws, &[(addr.clone(), prior.clone())])
+        .await?
+        .remove(addr)
+        .ok_or_else(|| {
+            ProviderError::new(
+                addr,
+                "NoSuchEntity",
+                "the OIDC provider cannot be read back",
+                true,
+            )
+        })
+}
+
+// ---------------------------------------------------------------- deletes
+
+pub async fn delete(
+    aws: &Aws,
+    addr: &Address,
+    prior: &Live,
+    ctx: &OpContext<'_>,
+) -> Result<(), ProviderError> {
+    match addr.kind() {
+        "eks_cluster" => {
+            let name = prior.id.as_str();
+            // Fargate profiles still being deleted keep the cluster in use.
+            let r = while_busy(aws, addr, ctx, || async {
+                match aws.eks.delete_cluster().name(name).send().await {
+                    Ok(_) => Ok(()),
+                    Err(e) if code_of(&e) == Some("ResourceNotFoundException") => Ok(()),
+                    Err(e) => Err(sdk_error(addr, "DeleteCluster", &e)),
+                }
+            })
+            .await;
+            r?;
+            let started = tokio::time::Instant::now();
+            aws.wait_until(addr, ctx, "deleted", aws.timeouts.eks_cluster, || async {
+                let gone = describe_cluster(aws, addr, name).await?.is_none();
+                if !gone {
+                    ctx.status(&format!(
+                        "DELETING ({})",
+                        eta(started.elapsed(), Duration::from_secs(5 * 60))
+                    ));
+                }
+                Ok(gone.then_some(()))
+            })
+            .await
+        }
+        "eks_fargate_profile" => {
+            let Some((cluster, name)) = profile_ids(&prior.id) else {
+                return Ok(());
+            };
+            while_busy(aws, addr, ctx, || async {
+                match aws
+                    .eks
+                    .delete_fargate_profile()
+                    .cluster_name(cluster)
+                    .fargate_profile_name(name)
+                    .send()
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    Err(e) if code_of(&e) == Some("ResourceNotFoundException") => Ok(()),
+                    Err(e) => Err(sdk_error(addr, "DeleteFargateProfile", &e)),
+                }
+            })
+            .await?;
+            aws.wait_until(addr, ctx, "deleted", aws.timeouts.eks_profile, || async {
+                Ok(describe_profile(aws, addr, cluster, name)
+                    .await?
+                    .is_none()
+                    .then_some(()))
+            })
+            .await
+        }
+        "eks_access_entry" => {
+            let Some((cluster, principal)) = prior.id.split_once('/') else {
+                return Ok(());
+            };
+            match aws
+                .eks
+                .delete_access_entry()
+                .cluster_name(cluster)
+                .principal_arn(principal)
+                .send()
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(e) if code_of(&e) == Some("ResourceNotFoundException") => Ok(()),
+                Err(e) => Err(sdk_error(addr, "DeleteAccessEntry", &e)),
+            }
+        }
+        _ => match aws
+            .iam
+            .delete_open_id_connect_provider()
+            .open_id_connect_provider_arn(&prior.id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if code_of(&e) == Some("NoSuchEntity") => Ok(()),
+            Err(e) => Err(sdk_error(addr, "DeleteOpenIDConnectProvider", &e)),
+        },
+    }
+}
