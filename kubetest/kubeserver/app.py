@@ -67,6 +67,8 @@ class App:
             return jresp(VERSION)
         if parts[:1] == ["_kubetest"]:
             return self.control(req, parts[1:])
+        if parts[:2] == ["openapi", "v3"]:
+            return self.openapi_v3(parts[2:])
         if parts[:1] == ["openapi"]:
             return self.not_found_raw()
         if not parts or parts[0] not in ("api", "apis"):
@@ -148,6 +150,71 @@ class App:
         return jresp({"kind": "APIResourceList", "apiVersion": "v1",
                       "groupVersion": f"{group}/{version}" if group else version, "resources": res})
 
+    # ------------------------------------------------------------------ openapi v3
+    def _gv_doc(self, group: str, version: str) -> dict | None:
+        with self.store.lock:
+            rts = [rt for (g, v, _p), rt in self.store.types.items() if g == group and v == version]
+        if not rts:
+            return None
+        prefix = f"/apis/{group}/{version}" if group else f"/api/{version}"
+        params = [{"name": n, "in": "query", "schema": {"type": "string", "uniqueItems": True}}
+                  for n in ("dryRun", "fieldManager", "fieldValidation", "force", "pretty")]
+        paths = {}
+        for rt in rts:
+            gvk = {"group": rt.group, "version": rt.version, "kind": rt.kind}
+            item = f"{prefix}/namespaces/{{namespace}}/{rt.plural}/{{name}}" if rt.namespaced \
+                else f"{prefix}/{rt.plural}/{{name}}"
+            ref = {"$ref": f"#/components/schemas/{rt.kind}"}
+            paths[item] = {
+                "get": {"operationId": f"read{rt.kind}", "x-kubernetes-action": "get",
+                        "x-kubernetes-group-version-kind": gvk,
+                        "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": ref}}}}},
+                "put": {"operationId": f"replace{rt.kind}", "x-kubernetes-action": "put",
+                        "x-kubernetes-group-version-kind": gvk, "parameters": params,
+                        "requestBody": {"content": {"*/*": {"schema": ref}}, "required": True},
+                        "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": ref}}}}},
+                "patch": {"operationId": f"patch{rt.kind}", "x-kubernetes-action": "patch",
+                          "x-kubernetes-group-version-kind": gvk, "parameters": params,
+                          "requestBody": {"content": {
+                              "application/apply-patch+yaml": {"schema": {"type": "object"}},
+                              "application/json-patch+json": {"schema": {"type": "object"}},
+                              "application/merge-patch+json": {"schema": {"type": "object"}}}, "required": True},
+                          "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": ref}}}}},
+                "delete": {"operationId": f"delete{rt.kind}", "x-kubernetes-action": "delete",
+                           "x-kubernetes-group-version-kind": gvk, "parameters": params[:1],
+                           "responses": {"200": {"description": "OK"}}},
+                "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
+                + ([{"name": "namespace", "in": "path", "required": True, "schema": {"type": "string"}}]
+                   if rt.namespaced else []),
+            }
+        schemas = {rt.kind: {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
+                             "x-kubernetes-group-version-kind": [{"group": rt.group, "version": rt.version,
+                                                                  "kind": rt.kind}]} for rt in rts}
+        return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": VERSION["gitVersion"]},
+                "paths": paths, "components": {"schemas": schemas}}
+
+    def openapi_v3(self, rest) -> Response:
+        import hashlib
+
+        if not rest:
+            out = {}
+            for g, vs in self.store.groups().items():
+                for v in vs:
+                    key = f"apis/{g}/{v}" if g else f"api/{v}"
+                    doc = self._gv_doc(g, v)
+                    h = hashlib.sha512(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:64].upper()
+                    out[key] = {"serverRelativeURL": f"/openapi/v3/{key}?hash={h}"}
+            return jresp({"paths": out})
+        if rest[0] == "api" and len(rest) == 2:
+            doc = self._gv_doc("", rest[1])
+        elif rest[0] == "apis" and len(rest) == 3:
+            doc = self._gv_doc(rest[1], rest[2])
+        else:
+            doc = None
+        if doc is None:
+            return self.not_found_raw()
+        return jresp(doc)
+
     # ------------------------------------------------------------------ resources
     def manager(self, req: Request) -> str:
         fm = req.args.get("fieldManager")
@@ -157,9 +224,16 @@ class App:
         return ua.split("/")[0] or "unknown"
 
     def body(self, req: Request, allow_yaml: bool = False):
+        ct = (req.headers.get("Content-Type") or "").split(";")[0].strip()
+        if ct and "protobuf" in ct or "cbor" in ct:
+            raise ApiError(415, "UnsupportedMediaType",
+                           f"the body of the request was in an unknown format - accepted media types include: "
+                           f"application/json, application/yaml (kubetest does not decode {ct})")
         raw = req.get_data()
         if not raw:
             raise bad_request("the body of the request was empty")
+        if ct in ("application/yaml",):
+            allow_yaml = True
         try:
             if allow_yaml:
                 return yaml.safe_load(raw)
