@@ -2,6 +2,7 @@
 //! talks to every cloud through [`Provider`].
 
 pub mod aws;
+pub mod kube;
 pub mod fake;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,0 +1,3 @@
+//! The Kubernetes side: connecting to the stack's cluster.
+
+pub mod token;
