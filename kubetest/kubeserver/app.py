@@ -304,8 +304,10 @@ class App:
                 raise invalid("PatchOptions.meta.k8s.io", "meta.k8s.io", "PatchOptions", "", [
                     ("force", "Forbidden", "Forbidden: may not be specified for non-apply patch")])
             body = self.body(req, allow_yaml=(ptype == "apply"))
-            out = s.patch(rt, ns, name, ptype, body, self.manager(req), sub, dry, force)
-            code = 200
+            with s.lock:
+                existed = s.find(rt, ns, name) is not None
+                out = s.patch(rt, ns, name, ptype, body, self.manager(req), sub, dry, force)
+            code = 200 if existed else 201
             return jresp(out, code)
         if m == "DELETE":
             opts = {}
