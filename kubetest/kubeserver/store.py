@@ -762,7 +762,7 @@ class Store:
         keep = set(applied)
         for _i, _e, s in others:
             keep |= s
-        for p in sorted(prev - applied, key=len, reverse=True):
+        for p in sorted(prev - applied, key=len):
             if any(q[:len(p)] == p for q in keep):
                 continue
             F.remove_at(merged, p)
