@@ -651,7 +651,8 @@ class Store:
             new["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"]
             if self._same(cur, new):
                 return self.out(rt, cur)
-            if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
+            if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers") \
+                    and rt.gp != ("", "namespaces"):
                 self._remove(rt, new)
                 self._after_write(rt, cur, None)
                 return self.out(rt, new)
