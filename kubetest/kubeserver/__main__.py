@@ -39,6 +39,8 @@ def parse_args(argv):
     p.add_argument("--cluster-name", default="smallcase", help="value of the elbv2.k8s.aws/cluster tag")
     p.add_argument("--deployment-delay", type=float, default=1.0, metavar="S", help="seconds until a rollout completes")
     p.add_argument("--ingress-delay", type=float, default=1.0, metavar="S", help="seconds until an ALB ingress is reconciled")
+    p.add_argument("--namespace-delay", type=float, default=1.0, metavar="S",
+                   help="seconds a deleted namespace stays Terminating before its content is deleted")
     p.add_argument("--time-scale", type=float, default=1.0, metavar="F", help="multiplies progressDeadlineSeconds")
     p.add_argument("--unpullable-image", action="append", default=[], metavar="IMAGE",
                    help="image whose pods fail with ErrImagePull/ImagePullBackOff (repeatable)")
@@ -122,6 +124,7 @@ def main(argv=None) -> int:
     config = {
         "deployment_delay": args.deployment_delay,
         "ingress_delay": args.ingress_delay,
+        "namespace_delay": args.namespace_delay,
         "time_scale": args.time_scale,
         "unpullable_images": list(args.unpullable_image),
         "_ca_pem": ca_pem.decode(),

@@ -29,6 +29,7 @@ class Controllers:
         self.ing_seen: dict[str, float] = {}
         self.ing_retry: dict[str, float] = {}
         self.ns_done: set = set()
+        self.ns_terminating: dict[str, float] = {}
         self._elb = None
         self._ec2 = None
 
@@ -73,6 +74,9 @@ class Controllers:
                                 "annotations": {"kubernetes.io/description": "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters."}},
                                 "data": {"ca.crt": self.config.get("_ca_pem", "")}}, "kube-root-ca-cert-publisher")
                     continue
+                t0 = self.ns_terminating.setdefault(md["uid"], time.monotonic())
+                if time.monotonic() - t0 < float(self.config.get("namespace_delay", 1.0)):
+                    continue
                 remaining = 0
                 for (_g, _v, _p), rt in list(s.types.items()):
                     if not rt.namespaced:
@@ -89,6 +93,7 @@ class Controllers:
                 if left == 0:
                     s.remove_now(ns_rt, ns)
                     self.ns_done.discard(md["uid"])
+                    self.ns_terminating.pop(md["uid"], None)
                 elif remaining:
                     st = ns.get("status") or {}
                     conds = [{"type": "NamespaceFinalizersRemaining", "status": "True",

@@ -136,6 +136,7 @@ def kube(localaws, tmp_path_factory):
     kc, ca = str(d / "kubeconfig"), str(d / "ca.crt")
     p, url = start([str(ROOT / "kubetest" / "launch"), "--kubeconfig", kc, "--ca-file", ca, "--token", TOKEN,
                     "--aws-endpoint", localaws, "--deployment-delay", "0.3", "--ingress-delay", "0.2",
+                    "--namespace-delay", "0.5",
                     "--time-scale", "0.005"])
     k = Kube(url, ca, kc)
     yield k
