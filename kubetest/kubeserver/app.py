@@ -411,6 +411,7 @@ class App:
 
         def gen():
             pos = start_rv
+            yield b""  # sends the headers at once, as the real server does
             for b in first:
                 yield b
             last_bm = time.monotonic()
