@@ -35,7 +35,7 @@ class ApiError(Exception):
 
 
 def _details(rt: RT, name: str, **extra) -> dict:
-    d = {"name": name}
+    d = {"name": name} if name else {}  # metav1.StatusDetails fields are omitempty
     if rt.group:
         d["group"] = rt.group
     d["kind"] = rt.plural
@@ -74,7 +74,7 @@ def invalid(group_kind: str, group: str, kind: str, name: str, causes: list[tupl
         cs.append({"reason": reason, "message": msg, "field": fld})
         parts.append(f"{fld}: {msg}")
     joined = parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]"
-    d = {"name": name}
+    d = {"name": name} if name else {}
     if group:
         d["group"] = group
     d["kind"] = kind

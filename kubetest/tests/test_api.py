@@ -134,7 +134,7 @@ def test_crud_and_status_bodies(kube, ns):
     code, out = kube.post(base, {"metadata": {}})
     assert code == 422
     assert out["message"] == 'ConfigMap "" is invalid: metadata.name: Required value: name or generateName is required'
-    assert out["details"] == {"name": "", "kind": "ConfigMap", "causes": [
+    assert out["details"] == {"kind": "ConfigMap", "causes": [
         {"reason": "FieldValueRequired", "message": "Required value: name or generateName is required",
          "field": "metadata.name"}]}
     code, out = kube.post("/api/v1/namespaces", {"metadata": {"name": "has.dot"}})

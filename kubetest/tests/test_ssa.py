@@ -56,7 +56,7 @@ def test_field_manager_is_required(kube, ns):
     assert code == 422
     assert out == {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                    "message": 'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: is required for apply patch',
-                   "reason": "Invalid", "details": {"group": "meta.k8s.io", "kind": "PatchOptions", "name": "",
+                   "reason": "Invalid", "details": {"group": "meta.k8s.io", "kind": "PatchOptions",
                                                     "causes": [{"reason": "FieldValueRequired",
                                                                 "message": "Required value: is required for apply patch",
                                                                 "field": "fieldManager"}]}, "code": 422}
