@@ -347,6 +347,25 @@ class App:
                       "reason": "MethodNotAllowed", "details": {}, "code": 405}, 405)
 
     def table(self, rt, lst: dict, include: str) -> dict:
+        spec = PRINTERS.get(rt.gp)
+        if spec is not None:
+            cols = [{"name": n, "type": t, "format": "name" if n == "Name" else "", "description": n, "priority": pr}
+                    for n, t, pr, _f in spec]
+            rows = []
+            for it in lst["items"]:
+                row = {"cells": [f(it) for _n, _t, _p, f in spec]}
+                if include == "Object":
+                    o = dict(it)
+                    o.setdefault("kind", rt.kind)
+                    o.setdefault("apiVersion", rt.api_version)
+                    row["object"] = o
+                elif include != "None":
+                    row["object"] = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                                     "metadata": it["metadata"]}
+                rows.append(row)
+            return {"kind": "Table", "apiVersion": "meta.k8s.io/v1",
+                    "metadata": {"resourceVersion": lst["metadata"].get("resourceVersion", "")},
+                    "columnDefinitions": cols, "rows": rows}
         cols = [
             {"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names", "priority": 0},
             {"name": "Created At", "type": "date", "format": "", "description": "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata", "priority": 0},
@@ -477,3 +496,124 @@ def _version_key(v: str):
 
 
 _ = copy
+
+
+# ---------------------------------------------------------------------- printer columns
+
+def human_age(ts: str | None) -> str:
+    import datetime as _dt
+
+    if not ts:
+        return "<unknown>"
+    try:
+        t = _dt.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=_dt.timezone.utc)
+    except ValueError:
+        return "<unknown>"
+    sec = int((_dt.datetime.now(_dt.timezone.utc) - t).total_seconds())
+    if sec < 0:
+        sec = 0
+    if sec < 120:
+        return f"{sec}s"
+    m = sec // 60
+    if m < 10:
+        return f"{m}m{sec % 60}s" if sec % 60 else f"{m}m"
+    if m < 180:
+        return f"{m}m"
+    h = m // 60
+    if h < 8:
+        return f"{h}h{m % 60}m" if m % 60 else f"{h}h"
+    if h < 48:
+        return f"{h}h"
+    d = h // 24
+    if d < 8:
+        return f"{d}d{h % 24}h" if h % 24 else f"{d}d"
+    return f"{d}d"
+
+
+def _age(o):
+    return human_age(o["metadata"].get("creationTimestamp"))
+
+
+def _st(o):
+    return o.get("status") or {}
+
+
+def _sp(o):
+    return o.get("spec") or {}
+
+
+def _pod_ready(o):
+    cs = _st(o).get("containerStatuses") or []
+    n = len(_sp(o).get("containers") or [])
+    return f"{sum(1 for c in cs if c.get('ready'))}/{n}"
+
+
+def _pod_status(o):
+    if o["metadata"].get("deletionTimestamp"):
+        return "Terminating"
+    for c in _st(o).get("containerStatuses") or []:
+        w = (c.get("state") or {}).get("waiting")
+        if w and w.get("reason"):
+            return w["reason"]
+    return _st(o).get("phase", "Pending")
+
+
+def _svc_ports(o):
+    ps = [f"{p.get('port')}/{p.get('protocol', 'TCP')}" if not p.get("nodePort")
+          else f"{p.get('port')}:{p['nodePort']}/{p.get('protocol', 'TCP')}" for p in _sp(o).get("ports") or []]
+    return ",".join(ps) or "<none>"
+
+
+def _ing_address(o):
+    lbs = (_st(o).get("loadBalancer") or {}).get("ingress") or []
+    return ",".join(x.get("hostname") or x.get("ip") or "" for x in lbs)
+
+
+def _ing_hosts(o):
+    hs = [r.get("host") for r in _sp(o).get("rules") or [] if r.get("host")]
+    return ",".join(hs) or "*"
+
+
+NAME = ("Name", "string", 0, lambda o: o["metadata"]["name"])
+AGE = ("Age", "string", 0, _age)
+PRINTERS = {
+    ("apps", "deployments"): [
+        NAME,
+        ("Ready", "string", 0, lambda o: f"{_st(o).get('readyReplicas', 0)}/{_sp(o).get('replicas', 1)}"),
+        ("Up-to-date", "integer", 0, lambda o: _st(o).get("updatedReplicas", 0)),
+        ("Available", "integer", 0, lambda o: _st(o).get("availableReplicas", 0)),
+        AGE,
+        ("Containers", "string", 1, lambda o: ",".join(c.get("name", "") for c in (_sp(o).get("template") or {}).get("spec", {}).get("containers") or [])),
+        ("Images", "string", 1, lambda o: ",".join(c.get("image", "") for c in (_sp(o).get("template") or {}).get("spec", {}).get("containers") or [])),
+    ],
+    ("apps", "replicasets"): [
+        NAME,
+        ("Desired", "integer", 0, lambda o: _sp(o).get("replicas", 1)),
+        ("Current", "integer", 0, lambda o: _st(o).get("replicas", 0)),
+        ("Ready", "integer", 0, lambda o: _st(o).get("readyReplicas", 0)),
+        AGE,
+    ],
+    ("", "pods"): [
+        NAME, ("Ready", "string", 0, _pod_ready), ("Status", "string", 0, _pod_status),
+        ("Restarts", "string", 0, lambda o: str(sum(c.get("restartCount", 0) for c in _st(o).get("containerStatuses") or []))),
+        AGE,
+        ("IP", "string", 1, lambda o: _st(o).get("podIP", "<none>")),
+        ("Node", "string", 1, lambda o: _sp(o).get("nodeName", "<none>")),
+    ],
+    ("", "namespaces"): [NAME, ("Status", "string", 0, lambda o: _st(o).get("phase", "")), AGE],
+    ("", "services"): [
+        NAME, ("Type", "string", 0, lambda o: _sp(o).get("type", "ClusterIP")),
+        ("Cluster-IP", "string", 0, lambda o: _sp(o).get("clusterIP", "<none>")),
+        ("External-IP", "string", 0, lambda o: ",".join(x.get("hostname") or x.get("ip") or "" for x in (_st(o).get("loadBalancer") or {}).get("ingress") or []) or "<none>"),
+        ("Port(s)", "string", 0, _svc_ports), AGE,
+    ],
+    ("networking.k8s.io", "ingresses"): [
+        NAME, ("Class", "string", 0, lambda o: _sp(o).get("ingressClassName") or "<none>"),
+        ("Hosts", "string", 0, _ing_hosts), ("Address", "string", 0, _ing_address),
+        ("Ports", "string", 0, lambda o: "80, 443" if _sp(o).get("tls") else "80"), AGE,
+    ],
+    ("", "configmaps"): [NAME, ("Data", "integer", 0, lambda o: len(o.get("data") or {}) + len(o.get("binaryData") or {})), AGE],
+    ("", "secrets"): [NAME, ("Type", "string", 0, lambda o: o.get("type", "Opaque")),
+                      ("Data", "integer", 0, lambda o: len(o.get("data") or {})), AGE],
+    ("", "serviceaccounts"): [NAME, ("Secrets", "integer", 0, lambda o: len(o.get("secrets") or [])), AGE],
+}
