@@ -448,8 +448,15 @@ class App:
                         if bookmarks and time.monotonic() - last_bm > 10:
                             break
                     newpos = s.rv
-                    for (erv, _gp, t, o) in evs:
-                        if matches(o):
+                    for (_erv, _gp, t, o, old) in evs:
+                        now_in = matches(o)
+                        if t == "MODIFIED" and old is not None:
+                            was_in = matches(old)
+                            if was_in and not now_in:
+                                t, now_in = "DELETED", True  # it left the selection
+                            elif now_in and not was_in:
+                                t = "ADDED"  # it entered the selection
+                        if now_in:
                             out.append(line(t, s.out(rt, o)))
                     pos = newpos
                 for b in out:

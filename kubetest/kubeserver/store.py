@@ -420,15 +420,17 @@ class Store:
         self.rv += 1
         return str(self.rv)
 
-    def _emit(self, rt: RT, etype: str, obj: dict) -> None:
-        self.events.append((self.rv, rt.gp, etype, copy.deepcopy(obj)))
+    def _emit(self, rt: RT, etype: str, obj: dict, old: dict | None = None) -> None:
+        self.events.append((self.rv, rt.gp, etype, copy.deepcopy(obj), old))
         self.cond.notify_all()
 
     def _store(self, rt: RT, obj: dict, etype: str) -> dict:
         md = obj["metadata"]
+        key = (md.get("namespace"), md["name"])
+        old = self.objects[rt.gp].get(key)
         md["resourceVersion"] = self._bump()
-        self.objects[rt.gp][(md.get("namespace"), md["name"])] = obj
-        self._emit(rt, etype, obj)
+        self.objects[rt.gp][key] = obj
+        self._emit(rt, etype, obj, old if etype == "MODIFIED" else None)
         return obj
 
     def _remove(self, rt: RT, obj: dict) -> dict:

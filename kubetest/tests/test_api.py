@@ -348,3 +348,26 @@ def test_watch(kube, ns):
                    stream=True, timeout=10)
     lines = [json.loads(x) for x in r.iter_lines() if x]
     assert [e["object"]["metadata"]["name"] for e in lines] == [ns]
+
+
+def test_watch_selector_transitions(kube, ns):
+    base = CM.format(ns=ns)
+    code, first = kube.post(base, {"metadata": {"name": "s1", "labels": {"sel": "no"}}})
+    events = []
+
+    def watcher():
+        r = kube.s.get(kube.url + base, params={"watch": "1", "labelSelector": "sel=yes",
+                                                "resourceVersion": first["metadata"]["resourceVersion"],
+                                                "timeoutSeconds": "2"}, stream=True, timeout=10)
+        for line in r.iter_lines():
+            if line:
+                events.append(json.loads(line))
+
+    t = threading.Thread(target=watcher)
+    t.start()
+    time.sleep(0.3)
+    kube.patch(base + "/s1", {"metadata": {"labels": {"sel": "yes"}}})
+    kube.patch(base + "/s1", {"data": {"a": "1"}})
+    kube.patch(base + "/s1", {"metadata": {"labels": {"sel": "no"}}})
+    t.join(timeout=10)
+    assert [e["type"] for e in events] == ["ADDED", "MODIFIED", "DELETED"]
