@@ -8,8 +8,8 @@ pub const KUBECONFIG: &str = "SLIPWAY_KUBECONFIG";
 /// and Kubernetes. See docs/testing.md.
 pub const FAKE_CLOUD: &str = "SLIPWAY_FAKE_CLOUD";
 
-/// Test-only: with `missing`, the simulated cloud serves only the kinds no
-/// real provider manages yet, and AWS serves the rest.
+/// Test-only: which kinds the simulated cloud serves instead of the real
+/// providers: a comma-separated list of kind prefixes (`k8s.,tls.`).
 pub const FAKE_KINDS: &str = "SLIPWAY_FAKE_KINDS";
 
 /// The user running slipway, for lock records.
@@ -31,7 +31,13 @@ pub fn fake_cloud_opt() -> Option<std::path::PathBuf> {
         .map(Into::into)
 }
 
-/// Whether the simulated cloud only fills in for kinds without a real provider.
-pub fn fake_only_missing() -> bool {
-    std::env::var(FAKE_KINDS).is_ok_and(|v| v == "missing")
+/// The kind prefixes the simulated cloud serves; `None`: every kind.
+pub fn fake_kinds_opt() -> Option<Vec<String>> {
+    let v = std::env::var(FAKE_KINDS).ok().filter(|v| !v.is_empty())?;
+    Some(
+        v.split(',')
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .collect(),
+    )
 }

@@ -12,6 +12,8 @@ use crate::plan::{self, Mode, PLAN_FORMAT_VERSION, Plan, PlanInput, StackRef};
 use crate::provider::Providers;
 use crate::provider::aws::{AwsProvider, AwsSetupError};
 use crate::provider::fake::FakeProvider;
+use crate::provider::kube::{Connection, KubeProvider};
+use crate::provider::tls::TlsProvider;
 use crate::refresh::{self, Refreshed};
 use crate::resource::Desired;
 use crate::stack::Stack;
@@ -124,10 +126,10 @@ impl Ctx<'_> {
     }
 
     /// The providers for this run: AWS for the kinds it manages (through the
-    /// standard credential chain, honouring `AWS_ENDPOINT_URL`), and the
-    /// simulated cloud when `SLIPWAY_FAKE_CLOUD` is set — for everything, or
-    /// with `SLIPWAY_FAKE_KINDS=missing` only for kinds no real provider
-    /// manages yet.
+    /// standard credential chain, honouring `AWS_ENDPOINT_URL`), Kubernetes
+    /// through the stack's EKS cluster or an explicit kubeconfig, local TLS;
+    /// and the simulated cloud when `SLIPWAY_FAKE_CLOUD` is set — for every
+    /// kind, or for the kind prefixes listed in `SLIPWAY_FAKE_KINDS`.
     pub async fn providers(&self, stack: &Stack) -> Result<Providers> {
         let fake = match crate::env::fake_cloud_opt() {
             Some(path) => {
@@ -137,10 +139,10 @@ impl Ctx<'_> {
                 ));
                 let p: Arc<dyn crate::provider::Provider> =
                     Arc::new(FakeProvider::open(stack.name(), &path)?);
-                if !crate::env::fake_only_missing() {
-                    return Ok(Providers::new().with("", p));
+                match crate::env::fake_kinds_opt() {
+                    None => return Ok(Providers::new().with("", p)),
+                    Some(prefixes) => Some((p, prefixes)),
                 }
-                Some(p)
             }
             None => None,
         };
@@ -150,13 +152,25 @@ impl Ctx<'_> {
             aws.account_id(),
             aws.caller_arn()
         ));
+        let connection = match &self.global.kubeconfig {
+            Some(path) => Connection::Kubeconfig(path.clone()),
+            None => Connection::Eks {
+                cluster: stack.cluster_name().to_string(),
+                region: stack.region().to_string(),
+                config: Box::new(aws.sdk_config().clone()),
+            },
+        };
         let aws: Arc<dyn crate::provider::Provider> = Arc::new(aws);
-        let mut providers = Providers::new();
+        let mut providers = Providers::new()
+            .with("k8s.", Arc::new(KubeProvider::new(connection)))
+            .with("tls.", Arc::new(TlsProvider));
         for kind in crate::provider::aws::KINDS {
             providers = providers.with(kind, aws.clone());
         }
-        if let Some(fake) = fake {
-            providers = providers.with("", fake);
+        if let Some((fake, prefixes)) = fake {
+            for prefix in prefixes {
+                providers = providers.with(&prefix, fake.clone());
+            }
         }
         Ok(providers)
     }

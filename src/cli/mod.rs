@@ -58,6 +58,10 @@ pub struct Global {
     /// Only print results and errors
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Connect to Kubernetes with this kubeconfig (its current context)
+    /// instead of through the stack's EKS cluster
+    #[arg(long, global = true, value_name = "PATH", env = "SLIPWAY_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
     /// Machine-readable output on stdout (see docs/json.md)
     #[arg(long, global = true)]
     pub json: bool,

@@ -2,8 +2,9 @@
 //! talks to every cloud through [`Provider`].
 
 pub mod aws;
-pub mod kube;
 pub mod fake;
+pub mod kube;
+pub mod tls;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

@@ -114,7 +114,7 @@ impl Project {
             "controller_version = \"2.8.2\"\niam_policy_file = \"lbc-iam-policy.json\"",
         );
         p.env = aws.env();
-        p.env.push(("SLIPWAY_FAKE_KINDS", "missing".into()));
+        p.env.push(("SLIPWAY_FAKE_KINDS", "k8s.".into()));
         p
     }
 

@@ -103,6 +103,7 @@ pub struct Aws {
 #[derive(Clone)]
 pub struct AwsProvider {
     aws: Aws,
+    config: aws_types::SdkConfig,
     caller: String,
     account: String,
 }
@@ -158,6 +159,7 @@ impl AwsProvider {
             Duration::from_secs(5)
         };
         Ok(AwsProvider {
+            config: config.clone(),
             aws: Aws {
                 stack: stack.to_string(),
                 ec2: aws_sdk_ec2::Client::new(&config),
@@ -176,6 +178,12 @@ impl AwsProvider {
     /// The ARN of the identity slipway runs as.
     pub fn caller_arn(&self) -> &str {
         &self.caller
+    }
+
+    /// The loaded AWS configuration (credentials, region, endpoints), for
+    /// the Kubernetes provider's EKS connection.
+    pub fn sdk_config(&self) -> &aws_types::SdkConfig {
+        &self.config
     }
 
     pub fn account_id(&self) -> &str {

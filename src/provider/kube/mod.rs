@@ -1,3 +1,608 @@
-//! The Kubernetes side: connecting to the stack's cluster.
+//! The Kubernetes provider: every `k8s.*` resource is one object, written
+//! with server-side apply under the field manager `slipway`, so writes are
+//! idempotent and fields other managers own are left to them.
+//!
+//! The connection comes from the EKS cluster itself (endpoint and CA from
+//! `DescribeCluster`, a bearer token signed in-process from the caller's AWS
+//! credentials and refreshed before it expires), or from a kubeconfig given
+//! explicitly with `--kubeconfig`/`SLIPWAY_KUBECONFIG`; never from the user's
+//! current context. It is made on first use, so a plan of an empty stack
+//! needs no cluster.
 
 pub mod token;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::{ApiCapabilities, ApiResource, Scope};
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
+
+use super::{OpContext, Provider, ProviderError};
+use crate::addr::Address;
+use crate::resource::{Attrs, Live};
+
+/// The field manager of everything slipway applies.
+pub const FIELD_MANAGER: &str = "slipway";
+
+/// Where the cluster's API is.
+#[derive(Clone)]
+pub enum Connection {
+    /// An explicit kubeconfig file (its current context).
+    Kubeconfig(PathBuf),
+    /// The stack's EKS cluster, found with `DescribeCluster`.
+    Eks {
+        cluster: String,
+        region: String,
+        config: Box<aws_types::SdkConfig>,
+    },
+}
+
+/// The Kubernetes provider.
+pub struct KubeProvider {
+    connection: Connection,
+    client: OnceCell<(kube::Client, String)>,
+    kinds: Mutex<HashMap<(String, String), (ApiResource, ApiCapabilities)>>,
+    /// Keeps the token file alive while the client may read it.
+    _token_dir: Mutex<Option<tempfile::TempDir>>,
+}
+
+fn err(addr: &Address, code: &str, message: impl Into<String>, retryable: bool) -> ProviderError {
+    ProviderError::new(addr, code, message, retryable)
+}
+
+/// A Kubernetes API error as a per-resource failure.
+fn api_error(addr: &Address, op: &str, e: &kube::Error) -> ProviderError {
+    match e {
+        kube::Error::Api(s) => {
+            let retryable = matches!(s.code, 409 | 429 | 500..=599) && s.reason != "AlreadyExists";
+            err(
+                addr,
+                &s.reason,
+                format!("{op}: {} (HTTP {})", s.message, s.code),
+                retryable,
+            )
+        }
+        other => err(
+            addr,
+            "KubernetesUnreachable",
+            format!("{op}: {other}"),
+            true,
+        ),
+    }
+}
+
+fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// The parts of `live` that `template` has: the fields slipway manages.
+/// Fields defaulted by the API server or written by controllers are left
+/// out, so they never show as changes.
+pub fn project(live: &Value, template: &Value) -> Value {
+    match (live, template) {
+        (Value::Object(l), Value::Object(t)) => Value::Object(
+            t.keys()
+                .filter_map(|k| l.get(k).map(|v| (k.clone(), project(v, &t[k]))))
+                .collect(),
+        ),
+        (Value::Array(l), Value::Array(t)) => {
+            // Lists of named objects (containers, ports, rules…) by name, others by position.
+            let named = |v: &Value| v.get("name").and_then(Value::as_str).map(str::to_string);
+            if !t.is_empty() && t.iter().all(|x| named(x).is_some()) {
+                Value::Array(
+                    t.iter()
+                        .filter_map(|tx| {
+                            let name = named(tx);
+                            l.iter()
+                                .find(|lx| named(lx) == name)
+                                .map(|lx| project(lx, tx))
+                        })
+                        .collect(),
+                )
+            } else if l.len() == t.len() {
+                Value::Array(l.iter().zip(t).map(|(lx, tx)| project(lx, tx)).collect())
+            } else {
+                live.clone()
+            }
+        }
+        _ => live.clone(),
+    }
+}
+
+impl KubeProvider {
+    pub fn new(connection: Connection) -> Self {
+        KubeProvider {
+            connection,
+            client: OnceCell::new(),
+            kinds: Mutex::new(HashMap::new()),
+            _token_dir: Mutex::new(None),
+        }
+    }
+
+    /// The client, connecting on first use; the string names the endpoint
+    /// and credential for error messages.
+    async fn client(&self, addr: &Address) -> Result<&(kube::Client, String), ProviderError> {
+        self.client
+            .get_or_try_init(|| async { self.connect(addr).await })
+            .await
+    }
+
+    async fn connect(&self, addr: &Address) -> Result<(kube::Client, String), ProviderError> {
+        let config = match &self.connection {
+            Connection::Kubeconfig(path) => {
+                let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| {
+                    err(
+                        addr,
+                        "KubeconfigInvalid",
+                        format!("`{}`: {e}", path.display()),
+                        false,
+                    )
+                })?;
+                let config = kube::Config::from_custom_kubeconfig(
+                    kc,
+                    &kube::config::KubeConfigOptions::default(),
+                )
+                .await
+                .map_err(|e| {
+                    err(
+                        addr,
+                        "KubeconfigInvalid",
+                        format!("`{}`: {e}", path.display()),
+                        false,
+                    )
+                })?;
+                let about = format!("{} (kubeconfig `{}`)", config.cluster_url, path.display());
+                (config, about)
+            }
+            Connection::Eks {
+                cluster,
+                region,
+                config,
+            } => self.eks_config(addr, cluster, region, config).await?,
+        };
+        let (config, about) = config;
+        let client = kube::Client::try_from(config).map_err(|e| {
+            err(
+                addr,
+                "KubernetesUnreachable",
+                format!("{about}: {e}"),
+                false,
+            )
+        })?;
+        // One cheap call now, so an unreachable cluster is one clear error.
+        client.apiserver_version().await.map_err(|e| {
+            err(
+                addr,
+                "KubernetesUnreachable",
+                format!("cannot reach the Kubernetes API at {about}: {e}"),
+                true,
+            )
+        })?;
+        Ok((client, about))
+    }
+
+    async fn eks_config(
+        &self,
+        addr: &Address,
+        cluster: &str,
+        region: &str,
+        sdk: &aws_types::SdkConfig,
+    ) -> Result<(kube::Config, String), ProviderError> {
+        use aws_credential_types::provider::ProvideCredentials;
+        use base64::Engine as _;
+        let eks = aws_sdk_eks::Client::new(sdk);
+        let out = eks
+            .describe_cluster()
+            .name(cluster)
+            .send()
+            .await
+            .map_err(|e| {
+                err(
+                    addr,
+                    "ClusterUnavailable",
+                    format!(
+                        "cannot describe EKS cluster `{cluster}`: {}",
+                        aws_smithy_types::error::display::DisplayErrorContext(&e)
+                    ),
+                    true,
+                )
+            })?;
+        let c = out.cluster().ok_or_else(|| {
+            err(
+                addr,
+                "ClusterUnavailable",
+                format!("EKS cluster `{cluster}` does not exist"),
+                false,
+            )
+        })?;
+        let endpoint = c.endpoint().ok_or_else(|| {
+            err(
+                addr,
+                "ClusterUnavailable",
+                format!(
+                    "EKS cluster `{cluster}` has no endpoint yet (status {:?})",
+                    c.status()
+                ),
+                true,
+            )
+        })?;
+        let ca = c
+            .certificate_authority()
+            .and_then(|ca| ca.data())
+            .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
+            .ok_or_else(|| {
+                err(
+                    addr,
+                    "ClusterUnavailable",
+                    format!("EKS cluster `{cluster}` has no certificate authority"),
+                    false,
+                )
+            })?;
+        let provider = sdk.credentials_provider().ok_or_else(|| {
+            err(
+                addr,
+                "NoCredentials",
+                "no AWS credentials to sign the Kubernetes token with",
+                false,
+            )
+        })?;
+        let creds = provider
+            .provide_credentials()
+            .await
+            .map_err(|e| err(addr, "NoCredentials", e.to_string(), false))?;
+        // The token goes to a file the client re-reads, refreshed well
+        // before EKS stops accepting it (15 minutes after signing).
+        let dir = tempfile::tempdir().map_err(|e| err(addr, "TokenFile", e.to_string(), false))?;
+        let path = dir.path().join("token");
+        let write = |creds: &aws_credential_types::Credentials| -> Result<(), ProviderError> {
+            let t = token::eks_token(cluster, region, creds, std::time::SystemTime::now())
+                .map_err(|e| err(addr, "TokenError", e.to_string(), false))?;
+            crate::state::local::write_atomic(&path, t.as_bytes())
+                .map_err(|e| err(addr, "TokenFile", e.to_string(), false))
+        };
+        write(&creds)?;
+        let refresh = (
+            provider.clone(),
+            path.clone(),
+            cluster.to_string(),
+            region.to_string(),
+        );
+        tokio::spawn(async move {
+            let (provider, path, cluster, region) = refresh;
+            loop {
+                tokio::time::sleep(Duration::from_secs(5 * 60)).await;
+                let Ok(creds) = provider.provide_credentials().await else {
+                    continue;
+                };
+                if let Ok(t) =
+                    token::eks_token(&cluster, &region, &creds, std::time::SystemTime::now())
+                {
+                    let _ = crate::state::local::write_atomic(&path, t.as_bytes());
+                }
+            }
+        });
+        let uri: http::Uri = endpoint.parse().map_err(|e| {
+            err(
+                addr,
+                "ClusterUnavailable",
+                format!("bad endpoint `{endpoint}`: {e}"),
+                false,
+            )
+        })?;
+        let mut config = kube::Config::new(uri);
+        config.root_cert = Some(pem_certs(&ca));
+        config.auth_info.token_file = Some(path.display().to_string());
+        if let Ok(mut slot) = self._token_dir.lock() {
+            *slot = Some(dir);
+        }
+        let who = creds.access_key_id().to_string();
+        Ok((
+            config,
+            format!("{endpoint} (EKS cluster `{cluster}`, AWS access key `{who}`)"),
+        ))
+    }
+
+    /// The API resource of a manifest's apiVersion and kind, from discovery (cached).
+    async fn resource(
+        &self,
+        addr: &Address,
+        client: &kube::Client,
+        manifest: &Value,
+    ) -> Result<(ApiResource, ApiCapabilities), ProviderError> {
+        let api_version = manifest
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                err(
+                    addr,
+                    "InvalidManifest",
+                    "the manifest has no apiVersion",
+                    false,
+                )
+            })?;
+        let kind = manifest
+            .get("kind")
+            .and_then(Value::as_str)
+            .ok_or_else(|| err(addr, "InvalidManifest", "the manifest has no kind", false))?;
+        let key = (api_version.to_string(), kind.to_string());
+        if let Some(found) = self.kinds.lock().ok().and_then(|k| k.get(&key).cloned()) {
+            return Ok(found);
+        }
+        let (group, version) = match api_version.split_once('/') {
+            Some((g, v)) => (g, v),
+            None => ("", api_version),
+        };
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let found = kube::discovery::pinned_kind(client, &gvk).await.map_err(|e| match e {
+            kube::Error::Discovery(_) => err(addr, "KindUnknown", format!("the API server does not serve `{kind}` in `{api_version}` (yet: a CRD may still be being established)"), true),
+            other => api_error(addr, "discovery", &other),
+        })?;
+        if let Ok(mut k) = self.kinds.lock() {
+            k.insert(key, found.clone());
+        }
+        Ok(found)
+    }
+
+    async fn api(
+        &self,
+        addr: &Address,
+        manifest: &Value,
+    ) -> Result<(Api<DynamicObject>, String), ProviderError> {
+        let (client, _) = self.client(addr).await?;
+        let (ar, caps) = self.resource(addr, client, manifest).await?;
+        let name = manifest
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                err(
+                    addr,
+                    "InvalidManifest",
+                    "the manifest has no metadata.name",
+                    false,
+                )
+            })?
+            .to_string();
+        let api = match caps.scope {
+            Scope::Namespaced => {
+                let ns = manifest
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or("default");
+                Api::namespaced_with(client.clone(), ns, &ar)
+            }
+            Scope::Cluster => Api::all_with(client.clone(), &ar),
+        };
+        Ok((api, name))
+    }
+
+    fn live_of(&self, addr: &Address, obj: &DynamicObject, template: &Value) -> Live {
+        let full = serde_json::to_value(obj).unwrap_or(Value::Null);
+        let uid = obj.metadata.uid.clone().unwrap_or_default();
+        Live {
+            id: addr.name().to_string(),
+            attrs: [
+                ("id".to_string(), json!(addr.name())),
+                ("uid".to_string(), json!(uid)),
+                ("manifest".to_string(), project(&full, template)),
+            ]
+            .into(),
+        }
+    }
+
+    async fn apply(
+        &self,
+        addr: &Address,
+        manifest: &Value,
+        ctx: &OpContext<'_>,
+    ) -> Result<Live, ProviderError> {
+        let (api, name) = self.api(addr, manifest).await?;
+        // Force: a field slipway manages that another manager took over
+        // (kubectl edit, a script) is put back, as the plan said.
+        let pp = PatchParams::apply(FIELD_MANAGER).force();
+        let mut delay = Duration::from_millis(200);
+        let started = tokio::time::Instant::now();
+        loop {
+            match api.patch(&name, &pp, &Patch::Apply(manifest)).await {
+                Ok(obj) => return Ok(self.live_of(addr, &obj, manifest)),
+                // A namespace still terminating, a webhook not serving yet:
+                // the API server says so with 409/5xx for a while.
+                Err(e)
+                    if started.elapsed() < Duration::from_secs(120)
+                        && api_error(addr, "apply", &e).retryable =>
+                {
+                    ctx.status(&format!("the API server refused for now ({e}); retrying"));
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(api_error(addr, "server-side apply", &e)),
+            }
+        }
+    }
+}
+
+fn manifest_of<'a>(addr: &Address, attrs: &'a Attrs) -> Result<&'a Value, ProviderError> {
+    attrs.get("manifest").ok_or_else(|| {
+        err(
+            addr,
+            "InvalidManifest",
+            "attribute `manifest` is missing",
+            false,
+        )
+    })
+}
+
+/// PEM blocks of a CA bundle as DER certificates.
+fn pem_certs(pem: &[u8]) -> Vec<Vec<u8>> {
+    use base64::Engine as _;
+    let text = String::from_utf8_lossy(pem);
+    let mut out = Vec::new();
+    let mut body = String::new();
+    let mut inside = false;
+    for line in text.lines() {
+        if line.starts_with("-----BEGIN CERTIFICATE") {
+            inside = true;
+            body.clear();
+        } else if line.starts_with("-----END CERTIFICATE") {
+            inside = false;
+            if let Ok(der) = base64::engine::general_purpose::STANDARD.decode(body.trim()) {
+                out.push(der);
+            }
+        } else if inside {
+            body.push_str(line.trim());
+        }
+    }
+    out
+}
+
+#[async_trait]
+impl Provider for KubeProvider {
+    async fn read(&self, addr: &Address, prior: &Live) -> Result<Option<Live>, ProviderError> {
+        let manifest = manifest_of(addr, &prior.attrs)?;
+        let (api, name) = self.api(addr, manifest).await?;
+        match api.get_opt(&name).await {
+            // An object being deleted is as good as gone.
+            Ok(Some(obj)) if obj.metadata.deletion_timestamp.is_none() => {
+                Ok(Some(self.live_of(addr, &obj, manifest)))
+            }
+            Ok(_) => Ok(None),
+            Err(e) => Err(api_error(addr, "get", &e)),
+        }
+    }
+
+    async fn discover(
+        &self,
+        _stack: &str,
+        _known: &BTreeSet<String>,
+    ) -> Result<BTreeMap<Address, Live>, ProviderError> {
+        // Kubernetes objects are found through the stack's labels only by
+        // listing every kind; not done yet (see docs/kubernetes.md).
+        Ok(BTreeMap::new())
+    }
+
+    async fn create(
+        &self,
+        addr: &Address,
+        desired: &Attrs,
+        ctx: &OpContext<'_>,
+    ) -> Result<Live, ProviderError> {
+        // Server-side apply creates, or adopts what an interrupted run made.
+        self.apply(addr, manifest_of(addr, desired)?, ctx).await
+    }
+
+    async fn update(
+        &self,
+        addr: &Address,
+        _prior: &Live,
+        desired: &Attrs,
+        ctx: &OpContext<'_>,
+    ) -> Result<Live, ProviderError> {
+        self.apply(addr, manifest_of(addr, desired)?, ctx).await
+    }
+
+    async fn delete(
+        &self,
+        addr: &Address,
+        prior: &Live,
+        ctx: &OpContext<'_>,
+    ) -> Result<(), ProviderError> {
+        let manifest = manifest_of(addr, &prior.attrs)?;
+        if addr.kind() == "deployment_patch" {
+            // Not slipway's object: give back the fields it set by applying
+            // nothing under its field manager.
+            let mut empty = json!({"apiVersion": manifest["apiVersion"], "kind": manifest["kind"], "metadata": {"name": manifest.pointer("/metadata/name")}});
+            if let Some(ns) = manifest.pointer("/metadata/namespace") {
+                empty["metadata"]["namespace"] = ns.clone();
+            }
+            let (api, name) = self.api(addr, manifest).await?;
+            return match api
+                .patch(
+                    &name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&empty),
+                )
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(e) if is_not_found(&e) => Ok(()),
+                Err(e) => Err(api_error(addr, "server-side apply", &e)),
+            };
+        }
+        let (api, name) = self.api(addr, manifest).await?;
+        match api.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => return Ok(()),
+            Err(e) => return Err(api_error(addr, "delete", &e)),
+        }
+        // Namespaces terminate their contents; finalizers run; wait for gone.
+        let started = tokio::time::Instant::now();
+        loop {
+            match api.get_opt(&name).await {
+                Ok(None) => return Ok(()),
+                Ok(Some(_)) if started.elapsed() < Duration::from_secs(15 * 60) => {
+                    ctx.status(&format!("terminating ({}s)", started.elapsed().as_secs()));
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Ok(Some(_)) => {
+                    return Err(err(
+                        addr,
+                        "DeletionTimeout",
+                        format!(
+                            "`{name}` is still terminating after 15 minutes; a finalizer may be blocking it"
+                        ),
+                        true,
+                    ));
+                }
+                Err(e) => return Err(api_error(addr, "get", &e)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn projection_keeps_only_managed_fields() {
+        let live = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "x", "uid": "u", "resourceVersion": "7", "labels": {"a": "1", "other": "2"}},
+            "spec": {"replicas": 2, "revisionHistoryLimit": 10, "template": {"spec": {"containers": [
+                {"name": "sidecar", "image": "s"},
+                {"name": "app", "image": "app:2", "imagePullPolicy": "IfNotPresent"}
+            ]}}},
+            "status": {"readyReplicas": 2}
+        });
+        let template = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "x", "labels": {"a": "1"}},
+            "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "app", "image": "app:1"}]}}}
+        });
+        let p = project(&live, &template);
+        assert_eq!(
+            p,
+            json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "x", "labels": {"a": "1"}},
+                "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "app", "image": "app:2"}]}}}
+            })
+        );
+    }
+
+    #[test]
+    fn pem_bundles_become_der() {
+        use base64::Engine as _;
+        let der = vec![1u8, 2, 3, 4];
+        let pem = format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            base64::engine::general_purpose::STANDARD.encode(&der)
+        );
+        assert_eq!(pem_certs(pem.as_bytes()), vec![der]);
+    }
+}

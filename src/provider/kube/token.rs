@@ -7,7 +7,9 @@
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{SignableBody, SignableRequest, SignatureLocation, SigningSettings, sign};
+use aws_sigv4::http_request::{
+    SignableBody, SignableRequest, SignatureLocation, SigningSettings, sign,
+};
 use aws_sigv4::sign::v4;
 use base64::Engine as _;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -17,7 +19,11 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 
 /// SigV4's encoding: everything but unreserved characters.
-const AWS_QUERY: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const AWS_QUERY: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// Why no token could be made.
 #[derive(Debug, thiserror::Error)]
@@ -26,13 +32,25 @@ pub struct TokenError(String);
 
 /// The STS endpoint the token is presigned for.
 pub fn sts_endpoint(region: &str) -> String {
-    let suffix = if region.starts_with("cn-") { "amazonaws.com.cn" } else { "amazonaws.com" };
+    let suffix = if region.starts_with("cn-") {
+        "amazonaws.com.cn"
+    } else {
+        "amazonaws.com"
+    };
     format!("https://sts.{region}.{suffix}/")
 }
 
 /// A token for `cluster`, signed at `now` with `credentials`.
-pub fn eks_token(cluster: &str, region: &str, credentials: &Credentials, now: SystemTime) -> Result<String, TokenError> {
-    let base = format!("{}?Action=GetCallerIdentity&Version=2011-06-15", sts_endpoint(region));
+pub fn eks_token(
+    cluster: &str,
+    region: &str,
+    credentials: &Credentials,
+    now: SystemTime,
+) -> Result<String, TokenError> {
+    let base = format!(
+        "{}?Action=GetCallerIdentity&Version=2011-06-15",
+        sts_endpoint(region)
+    );
     let identity = credentials.clone().into();
     let mut settings = SigningSettings::default();
     settings.signature_location = SignatureLocation::QueryParams;
@@ -46,10 +64,23 @@ pub fn eks_token(cluster: &str, region: &str, credentials: &Credentials, now: Sy
         .build()
         .map_err(|e| TokenError(e.to_string()))?
         .into();
-    let host = base.trim_start_matches("https://").split('/').next().unwrap_or_default().to_string();
+    let host = base
+        .trim_start_matches("https://")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
     let headers = [("host", host.as_str()), ("x-k8s-aws-id", cluster)];
-    let request = SignableRequest::new("GET", base.as_str(), headers.into_iter(), SignableBody::Bytes(&[])).map_err(|e| TokenError(e.to_string()))?;
-    let (instructions, _) = sign(request, &params).map_err(|e| TokenError(e.to_string()))?.into_parts();
+    let request = SignableRequest::new(
+        "GET",
+        base.as_str(),
+        headers.into_iter(),
+        SignableBody::Bytes(&[]),
+    )
+    .map_err(|e| TokenError(e.to_string()))?;
+    let (instructions, _) = sign(request, &params)
+        .map_err(|e| TokenError(e.to_string()))?
+        .into_parts();
     let mut url = base;
     for (k, v) in instructions.params() {
         url.push('&');
@@ -57,7 +88,10 @@ pub fn eks_token(cluster: &str, region: &str, credentials: &Credentials, now: Sy
         url.push('=');
         url.push_str(&utf8_percent_encode(v, AWS_QUERY).to_string());
     }
-    Ok(format!("k8s-aws-v1.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(url.as_bytes())))
+    Ok(format!(
+        "k8s-aws-v1.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(url.as_bytes())
+    ))
 }
 
 #[cfg(test)]
@@ -75,7 +109,13 @@ mod tests {
 
     #[test]
     fn is_byte_identical_to_aws_eks_get_token() {
-        let creds = Credentials::new("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", None, None, "test");
+        let creds = Credentials::new(
+            "AKIDEXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            None,
+            None,
+            "test",
+        );
         // 2026-11-27T12:00:00Z
         let token = eks_token("smallcase", "ap-south-1", &creds, at(1_795_780_800)).unwrap();
         assert_eq!(token, BOTOCORE);
@@ -87,12 +127,22 @@ mod tests {
         let token = eks_token("c1", "eu-west-1", &creds, at(1_700_000_000)).unwrap();
         let body = token.strip_prefix("k8s-aws-v1.").unwrap();
         assert!(!body.contains('='), "no padding");
-        let url = String::from_utf8(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(body).unwrap()).unwrap();
-        assert!(url.starts_with("https://sts.eu-west-1.amazonaws.com/?Action=GetCallerIdentity&Version=2011-06-15&"));
+        let url = String::from_utf8(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(body)
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(url.starts_with(
+            "https://sts.eu-west-1.amazonaws.com/?Action=GetCallerIdentity&Version=2011-06-15&"
+        ));
         assert!(url.contains("X-Amz-Expires=60"));
         assert!(url.contains("X-Amz-SignedHeaders=host%3Bx-k8s-aws-id"));
         assert!(url.contains("X-Amz-Security-Token=SESSION%2FTOKEN"));
         // Another cluster signs differently.
-        assert_ne!(eks_token("c2", "eu-west-1", &creds, at(1_700_000_000)).unwrap(), token);
+        assert_ne!(
+            eks_token("c2", "eu-west-1", &creds, at(1_700_000_000)).unwrap(),
+            token
+        );
     }
 }
