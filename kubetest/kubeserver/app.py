@@ -109,6 +109,10 @@ class App:
             return self.not_found_raw()
         if ns is not None and not rt.namespaced:
             return self.not_found_raw()
+        if sub == "scale" and rt.builtin and rt.gp in (("apps", "deployments"), ("apps", "replicasets")) and name:
+            return self.scale(req, rt, ns, name)
+        if sub == "log" and rt.gp == ("", "pods") and name and req.method == "GET":
+            return self.pod_log(rt, ns, name, req.args.get("container"))
         if sub and not ((sub == "status" and rt.status_sub) or (sub == "finalize" and plural == "namespaces")):
             return self.not_found_raw()
         if sub == "finalize":
@@ -339,6 +343,73 @@ class App:
             code, out = s.delete(rt, ns, name, opts, dry)
             return jresp(out, code)
         return self.method_not_allowed(m)
+
+    def scale(self, req: Request, rt, ns, name) -> Response:
+        from .store import not_found
+        from . import fields as F
+
+        s = self.store
+
+        def to_scale(o):
+            md = o["metadata"]
+            sel = ((o.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+            return {"kind": "Scale", "apiVersion": "autoscaling/v1",
+                    "metadata": {k: md[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+                                 if k in md},
+                    "spec": {"replicas": (o.get("spec") or {}).get("replicas", 1)},
+                    "status": {"replicas": (o.get("status") or {}).get("replicas", 0),
+                               "selector": ",".join(f"{k}={v}" for k, v in sorted(sel.items()))}}
+
+        with s.lock:
+            cur = s.find(rt, ns, name)
+            if cur is None:
+                raise not_found(rt, name)
+            if req.method == "GET":
+                return jresp(to_scale(cur))
+            if req.method not in ("PUT", "PATCH"):
+                return self.method_not_allowed(req.method)
+            base = to_scale(cur)
+            body = self.body(req, allow_yaml=True)
+            if req.method == "PUT":
+                new = body
+            else:
+                ct = (req.headers.get("Content-Type") or "").split(";")[0].strip()
+                new = F.json_patch(base, body) if ct == "application/json-patch+json" else F.merge_patch(base, body)
+            rv = ((new or {}).get("metadata") or {}).get("resourceVersion")
+            replicas = ((new or {}).get("spec") or {}).get("replicas")
+            if not isinstance(replicas, int):
+                raise bad_request("spec.replicas must be an integer")
+            obj = copy.deepcopy(cur)
+            obj["spec"]["replicas"] = replicas
+            if rv:
+                obj["metadata"]["resourceVersion"] = rv
+            dry = req.args.get("dryRun") == "All"
+            out = s.update(rt, ns, name, s.out(rt, obj), self.manager(req), "", dry)
+            return jresp(to_scale(out))
+
+    def pod_log(self, rt, ns, name, container) -> Response:
+        from .store import not_found
+
+        with self.store.lock:
+            pod = self.store.find(rt, ns, name)
+            if pod is None:
+                raise not_found(rt, name)
+            containers = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
+            if container is None:
+                if len(containers) > 1:
+                    raise bad_request(f"a container name must be specified for pod {name}, choose one of: "
+                                      f"[{' '.join(containers)}]")
+                container = containers[0] if containers else ""
+            elif container not in containers:
+                raise bad_request(f"container {container} is not valid for pod {name}")
+            for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+                w = (cs.get("state") or {}).get("waiting")
+                if cs.get("name") == container and w:
+                    reason = w.get("reason", "ContainerCreating")
+                    msg = (f'container "{container}" in pod "{name}" is waiting to start: '
+                           + ("trying and failing to pull image" if "Image" in reason else reason))
+                    raise bad_request(msg)
+        return Response("", content_type="text/plain")
 
     @staticmethod
     def method_not_allowed(m: str) -> Response:

@@ -63,6 +63,12 @@ class RT:
         if self.status_sub:
             out.append({"name": f"{self.plural}/status", "singularName": "", "namespaced": self.namespaced,
                         "kind": self.kind, "verbs": ["get", "patch", "update"]})
+        if self.builtin and self.gp in (("apps", "deployments"), ("apps", "replicasets")):
+            out.append({"name": f"{self.plural}/scale", "singularName": "", "namespaced": True,
+                        "group": "autoscaling", "version": "v1", "kind": "Scale",
+                        "verbs": ["get", "patch", "update"]})
+        if self.gp == ("", "pods"):
+            out.append({"name": "pods/log", "singularName": "", "namespaced": True, "kind": "Pod", "verbs": ["get"]})
         if self.plural == "namespaces":
             out.append({"name": "namespaces/finalize", "singularName": "", "namespaced": False,
                         "kind": "Namespace", "verbs": ["update"]})

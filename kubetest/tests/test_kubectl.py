@@ -105,3 +105,37 @@ def test_client_side_apply_and_kustomize(kube, tmp_path):
     assert d["metadata"]["generation"] == 2 and len(d["spec"]["template"]["spec"]["containers"]) == 1
     r = kube.kubectl("delete", "-k", str(base), "--timeout=20s")
     assert r.returncode == 0
+
+
+def test_scale_set_image_and_logs(kube, tmp_path):
+    ns = "kubectl-scale"
+    f = tmp_path / "m.yaml"
+    f.write_text(MANIFEST.format(ns=ns, image="nginx:1.27"))
+    kube.kubectl("apply", "-f", str(f))
+    kube.kubectl("rollout", "status", "-n", ns, "deployment/web", "--timeout=20s")
+    kube.kubectl("scale", "-n", ns, "deployment/web", "--replicas=3")
+    kube.kubectl("rollout", "status", "-n", ns, "deployment/web", "--timeout=20s")
+    r = kube.kubectl("get", "deploy", "web", "-n", ns)
+    assert r.stdout.split("\n")[0].split() == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
+    assert r.stdout.split("\n")[1].split()[1:4] == ["3/3", "3", "3"]
+    code, sc = kube.get(f"/apis/apps/v1/namespaces/{ns}/deployments/web/scale")
+    assert sc["kind"] == "Scale" and sc["apiVersion"] == "autoscaling/v1" and sc["spec"] == {"replicas": 3}
+    assert sc["status"]["selector"] == "app=web"
+    r = kube.kubectl("logs", "-n", ns, "deployment/web")
+    assert r.returncode == 0
+    kube.config(unpullable_images=["nginx:broken"])
+    try:
+        kube.kubectl("set", "image", "-n", ns, "deployment/web", "web=nginx:broken")
+        code, pods = kube.get(f"/api/v1/namespaces/{ns}/pods")
+        import time
+        deadline = time.monotonic() + 5
+        bad = []
+        while not bad and time.monotonic() < deadline:
+            pods = kube.get(f"/api/v1/namespaces/{ns}/pods")[1]["items"]
+            bad = [p for p in pods if p["spec"]["containers"][0]["image"] == "nginx:broken"]
+            time.sleep(0.05)
+        r = kube.kubectl("logs", "-n", ns, bad[0]["metadata"]["name"], check=False)
+        assert r.returncode != 0 and "is waiting to start" in r.stderr
+    finally:
+        kube.config(unpullable_images=[])
+    kube.kubectl("delete", "ns", ns, "--timeout=20s")
