@@ -2,6 +2,7 @@
 //! the file-backed simulated cloud, and dumps everything on failure.
 #![allow(dead_code)]
 
+pub mod kubetest;
 pub mod localaws;
 
 use std::path::{Path, PathBuf};
@@ -13,6 +14,8 @@ pub struct Project {
     pub dir: tempfile::TempDir,
     /// Extra environment for every slipway run (the local AWS's endpoint).
     pub env: Vec<(&'static str, String)>,
+    /// Whether slipway runs with the simulated cloud at all.
+    pub simulated: bool,
 }
 
 pub struct Run {
@@ -96,12 +99,24 @@ impl Project {
         Project {
             dir,
             env: Vec::new(),
+            simulated: true,
         }
     }
 
     /// The reference stack against the local AWS: real AWS provider for the
     /// kinds it manages, the simulated cloud for EKS and Kubernetes, and a
     /// stand-in for the load balancer controller's IAM policy.
+    /// The whole reference platform against the local AWS and the
+    /// Kubernetes test server: no simulated cloud at all.
+    pub fn platform_on(aws: &localaws::LocalAws, kube: &kubetest::KubeTest) -> Project {
+        let mut p = Project::reference_on(aws);
+        p.env.retain(|(k, _)| *k != "SLIPWAY_FAKE_KINDS");
+        p.env
+            .push(("SLIPWAY_KUBECONFIG", kube.kubeconfig.display().to_string()));
+        p.simulated = false;
+        p
+    }
+
     pub fn reference_on(aws: &localaws::LocalAws) -> Project {
         let mut p = Project::reference();
         std::fs::copy(
@@ -132,9 +147,13 @@ impl Project {
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_slipway"));
-        c.args(args)
-            .current_dir(self.dir.path())
-            .env("SLIPWAY_FAKE_CLOUD", self.cloud())
+        c.args(args).current_dir(self.dir.path());
+        if self.simulated {
+            c.env("SLIPWAY_FAKE_CLOUD", self.cloud());
+        } else {
+            c.env_remove("SLIPWAY_FAKE_CLOUD");
+        }
+        c.env_remove("SLIPWAY_KUBECONFIG")
             .env_remove("NO_COLOR")
             .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null());

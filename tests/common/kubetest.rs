@@ -1,0 +1,112 @@
+//! The Kubernetes test server, started through `kubetest/launch`, one per
+//! test, stopped when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+pub struct KubeTest {
+    child: Child,
+    pub endpoint: String,
+    pub kubeconfig: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl KubeTest {
+    /// Starts it; ALBs for `alb` Ingresses are made in the local AWS at `aws_endpoint`.
+    pub fn start(aws_endpoint: &str) -> KubeTest {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        let mut child = Command::new(root.join("kubetest/launch"))
+            .args([
+                "--kubeconfig",
+                kubeconfig.to_str().unwrap(),
+                "--aws-endpoint",
+                aws_endpoint,
+            ])
+            .args([
+                "--deployment-delay",
+                "0.2",
+                "--ingress-delay",
+                "0.2",
+                "--namespace-delay",
+                "0.1",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("kubetest/launch must start");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("the launcher prints its endpoint");
+        let endpoint = line
+            .trim()
+            .strip_prefix("endpoint=")
+            .unwrap_or_else(|| panic!("unexpected launcher output {line:?}"))
+            .to_string();
+        KubeTest {
+            child,
+            endpoint,
+            kubeconfig,
+            _dir: dir,
+        }
+    }
+
+    /// Runs the real kubectl against it.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .expect("kubectl must be installed")
+    }
+
+    /// `kubectl get -o json` of one object, or `None` when it does not exist.
+    pub fn get(&self, args: &[&str]) -> Option<serde_json::Value> {
+        let mut all = vec!["get"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["-o", "json"]);
+        let out = self.kubectl(&all);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).unwrap())
+    }
+
+    /// What EKS puts in a new cluster (the CoreDNS Deployment slipway patches).
+    pub fn seed_eks_defaults(&self) {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/eks-coredns.yaml");
+        let out = self.kubectl(&[
+            "apply",
+            "--server-side",
+            "--field-manager",
+            "eks",
+            "-f",
+            fixture.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for KubeTest {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        for _ in 0..50 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

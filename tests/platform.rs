@@ -1,0 +1,131 @@
+//! The whole platform in one run — AWS (network, IAM, ECR, Jenkins, EKS on
+//! Fargate) against the local AWS and the in-cluster platform (namespaces,
+//! CoreDNS on Fargate, deployer RBAC, the load balancer controller) against
+//! the Kubernetes test server — with no simulated cloud.
+
+mod common;
+
+use common::Project;
+use common::kubetest::KubeTest;
+use common::localaws::LocalAws;
+
+#[test]
+fn one_apply_goes_from_empty_to_a_working_platform_and_keeps_it_there() {
+    let aws = LocalAws::start(&["--time-scale", "0.002"]);
+    let kube = KubeTest::start(&aws.endpoint);
+    kube.seed_eks_defaults();
+    let p = Project::platform_on(&aws, &kube);
+
+    let apply = p.run(&["apply", "--auto-approve"]);
+    apply.success().stdout_has("Apply complete!");
+    // Four Fargate profiles, one at a time, and EKS's ResourceInUseException never reaches the user.
+    assert!(
+        !apply.stdout.contains("ResourceInUseException"),
+        "{}",
+        apply.stdout
+    );
+    let profiles = aws.calls()["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["operation"] == "CreateFargateProfile")
+        .map(|c| c["count"].as_u64().unwrap())
+        .sum::<u64>();
+    assert!(profiles >= 4, "{}", aws.calls());
+    p.run(&["plan", "--detailed-exitcode"])
+        .code(0)
+        .stdout_has("No changes.");
+
+    // What the platform consists of inside the cluster.
+    for ns in ["smallcase-blue", "smallcase-green", "smallcase-develop"] {
+        let n = kube
+            .get(&["namespace", ns])
+            .unwrap_or_else(|| panic!("namespace {ns}"));
+        assert_eq!(n["metadata"]["labels"]["slipway.dev/stack"], "smallcase");
+        assert!(kube.get(&["-n", ns, "role", "slipway-deployer"]).is_some());
+        let binding = kube
+            .get(&["-n", ns, "rolebinding", "slipway-deployer"])
+            .unwrap();
+        assert_eq!(binding["subjects"][0]["name"], "slipway-deployers");
+    }
+    let sa = kube
+        .get(&[
+            "-n",
+            "kube-system",
+            "serviceaccount",
+            "aws-load-balancer-controller",
+        ])
+        .unwrap();
+    let role_arn =
+        p.state()["resources"]["aws.iam_role.lb_controller"]["attributes"]["arn"].clone();
+    assert_eq!(
+        sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
+        role_arn
+    );
+    let controller = kube
+        .get(&[
+            "-n",
+            "kube-system",
+            "deployment",
+            "aws-load-balancer-controller",
+        ])
+        .unwrap();
+    let args = controller["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    let vpc = p.state()["resources"]["aws.vpc.main"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        args.contains("--cluster-name=smallcase")
+            && args.contains("--aws-region=ap-south-1")
+            && args.contains(&format!("--aws-vpc-id={vpc}")),
+        "{args}"
+    );
+    assert!(kube.get(&["ingressclass", "alb"]).is_some());
+    assert!(
+        kube.get(&["crd", "targetgroupbindings.elbv2.k8s.aws"])
+            .is_some()
+    );
+    let coredns = kube
+        .get(&["-n", "kube-system", "deployment", "coredns"])
+        .unwrap();
+    assert_eq!(
+        coredns["spec"]["template"]["metadata"]["annotations"]["eks.amazonaws.com/compute-type"],
+        "fargate"
+    );
+    assert_eq!(
+        coredns["spec"]["replicas"], 2,
+        "fields slipway does not manage stay as EKS set them"
+    );
+
+    // A managed field changed by someone else shows in the plan and is put
+    // back; a field slipway does not manage is left alone.
+    let out = kube.kubectl(&[
+        "label",
+        "namespace",
+        "smallcase-blue",
+        "slipway.dev/environment=hacked",
+        "team=payments",
+        "--overwrite",
+    ]);
+    assert!(out.status.success());
+    p.run(&["plan", "--detailed-exitcode"])
+        .code(2)
+        .stdout_has("~ k8s.namespace.smallcase-blue")
+        .stdout_has("\"hacked\"");
+    p.run(&["apply", "--auto-approve"]).success();
+    let labels = kube.get(&["namespace", "smallcase-blue"]).unwrap()["metadata"]["labels"].clone();
+    assert_eq!(labels["slipway.dev/environment"], "blue");
+    assert_eq!(labels["team"], "payments");
+    p.run(&["plan", "--detailed-exitcode"]).code(0);
+
+    // One environment goes, shared infrastructure stays.
+    p.run(&["destroy", "--env", "green", "--auto-approve"])
+        .success();
+    assert!(kube.get(&["namespace", "smallcase-green"]).is_none());
+    assert!(kube.get(&["namespace", "smallcase-blue"]).is_some());
+    p.run(&["destroy", "--auto-approve", "--allow-protected"])
+        .success();
+    assert!(kube.get(&["namespace", "smallcase-blue"]).is_none());
+    assert_eq!(p.state_count(), 0);
+}
