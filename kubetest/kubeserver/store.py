@@ -485,9 +485,11 @@ class Store:
     def _entries(obj: dict) -> list[dict]:
         return list((obj.get("metadata") or {}).get("managedFields") or [])
 
-    def _track_update(self, rt: RT, old: dict | None, new: dict, manager: str, subresource: str = "") -> None:
+    def _track_update(self, rt: RT, old: dict | None, new: dict, manager: str, subresource: str = "",
+                      entries: list | None = None) -> None:
         part = "status" if subresource == "status" else ("main" if rt.status_sub else "all")
-        entries = self._entries(old) if old is not None else []
+        if entries is None:
+            entries = self._entries(old) if old is not None else []
         new_fs = F.fieldset(new, rt.builtin, part, rt.status_sub)
         old_fs = F.fieldset(old, rt.builtin, part, rt.status_sub) if old is not None else set()
         changed = F.changed_paths(old, new, new_fs)
@@ -643,7 +645,12 @@ class Store:
                 if not managed:
                     new["metadata"].pop("managedFields", None)
             elif client_mf == [{}]:
-                new["metadata"].pop("managedFields", None)
+                new["metadata"].pop("managedFields", None)  # the documented way to reset them
+            elif client_mf and isinstance(client_mf, list) and subresource != "status":
+                # a client that sends managedFields (e.g. kubectl's client-side -> server-side apply
+                # migration) gets them, as from the real server; the update is tracked on top
+                self._track_update(rt, cur, new, manager, subresource,
+                                   entries=[e for e in client_mf if isinstance(e, dict) and e.get("manager")])
             else:
                 self._track_update(rt, cur, new, manager, subresource)
             if rt.gp == ("apiextensions.k8s.io", "customresourcedefinitions"):
@@ -749,7 +756,8 @@ class Store:
             if i == mine_idx:
                 continue
             s = F.decode(e.get("fieldsV1") or {})
-            if e.get("manager") != manager:
+            # every other manager identity conflicts, including this name's own Update entries
+            if True:
                 for p in sorted(s & changed):
                     conflicts.append((e, p))
             others.append((i, e, s))

@@ -139,3 +139,26 @@ def test_scale_set_image_and_logs(kube, tmp_path):
     finally:
         kube.config(unpullable_images=[])
     kube.kubectl("delete", "ns", ns, "--timeout=20s")
+
+
+def test_client_side_to_server_side_migration(kube, tmp_path):
+    """kubectl's CSA->SSA migration rewrites managedFields with a JSON patch; the server must honour it."""
+    ns = "kubectl-migrate"
+    f = tmp_path / "m.yaml"
+    f.write_text(MANIFEST.format(ns=ns, image="nginx:1.27"))
+    kube.kubectl("apply", "-f", str(f))
+    f.write_text(MANIFEST.format(ns=ns, image="nginx:1.28"))
+    # changed field still owned by the client-side applier: a conflict, as on a real cluster
+    r = kube.kubectl("apply", "--server-side", "-f", str(f), check=False)
+    assert r.returncode != 0 and 'conflict with "kubectl-client-side-apply" using apps/v1' in r.stderr
+    # unchanged manifest: applies, then kubectl migrates the ownership to its "kubectl" Apply entry
+    f.write_text(MANIFEST.format(ns=ns, image="nginx:1.27"))
+    kube.kubectl("apply", "--server-side", "-f", str(f))
+    d = json.loads(kube.kubectl("get", "deploy", "web", "-n", ns, "-o", "json", "--show-managed-fields").stdout)
+    ops = {(e["manager"], e["operation"]) for e in d["metadata"]["managedFields"]}
+    assert ("kubectl", "Apply") in ops and ("kubectl-client-side-apply", "Update") not in ops
+    f.write_text(MANIFEST.format(ns=ns, image="nginx:1.28"))
+    kube.kubectl("apply", "--server-side", "-f", str(f))
+    r = kube.kubectl("get", "deploy", "web", "-n", ns, "-o", "jsonpath={.spec.template.spec.containers[0].image}")
+    assert r.stdout == "nginx:1.28"
+    kube.kubectl("delete", "ns", ns, "--timeout=20s")

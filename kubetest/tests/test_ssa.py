@@ -141,3 +141,14 @@ def test_update_operations_record_managers(kube, ns):
     m = managers(out)
     assert out["data"] == {"a": "9", "b": "2"}
     assert ("creator", "Update") not in m and m[("slipway", "Apply")]["fieldsV1"] == {"f:data": {"f:a": {}}}
+
+
+def test_same_name_update_entry_is_another_manager(kube, ns):
+    base = CM.format(ns=ns)
+    kube.post(base, {"metadata": {"name": "same"}, "data": {"a": "1"}}, params={"fieldManager": "slipway"})
+    code, out = kube.apply(base + "/same", "apiVersion: v1\nkind: ConfigMap\ndata: {a: '2'}\n", "slipway")
+    assert code == 409
+    assert out["message"] == 'Apply failed with 1 conflict: conflict with "slipway" using v1: .data.a'
+    code, out = kube.apply(base + "/same", "apiVersion: v1\nkind: ConfigMap\ndata: {a: '2'}\n", "slipway", force=True)
+    assert code == 200 and out["data"] == {"a": "2"}
+    assert [(e["manager"], e["operation"]) for e in out["metadata"]["managedFields"]] == [("slipway", "Apply")]
