@@ -365,6 +365,9 @@ class Controllers:
             return ann["alb.ingress.kubernetes.io/load-balancer-name"]
         ns, name = ing["metadata"]["namespace"], ing["metadata"]["name"]
         h = hashlib.sha256(f"{self.aws['cluster']}/{self.stack(ing)}".encode()).hexdigest()[:10]
+        group = ann.get("alb.ingress.kubernetes.io/group.name")
+        if group:
+            return f"k8s-{group[:17]}-{h}".replace("--", "-")
         return f"k8s-{ns[:8]}-{name[:8]}-{h}".replace("--", "-")
 
     def ingresses(self) -> None:
@@ -383,7 +386,10 @@ class Controllers:
                     continue
                 if md.get("deletionTimestamp"):
                     if ALB_FINALIZER in (md.get("finalizers") or []):
-                        work.append(("delete", copy.deepcopy(ing)))
+                        # an IngressGroup's ALB stays while another member of the group lives
+                        shared = any(o is not ing and self.is_alb(o) and not o["metadata"].get("deletionTimestamp")
+                                     and self.stack(o) == self.stack(ing) for o in s.all_of(irt.gp))
+                        work.append(("release" if shared else "delete", copy.deepcopy(ing)))
                     continue
                 t0 = self.ing_seen.setdefault(uid, now)
                 if now - t0 < delay:
@@ -409,7 +415,8 @@ class Controllers:
                         new["status"] = {"loadBalancer": {"ingress": [{"hostname": host}]}}
                         s.update(irt, md["namespace"], md["name"], new, "controller", "status")
                 else:
-                    self.delete_alb(ing)
+                    if op == "delete":
+                        self.delete_alb(ing)
                     with s.lock:
                         cur = s.find(irt, md["namespace"], md["name"])
                         if cur is not None and cur["metadata"]["uid"] == md["uid"]:

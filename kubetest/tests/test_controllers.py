@@ -128,3 +128,31 @@ def test_alb_ingress(kube, ns, aws):
     time.sleep(0.3)
     code, n = kube.get(base + "/nginx")
     assert not n["metadata"].get("finalizers") and not (n.get("status") or {}).get("loadBalancer", {}).get("ingress")
+
+
+def test_alb_ingress_group_shares_one_alb(kube, ns, aws):
+    base = ING.format(ns=ns)
+    group = f"g{ns[-8:]}"
+
+    def ing(name):
+        return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                "metadata": {"name": name, "annotations": {"alb.ingress.kubernetes.io/group.name": group}},
+                "spec": {"ingressClassName": "alb", "defaultBackend": {
+                    "service": {"name": name, "port": {"number": 80}}}}}
+
+    def host(o):
+        return ((o.get("status") or {}).get("loadBalancer") or {}).get("ingress")
+
+    for n in ("a", "b"):
+        assert kube.post(base, ing(n))[0] == 201
+    a = kube.wait(base + "/a", lambda c, o: host(o), timeout=15)
+    b = kube.wait(base + "/b", lambda c, o: host(o), timeout=15)
+    assert host(a) == host(b)
+    lb, tags = _alb_for(aws, group)
+    assert tags["ingress.k8s.aws/stack"] == group and lb["LoadBalancerName"].startswith(f"k8s-{group}-")
+    kube.delete(base + "/a")
+    kube.wait(base + "/a", lambda c, o: c == 404, timeout=15)
+    assert _alb_for(aws, group) is not None  # b still uses it
+    kube.delete(base + "/b")
+    kube.wait(base + "/b", lambda c, o: c == 404, timeout=15)
+    assert _alb_for(aws, group) is None
