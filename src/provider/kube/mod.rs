@@ -395,7 +395,59 @@ impl KubeProvider {
         }
     }
 
+    /// Applies, and for a Deployment waits for its rollout: the load
+    /// balancer controller's webhooks are registered only once its pods
+    /// serve them.
     async fn apply(
+        &self,
+        addr: &Address,
+        manifest: &Value,
+        ctx: &OpContext<'_>,
+    ) -> Result<Live, ProviderError> {
+        let live = self.apply_once(addr, manifest, ctx).await?;
+        if addr.kind() == "deployment" {
+            self.wait_rollout(addr, manifest, ctx).await?;
+        }
+        Ok(live)
+    }
+
+    async fn wait_rollout(
+        &self,
+        addr: &Address,
+        manifest: &Value,
+        ctx: &OpContext<'_>,
+    ) -> Result<(), ProviderError> {
+        let (api, name) = self.api(addr, manifest).await?;
+        let started = tokio::time::Instant::now();
+        loop {
+            let obj = api
+                .get(&name)
+                .await
+                .map_err(|e| api_error(addr, "get", &e))?;
+            let v = serde_json::to_value(&obj).unwrap_or(Value::Null);
+            match rollout(&v) {
+                Rollout::Done => return Ok(()),
+                Rollout::Failed(why) => return Err(err(addr, "RolloutFailed", why, false)),
+                Rollout::Waiting(what) if started.elapsed() < Duration::from_secs(10 * 60) => {
+                    ctx.status(&format!(
+                        "rollout: {what} ({}s)",
+                        started.elapsed().as_secs()
+                    ));
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Rollout::Waiting(what) => {
+                    return Err(err(
+                        addr,
+                        "RolloutTimeout",
+                        format!("rollout not finished after 10 minutes: {what}"),
+                        true,
+                    ));
+                }
+            }
+        }
+    }
+
+    async fn apply_once(
         &self,
         addr: &Address,
         manifest: &Value,
@@ -424,6 +476,61 @@ impl KubeProvider {
             }
         }
     }
+}
+
+/// Where a Deployment's rollout is, by the rules `kubectl rollout status` uses.
+#[derive(Debug, PartialEq)]
+enum Rollout {
+    Done,
+    Waiting(String),
+    Failed(String),
+}
+
+fn rollout(d: &Value) -> Rollout {
+    let n = |p: &str| d.pointer(p).and_then(Value::as_i64).unwrap_or(0);
+    let generation = n("/metadata/generation");
+    let observed = n("/status/observedGeneration");
+    if observed < generation {
+        return Rollout::Waiting("waiting for the controller to see the new spec".into());
+    }
+    let conditions = d
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if let Some(c) = conditions
+        .iter()
+        .find(|c| c["type"] == "Progressing" && c["reason"] == "ProgressDeadlineExceeded")
+    {
+        return Rollout::Failed(format!(
+            "the rollout exceeded its progress deadline: {}",
+            c["message"].as_str().unwrap_or("")
+        ));
+    }
+    let want = d
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    let (updated, available, total) = (
+        n("/status/updatedReplicas"),
+        n("/status/availableReplicas"),
+        n("/status/replicas"),
+    );
+    if updated < want {
+        return Rollout::Waiting(format!("{updated} of {want} replicas updated"));
+    }
+    if total > updated {
+        return Rollout::Waiting(format!(
+            "{} old replicas pending termination",
+            total - updated
+        ));
+    }
+    if available < updated {
+        return Rollout::Waiting(format!(
+            "{available} of {updated} updated replicas available"
+        ));
+    }
+    Rollout::Done
 }
 
 fn manifest_of<'a>(addr: &Address, attrs: &'a Attrs) -> Result<&'a Value, ProviderError> {
@@ -593,6 +700,34 @@ mod tests {
                 "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "app", "image": "app:2"}]}}}
             })
         );
+    }
+
+    #[test]
+    fn rollout_follows_kubectl_rollout_status() {
+        let d = |generation: i64, status: Value| json!({"metadata": {"generation": generation}, "spec": {"replicas": 2}, "status": status});
+        assert!(matches!(
+            rollout(&d(2, json!({"observedGeneration": 1}))),
+            Rollout::Waiting(_)
+        ));
+        assert!(matches!(
+            rollout(&d(
+                1,
+                json!({"observedGeneration": 1, "updatedReplicas": 1, "replicas": 2, "availableReplicas": 1})
+            )),
+            Rollout::Waiting(_)
+        ));
+        assert_eq!(
+            rollout(&d(
+                1,
+                json!({"observedGeneration": 1, "updatedReplicas": 2, "replicas": 2, "availableReplicas": 2})
+            )),
+            Rollout::Done
+        );
+        let failed = d(
+            1,
+            json!({"observedGeneration": 1, "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "ReplicaSet \"x\" has timed out progressing."}]}),
+        );
+        assert!(matches!(rollout(&failed), Rollout::Failed(m) if m.contains("timed out")));
     }
 
     #[test]
