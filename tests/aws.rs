@@ -176,6 +176,12 @@ fn applies_from_empty_converges_and_a_no_op_refresh_is_cheap() {
     p.run(&["plan", "--detailed-exitcode"])
         .code(0)
         .stdout_has("No changes.");
+    // `[ingress] iam_policy_file` replaced the embedded controller policy.
+    let policy = &p.state()["resources"]["aws.iam_policy.lb_controller"]["attributes"]["policy"];
+    assert_eq!(
+        policy["Statement"][0]["Sid"],
+        "TestFixtureNotTheControllersPolicy"
+    );
 
     // One read call per resource type, not per resource.
     aws.reset_calls();

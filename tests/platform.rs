@@ -82,6 +82,14 @@ fn one_apply_goes_from_empty_to_a_working_platform_and_keeps_it_there() {
         "{args}"
     );
     assert!(kube.get(&["ingressclass", "alb"]).is_some());
+    // The controller's IAM policy is upstream's for the pinned version.
+    let policy = &p.state()["resources"]["aws.iam_policy.lb_controller"]["attributes"]["policy"];
+    assert_eq!(policy["Statement"].as_array().map(Vec::len), Some(16));
+    assert!(
+        policy
+            .to_string()
+            .contains("elasticloadbalancing:CreateLoadBalancer")
+    );
     assert!(
         kube.get(&["crd", "targetgroupbindings.elbv2.k8s.aws"])
             .is_some()

@@ -10,10 +10,10 @@ pub struct Release {
     pub image: &'static str,
     /// Upstream `docs/install/iam_policy.json` at the release tag, verbatim.
     ///
-    /// `None` means the document has not been embedded yet: unless the stack
-    /// gives one with `[ingress] iam_policy_file`, the
-    /// `aws.iam_policy.lb_controller` resource has no `policy` and creating
-    /// it fails rather than guess. Embedding it is tracked as the
+    /// `None` would mean no document is embedded: unless the stack gives one
+    /// with `[ingress] iam_policy_file`, the `aws.iam_policy.lb_controller`
+    /// resource would have no `policy` and creating it would fail rather
+    /// than guess. Embedding it is tracked as the
     /// "LBC IAM policy" gap in docs/stack.md.
     pub iam_policy: Option<&'static str>,
     /// Where the IAM policy comes from.
@@ -24,7 +24,9 @@ pub struct Release {
 pub static RELEASES: &[Release] = &[Release {
     version: "2.8.2",
     image: "public.ecr.aws/eks/aws-load-balancer-controller:v2.8.2",
-    iam_policy: None,
+    // Upstream's docs/install/iam_policy.json at v2.8.2, as packaged
+    // verbatim in aws-cdk-lib 2.170.0 (aws-eks/lib/addons/alb-iam_policy-v2.8.2.json).
+    iam_policy: Some(include_str!("lbc/v2.8.2/iam_policy.json")),
     iam_policy_source: "https://raw.githubusercontent.com/kubernetes-sigs/aws-load-balancer-controller/v2.8.2/docs/install/iam_policy.json",
 }];
 

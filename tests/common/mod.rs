@@ -103,14 +103,14 @@ impl Project {
         }
     }
 
-    /// The reference stack against the local AWS: real AWS provider for the
-    /// kinds it manages, the simulated cloud for EKS and Kubernetes, and a
-    /// stand-in for the load balancer controller's IAM policy.
+    /// The reference stack against the local AWS: the real AWS provider, the
+    /// simulated cloud for Kubernetes objects, and the controller's IAM
+    /// policy from a file (`[ingress] iam_policy_file`).
     /// The whole reference platform against the local AWS and the
     /// Kubernetes test server: no simulated cloud at all.
     pub fn platform_on(aws: &localaws::LocalAws, kube: &kubetest::KubeTest) -> Project {
-        let mut p = Project::reference_on(aws);
-        p.env.retain(|(k, _)| *k != "SLIPWAY_FAKE_KINDS");
+        let mut p = Project::reference();
+        p.env = aws.env();
         p.env
             .push(("SLIPWAY_KUBECONFIG", kube.kubeconfig.display().to_string()));
         p.simulated = false;

@@ -593,7 +593,16 @@ fn eks_extras(
         )
         .attr("tags", b.tags(&policy_addr, &name, &[]));
     if let Some(doc) = &s.ingress_policy {
-        p = p.attr("policy", lit(doc.clone()));
+        // Upstream's document is written for the `aws` partition.
+        let doc = match b.partition() {
+            "aws" => doc.clone(),
+            other => serde_json::from_str(
+                &doc.to_string()
+                    .replace("arn:aws:", &format!("arn:{other}:")),
+            )
+            .unwrap_or_else(|_| doc.clone()),
+        };
+        p = p.attr("policy", lit(doc));
     }
     b.push(p);
 
