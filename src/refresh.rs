@@ -19,10 +19,41 @@ pub struct Refreshed {
 }
 
 /// Why refresh failed: every resource that could not be read.
-#[derive(Debug, thiserror::Error)]
-#[error("could not read {} resource(s) from the cloud: {}", errors.len(), errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+#[derive(Debug)]
 pub struct RefreshError {
     pub errors: Vec<ProviderError>,
+}
+
+impl std::error::Error for RefreshError {}
+
+impl std::fmt::Display for RefreshError {
+    /// One line per distinct failure: an unreachable cluster is one line,
+    /// not one per object.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut distinct: Vec<(&str, &str, Vec<&Address>)> = Vec::new();
+        for e in &self.errors {
+            match distinct
+                .iter_mut()
+                .find(|(c, m, _)| *c == e.code && *m == e.message)
+            {
+                Some((_, _, addrs)) => addrs.push(&e.addr),
+                None => distinct.push((&e.code, &e.message, vec![&e.addr])),
+            }
+        }
+        write!(
+            f,
+            "could not read {} resource(s) from the cloud",
+            self.errors.len()
+        )?;
+        for (code, message, addrs) in distinct {
+            let who = match addrs.len() {
+                1 => format!("`{}`", addrs[0]),
+                n => format!("`{}` and {} more", addrs[0], n - 1),
+            };
+            write!(f, "\n  {who}: {code}: {message}")?;
+        }
+        Ok(())
+    }
 }
 
 /// Reads the live objects of everything in `state`.

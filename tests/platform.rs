@@ -137,3 +137,36 @@ fn one_apply_goes_from_empty_to_a_working_platform_and_keeps_it_there() {
     assert!(kube.get(&["namespace", "smallcase-blue"]).is_none());
     assert_eq!(p.state_count(), 0);
 }
+
+#[test]
+fn an_unreachable_cluster_is_one_clear_error_naming_the_endpoint() {
+    let aws = LocalAws::start(&["--time-scale", "0.002"]);
+    let kube = KubeTest::start(&aws.endpoint);
+    kube.seed_eks_defaults();
+    let p = Project::platform_on(&aws, &kube);
+    p.run(&["apply", "--auto-approve"]).success();
+    // The cluster's API goes away; its kubeconfig stays.
+    let kubeconfig = std::fs::read_to_string(&kube.kubeconfig).unwrap();
+    let server = kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .unwrap()
+        .to_string();
+    let kept = p.path("kubeconfig");
+    std::fs::write(&kept, &kubeconfig).unwrap();
+    drop(kube);
+    let mut p = p;
+    p.env.retain(|(k, _)| *k != "SLIPWAY_KUBECONFIG");
+    p.env
+        .push(("SLIPWAY_KUBECONFIG", kept.display().to_string()));
+    let run = p.run(&["plan"]);
+    run.code(1)
+        .stderr_has("cannot reach the Kubernetes API at")
+        .stderr_has(&server);
+    assert_eq!(
+        run.stderr.matches("KubernetesUnreachable").count(),
+        1,
+        "one line, not one per object:\n{}",
+        run.stderr
+    );
+}
