@@ -135,11 +135,6 @@ pub static KINDS: &[KindSpec] = &[
         &["cluster_name", "principal_arn", "type"],
         &["id", "arn"],
     ),
-    kind(
-        "aws.eks_access_policy_association",
-        &["cluster_name", "principal_arn", "policy_arn"],
-        &["id"],
-    ),
     kind("k8s.namespace", &[], K8S_OUT),
     kind("k8s.deployment_patch", &[], K8S_OUT),
     kind("k8s.service_account", &[], K8S_OUT),
@@ -206,5 +201,19 @@ mod tests {
         }
         assert!(spec_opt("aws.subnet").is_some());
         assert!(spec_opt("aws.nope").is_none());
+    }
+}
+
+#[cfg(test)]
+mod served {
+    /// Every catalogued kind has a provider that manages it.
+    #[test]
+    fn every_kind_is_served() {
+        for k in super::KINDS {
+            let served = crate::provider::aws::KINDS.contains(&k.key)
+                || k.key.starts_with("k8s.")
+                || k.key.starts_with("tls.");
+            assert!(served, "no provider manages `{}`", k.key);
+        }
     }
 }

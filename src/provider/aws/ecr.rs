@@ -7,7 +7,7 @@ use aws_sdk_ecr::types::{
 };
 use serde_json::{Value, json};
 
-use super::error::{code_of, invalid, sdk_error};
+use super::error::{absent_ok, code_of, invalid, sdk_error};
 use super::tags::{ADDRESS_TAG, STACK_TAG};
 use super::{Aws, b, live, s, s_opt};
 use crate::addr::Address;
@@ -362,42 +362,27 @@ pub async fn delete(
     prior: &Live,
     _ctx: &OpContext<'_>,
 ) -> Result<(), ProviderError> {
-    let result = if addr.kind() == "ecr_repository" {
-        aws.ecr
-            .delete_repository()
-            .repository_name(&prior.id)
-            .force(true)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| {
-                (
-                    code_of(&e).map(str::to_string),
-                    sdk_error(addr, "DeleteRepository", &e),
-                )
-            })
+    if addr.kind() == "ecr_repository" {
+        absent_ok(
+            addr,
+            "DeleteRepository",
+            aws.ecr
+                .delete_repository()
+                .repository_name(&prior.id)
+                .force(true)
+                .send()
+                .await,
+        )?;
     } else {
-        aws.ecr
-            .delete_lifecycle_policy()
-            .repository_name(&prior.id)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| {
-                (
-                    code_of(&e).map(str::to_string),
-                    sdk_error(addr, "DeleteLifecyclePolicy", &e),
-                )
-            })
-    };
-    match result {
-        Ok(()) => Ok(()),
-        Err((Some(code), _))
-            if code == "RepositoryNotFoundException"
-                || code == "LifecyclePolicyNotFoundException" =>
-        {
-            Ok(())
-        }
-        Err((_, e)) => Err(e),
+        absent_ok(
+            addr,
+            "DeleteLifecyclePolicy",
+            aws.ecr
+                .delete_lifecycle_policy()
+                .repository_name(&prior.id)
+                .send()
+                .await,
+        )?;
     }
+    Ok(())
 }

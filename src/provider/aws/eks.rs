@@ -16,7 +16,7 @@ use aws_sdk_eks::types::{
 };
 use serde_json::{Value, json};
 
-use super::error::{code_of, invalid, sdk_error};
+use super::error::{absent_ok, code_of, invalid, sdk_error};
 use super::tags::{ADDRESS_TAG, STACK_TAG};
 use super::{Aws, b, live, s, s_opt, strings};
 use crate::addr::Address;
@@ -163,11 +163,12 @@ async fn describe_cluster(
     addr: &Address,
     name: &str,
 ) -> Result<Option<aws_sdk_eks::types::Cluster>, ProviderError> {
-    match aws.eks.describe_cluster().name(name).send().await {
-        Ok(out) => Ok(out.cluster().cloned()),
-        Err(e) if code_of(&e) == Some("ResourceNotFoundException") => Ok(None),
-        Err(e) => Err(sdk_error(addr, "DescribeCluster", &e)),
-    }
+    Ok(absent_ok(
+        addr,
+        "DescribeCluster",
+        aws.eks.describe_cluster().name(name).send().await,
+    )?
+    .and_then(|out| out.cluster().cloned()))
 }
 
 pub async fn read_clusters(aws: &Aws, items: &[(Address, Live)]) -> Found {
@@ -1146,11 +1147,12 @@ pub async fn delete(
             let name = prior.id.as_str();
             // Fargate profiles still being deleted keep the cluster in use.
             let r = while_busy(aws, addr, ctx, || async {
-                match aws.eks.delete_cluster().name(name).send().await {
-                    Ok(_) => Ok(()),
-                    Err(e) if code_of(&e) == Some("ResourceNotFoundException") => Ok(()),
-                    Err(e) => Err(sdk_error(addr, "DeleteCluster", &e)),
-                }
+                absent_ok(
+                    addr,
+                    "DeleteCluster",
+                    aws.eks.delete_cluster().name(name).send().await,
+                )
+                .map(|_| ())
             })
             .await;
             r?;
@@ -1172,18 +1174,17 @@ pub async fn delete(
                 return Ok(());
             };
             while_busy(aws, addr, ctx, || async {
-                match aws
-                    .eks
-                    .delete_fargate_profile()
-                    .cluster_name(cluster)
-                    .fargate_profile_name(name)
-                    .send()
-                    .await
-                {
-                    Ok(_) => Ok(()),
-                    Err(e) if code_of(&e) == Some("ResourceNotFoundException") => Ok(()),
-                    Err(e) => Err(sdk_error(addr, "DeleteFargateProfile", &e)),
-                }
+                absent_ok(
+                    addr,
+                    "DeleteFargateProfile",
+                    aws.eks
+                        .delete_fargate_profile()
+                        .cluster_name(cluster)
+                        .fargate_profile_name(name)
+                        .send()
+                        .await,
+                )
+                .map(|_| ())
             })
             .await?;
             aws.wait_until(addr, ctx, "deleted", aws.timeouts.eks_profile, || async {
@@ -1198,29 +1199,27 @@ pub async fn delete(
             let Some((cluster, principal)) = prior.id.split_once('/') else {
                 return Ok(());
             };
-            match aws
-                .eks
-                .delete_access_entry()
-                .cluster_name(cluster)
-                .principal_arn(principal)
-                .send()
-                .await
-            {
-                Ok(_) => Ok(()),
-                Err(e) if code_of(&e) == Some("ResourceNotFoundException") => Ok(()),
-                Err(e) => Err(sdk_error(addr, "DeleteAccessEntry", &e)),
-            }
+            absent_ok(
+                addr,
+                "DeleteAccessEntry",
+                aws.eks
+                    .delete_access_entry()
+                    .cluster_name(cluster)
+                    .principal_arn(principal)
+                    .send()
+                    .await,
+            )
+            .map(|_| ())
         }
-        _ => match aws
-            .iam
-            .delete_open_id_connect_provider()
-            .open_id_connect_provider_arn(&prior.id)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if code_of(&e) == Some("NoSuchEntity") => Ok(()),
-            Err(e) => Err(sdk_error(addr, "DeleteOpenIDConnectProvider", &e)),
-        },
+        _ => absent_ok(
+            addr,
+            "DeleteOpenIDConnectProvider",
+            aws.iam
+                .delete_open_id_connect_provider()
+                .open_id_connect_provider_arn(&prior.id)
+                .send()
+                .await,
+        )
+        .map(|_| ()),
     }
 }

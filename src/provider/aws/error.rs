@@ -88,6 +88,32 @@ where
     }
 }
 
+/// Whether an error code says the object does not exist.
+pub fn is_absent(code: &str) -> bool {
+    code.ends_with("NotFound")
+        || code.ends_with("NotFoundException")
+        || code == "NoSuchEntity"
+        || code == "Gateway.NotAttached"
+}
+
+/// A call's result where "it does not exist" is an answer, not a failure:
+/// `Ok(None)` for the codes [`is_absent`] knows.
+pub fn absent_ok<T, E, R>(
+    addr: &Address,
+    operation: &str,
+    result: Result<T, SdkError<E, R>>,
+) -> Result<Option<T>, ProviderError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if code_of(&e).is_some_and(is_absent) => Ok(None),
+        Err(e) => Err(sdk_error(addr, operation, &e)),
+    }
+}
+
 pub fn not_supported(addr: &Address) -> ProviderError {
     ProviderError::new(
         addr,

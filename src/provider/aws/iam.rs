@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use aws_sdk_iam::types::Tag;
 use serde_json::{Value, json};
 
-use super::error::{code_of, invalid, sdk_error};
+use super::error::{absent_ok, code_of, invalid, sdk_error};
 use super::tags::{ADDRESS_TAG, STACK_TAG};
 use super::{Aws, live, policy, s, s_opt};
 use crate::addr::Address;
@@ -87,31 +87,10 @@ pub async fn read(aws: &Aws, kind: &str, items: &[(Address, Live)]) -> Found {
     Ok(out)
 }
 
-/// `Ok(None)` for IAM's "no such entity".
-fn gone<
-    T,
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata
-        + std::error::Error
-        + Send
-        + Sync
-        + 'static,
-    R: std::fmt::Debug,
->(
-    addr: &Address,
-    op: &str,
-    r: Result<T, aws_smithy_runtime_api::client::result::SdkError<E, R>>,
-) -> Result<Option<T>, ProviderError> {
-    match r {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if code_of(&e) == Some("NoSuchEntity") => Ok(None),
-        Err(e) => Err(sdk_error(addr, op, &e)),
-    }
-}
-
 // ---------------------------------------------------------------- roles
 
 async fn read_role(aws: &Aws, addr: &Address, prior: &Live) -> Result<Option<Live>, ProviderError> {
-    let Some(out) = gone(
+    let Some(out) = absent_ok(
         addr,
         "GetRole",
         aws.iam.get_role().role_name(&prior.id).send().await,
@@ -333,7 +312,7 @@ async fn update_role(
 
 /// Removes what IAM requires gone before a role can be deleted.
 async fn delete_role(aws: &Aws, addr: &Address, name: &str) -> Result<(), ProviderError> {
-    let Some(attached) = gone(
+    let Some(attached) = absent_ok(
         addr,
         "ListAttachedRolePolicies",
         aws.iam
@@ -347,7 +326,7 @@ async fn delete_role(aws: &Aws, addr: &Address, name: &str) -> Result<(), Provid
     };
     for p in attached.attached_policies() {
         if let Some(arn) = p.policy_arn() {
-            gone(
+            absent_ok(
                 addr,
                 "DetachRolePolicy",
                 aws.iam
@@ -359,13 +338,13 @@ async fn delete_role(aws: &Aws, addr: &Address, name: &str) -> Result<(), Provid
             )?;
         }
     }
-    if let Some(inline) = gone(
+    if let Some(inline) = absent_ok(
         addr,
         "ListRolePolicies",
         aws.iam.list_role_policies().role_name(name).send().await,
     )? {
         for p in inline.policy_names() {
-            gone(
+            absent_ok(
                 addr,
                 "DeleteRolePolicy",
                 aws.iam
@@ -377,7 +356,7 @@ async fn delete_role(aws: &Aws, addr: &Address, name: &str) -> Result<(), Provid
             )?;
         }
     }
-    if let Some(profiles) = gone(
+    if let Some(profiles) = absent_ok(
         addr,
         "ListInstanceProfilesForRole",
         aws.iam
@@ -387,7 +366,7 @@ async fn delete_role(aws: &Aws, addr: &Address, name: &str) -> Result<(), Provid
             .await,
     )? {
         for p in profiles.instance_profiles() {
-            gone(
+            absent_ok(
                 addr,
                 "RemoveRoleFromInstanceProfile",
                 aws.iam
@@ -399,7 +378,7 @@ async fn delete_role(aws: &Aws, addr: &Address, name: &str) -> Result<(), Provid
             )?;
         }
     }
-    gone(
+    absent_ok(
         addr,
         "DeleteRole",
         aws.iam.delete_role().role_name(name).send().await,
@@ -421,7 +400,7 @@ async fn read_attachment(
     let Some((role, arn)) = prior.id.split_once('/') else {
         return Ok(None);
     };
-    let Some(out) = gone(
+    let Some(out) = absent_ok(
         addr,
         "ListAttachedRolePolicies",
         aws.iam
@@ -459,7 +438,7 @@ async fn read_inline(
     let Some((role, name)) = prior.id.split_once(':') else {
         return Ok(None);
     };
-    let Some(out) = gone(
+    let Some(out) = absent_ok(
         addr,
         "GetRolePolicy",
         aws.iam
@@ -527,7 +506,7 @@ async fn read_profile(
     addr: &Address,
     prior: &Live,
 ) -> Result<Option<Live>, ProviderError> {
-    let Some(out) = gone(
+    let Some(out) = absent_ok(
         addr,
         "GetInstanceProfile",
         aws.iam
@@ -622,7 +601,7 @@ async fn update_profile(
     let have = s_opt(&prior.attrs, "role");
     if want != have {
         if let Some(old) = have {
-            gone(
+            absent_ok(
                 addr,
                 "RemoveRoleFromInstanceProfile",
                 aws.iam
@@ -654,7 +633,7 @@ async fn update_profile(
 }
 
 async fn delete_profile(aws: &Aws, addr: &Address, name: &str) -> Result<(), ProviderError> {
-    if let Some(out) = gone(
+    if let Some(out) = absent_ok(
         addr,
         "GetInstanceProfile",
         aws.iam
@@ -668,7 +647,7 @@ async fn delete_profile(aws: &Aws, addr: &Address, name: &str) -> Result<(), Pro
             .map(|p| p.roles())
             .unwrap_or_default()
         {
-            gone(
+            absent_ok(
                 addr,
                 "RemoveRoleFromInstanceProfile",
                 aws.iam
@@ -680,7 +659,7 @@ async fn delete_profile(aws: &Aws, addr: &Address, name: &str) -> Result<(), Pro
             )?;
         }
     }
-    gone(
+    absent_ok(
         addr,
         "DeleteInstanceProfile",
         aws.iam
@@ -699,7 +678,7 @@ async fn read_policy(
     addr: &Address,
     prior: &Live,
 ) -> Result<Option<Live>, ProviderError> {
-    let Some(out) = gone(
+    let Some(out) = absent_ok(
         addr,
         "GetPolicy",
         aws.iam.get_policy().policy_arn(&prior.id).send().await,
@@ -711,7 +690,7 @@ async fn read_policy(
         return Ok(None);
     };
     let version = p.default_version_id().unwrap_or("v1");
-    let doc = match gone(
+    let doc = match absent_ok(
         addr,
         "GetPolicyVersion",
         aws.iam
@@ -886,7 +865,7 @@ async fn update_policy(
 }
 
 async fn delete_policy(aws: &Aws, addr: &Address, arn: &str) -> Result<(), ProviderError> {
-    let Some(versions) = gone(
+    let Some(versions) = absent_ok(
         addr,
         "ListPolicyVersions",
         aws.iam.list_policy_versions().policy_arn(arn).send().await,
@@ -900,7 +879,7 @@ async fn delete_policy(aws: &Aws, addr: &Address, arn: &str) -> Result<(), Provi
         .filter(|v| !v.is_default_version())
     {
         if let Some(id) = v.version_id() {
-            gone(
+            absent_ok(
                 addr,
                 "DeletePolicyVersion",
                 aws.iam
@@ -912,7 +891,7 @@ async fn delete_policy(aws: &Aws, addr: &Address, arn: &str) -> Result<(), Provi
             )?;
         }
     }
-    gone(
+    absent_ok(
         addr,
         "DeletePolicy",
         aws.iam.delete_policy().policy_arn(arn).send().await,
@@ -991,7 +970,7 @@ pub async fn delete(
             let Some((role, arn)) = prior.id.split_once('/') else {
                 return Ok(());
             };
-            gone(
+            absent_ok(
                 addr,
                 "DetachRolePolicy",
                 aws.iam
@@ -1007,7 +986,7 @@ pub async fn delete(
             let Some((role, name)) = prior.id.split_once(':') else {
                 return Ok(());
             };
-            gone(
+            absent_ok(
                 addr,
                 "DeleteRolePolicy",
                 aws.iam

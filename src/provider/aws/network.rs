@@ -9,7 +9,7 @@ use aws_sdk_ec2::types::{
 };
 use serde_json::json;
 
-use super::error::{code_of, invalid, sdk_error};
+use super::error::{absent_ok, invalid, sdk_error};
 use super::tags::{self, filter, owner_filters};
 use super::{Aws, b, live, s, s_opt};
 use crate::addr::Address;
@@ -51,12 +51,6 @@ fn batch_addr(items: &[(Address, Live)]) -> Address {
         .first()
         .map(|(a, _)| a.clone())
         .unwrap_or_else(|| Address::domain_wide(crate::addr::Domain::Aws))
-}
-
-fn is_gone(code: Option<&str>) -> bool {
-    code.is_some_and(|c| {
-        c.ends_with(".NotFound") || c.ends_with("NotFound") || c == "InvalidAssociationID.NotFound"
-    })
 }
 
 // ---------------------------------------------------------------- VPC
@@ -974,6 +968,7 @@ pub async fn delete(
     ctx: &OpContext<'_>,
 ) -> Result<(), ProviderError> {
     let id = prior.id.as_str();
+    let ec2 = &aws.ec2;
     let result = aws
         .retry_consistency(
             ctx,
@@ -983,138 +978,79 @@ pub async fn delete(
                 "AuthFailure.AddressInUse",
             ],
             || async {
-                let r: Result<(), (Option<String>, ProviderError)> = match addr.kind() {
-                    "vpc" => aws
-                        .ec2
-                        .delete_vpc()
-                        .vpc_id(id)
-                        .send()
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| {
-                            (
-                                code_of(&e).map(str::to_string),
-                                sdk_error(addr, "DeleteVpc", &e),
-                            )
-                        }),
+                match addr.kind() {
+                    "vpc" => absent_ok(addr, "DeleteVpc", ec2.delete_vpc().vpc_id(id).send().await)
+                        .map(|_| ()),
                     "internet_gateway" => {
                         if let Some(vpc) = s_opt(&prior.attrs, "vpc_id") {
-                            match aws
-                                .ec2
-                                .detach_internet_gateway()
-                                .internet_gateway_id(id)
-                                .vpc_id(vpc)
-                                .send()
-                                .await
-                            {
-                                Ok(_) => {}
-                                Err(e)
-                                    if is_gone(code_of(&e))
-                                        || code_of(&e) == Some("Gateway.NotAttached") => {}
-                                Err(e) => return Err(sdk_error(addr, "DetachInternetGateway", &e)),
-                            }
+                            absent_ok(
+                                addr,
+                                "DetachInternetGateway",
+                                ec2.detach_internet_gateway()
+                                    .internet_gateway_id(id)
+                                    .vpc_id(vpc)
+                                    .send()
+                                    .await,
+                            )?;
                         }
-                        aws.ec2
-                            .delete_internet_gateway()
-                            .internet_gateway_id(id)
-                            .send()
-                            .await
-                            .map(|_| ())
-                            .map_err(|e| {
-                                (
-                                    code_of(&e).map(str::to_string),
-                                    sdk_error(addr, "DeleteInternetGateway", &e),
-                                )
-                            })
+                        absent_ok(
+                            addr,
+                            "DeleteInternetGateway",
+                            ec2.delete_internet_gateway()
+                                .internet_gateway_id(id)
+                                .send()
+                                .await,
+                        )
+                        .map(|_| ())
                     }
-                    "subnet" => aws
-                        .ec2
-                        .delete_subnet()
-                        .subnet_id(id)
-                        .send()
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| {
-                            (
-                                code_of(&e).map(str::to_string),
-                                sdk_error(addr, "DeleteSubnet", &e),
-                            )
-                        }),
-                    "eip" => aws
-                        .ec2
-                        .release_address()
-                        .allocation_id(id)
-                        .send()
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| {
-                            (
-                                code_of(&e).map(str::to_string),
-                                sdk_error(addr, "ReleaseAddress", &e),
-                            )
-                        }),
-                    "nat_gateway" => aws
-                        .ec2
-                        .delete_nat_gateway()
-                        .nat_gateway_id(id)
-                        .send()
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| {
-                            (
-                                code_of(&e).map(str::to_string),
-                                sdk_error(addr, "DeleteNatGateway", &e),
-                            )
-                        }),
-                    "route_table" => aws
-                        .ec2
-                        .delete_route_table()
-                        .route_table_id(id)
-                        .send()
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| {
-                            (
-                                code_of(&e).map(str::to_string),
-                                sdk_error(addr, "DeleteRouteTable", &e),
-                            )
-                        }),
+                    "subnet" => absent_ok(
+                        addr,
+                        "DeleteSubnet",
+                        ec2.delete_subnet().subnet_id(id).send().await,
+                    )
+                    .map(|_| ()),
+                    "eip" => absent_ok(
+                        addr,
+                        "ReleaseAddress",
+                        ec2.release_address().allocation_id(id).send().await,
+                    )
+                    .map(|_| ()),
+                    "nat_gateway" => absent_ok(
+                        addr,
+                        "DeleteNatGateway",
+                        ec2.delete_nat_gateway().nat_gateway_id(id).send().await,
+                    )
+                    .map(|_| ()),
+                    "route_table" => absent_ok(
+                        addr,
+                        "DeleteRouteTable",
+                        ec2.delete_route_table().route_table_id(id).send().await,
+                    )
+                    .map(|_| ()),
                     "route" => {
                         let Some((table, dest)) = split_route_id(id) else {
                             return Ok(());
                         };
-                        aws.ec2
-                            .delete_route()
-                            .route_table_id(table)
-                            .destination_cidr_block(dest)
-                            .send()
-                            .await
-                            .map(|_| ())
-                            .map_err(|e| {
-                                (
-                                    code_of(&e).map(str::to_string),
-                                    sdk_error(addr, "DeleteRoute", &e),
-                                )
-                            })
-                    }
-                    _ => aws
-                        .ec2
-                        .disassociate_route_table()
-                        .association_id(id)
-                        .send()
-                        .await
+                        absent_ok(
+                            addr,
+                            "DeleteRoute",
+                            ec2.delete_route()
+                                .route_table_id(table)
+                                .destination_cidr_block(dest)
+                                .send()
+                                .await,
+                        )
                         .map(|_| ())
-                        .map_err(|e| {
-                            (
-                                code_of(&e).map(str::to_string),
-                                sdk_error(addr, "DisassociateRouteTable", &e),
-                            )
-                        }),
-                };
-                match r {
-                    Ok(()) => Ok(()),
-                    Err((code, _)) if is_gone(code.as_deref()) => Ok(()),
-                    Err((_, e)) => Err(e),
+                    }
+                    _ => absent_ok(
+                        addr,
+                        "DisassociateRouteTable",
+                        ec2.disassociate_route_table()
+                            .association_id(id)
+                            .send()
+                            .await,
+                    )
+                    .map(|_| ()),
                 }
             },
         )
