@@ -983,9 +983,10 @@ pub async fn create_oidc(
                 .map_err(|e| invalid(addr, format!("bad tag: {e}")))
         })
         .collect::<Result<_, _>>()?;
-    // IAM trusts the issuers' certificates through its own root CA library
-    // for EKS, so no thumbprint is pinned (a pinned one breaks when the
-    // issuer's certificate chain rotates).
+    // No thumbprint list: CreateOpenIDConnectProvider then retrieves the
+    // issuer's top intermediate CA thumbprint itself (and IAM verifies EKS
+    // issuers through its trusted CA library), so slipway needs no TLS
+    // connection to the issuer and never pins a stale one.
     let created = aws
         .iam
         .create_open_id_connect_provider()
