@@ -74,10 +74,10 @@ pub async fn refresh(providers: &Providers, state: &State) -> Result<Refreshed, 
             .collect();
         let known = &known;
         async move {
-            let (reads, found) = futures::join!(
-                provider.read_many(&items),
-                provider.discover(state.stack(), known)
-            );
+            // Reads first: a provider connects on first use, and discovery
+            // only looks where the state says something is.
+            let reads = provider.read_many(&items).await;
+            let found = provider.discover(state.stack(), known).await;
             let found = found.map(|objects| {
                 objects
                     .into_iter()

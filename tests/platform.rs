@@ -127,6 +127,23 @@ fn one_apply_goes_from_empty_to_a_working_platform_and_keeps_it_there() {
     assert_eq!(labels["team"], "payments");
     p.run(&["plan", "--detailed-exitcode"]).code(0);
 
+    // An object labelled as the stack's that the state does not know is reported.
+    let stray = p.path("stray.yaml");
+    std::fs::write(&stray, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: stray\n  labels:\n    slipway.dev/stack: smallcase\n").unwrap();
+    assert!(
+        kube.kubectl(&["apply", "-f", stray.to_str().unwrap()])
+            .status
+            .success()
+    );
+    p.run(&["drift"])
+        .code(2)
+        .stdout_has("k8s.namespace.stray exists");
+    assert!(
+        kube.kubectl(&["delete", "namespace", "stray"])
+            .status
+            .success()
+    );
+
     // One environment goes, shared infrastructure stays.
     p.run(&["destroy", "--env", "green", "--auto-approve"])
         .success();

@@ -30,6 +30,52 @@ use crate::resource::{Attrs, Live};
 /// The field manager of everything slipway applies.
 pub const FIELD_MANAGER: &str = "slipway";
 
+/// The label every object slipway creates carries, naming its stack.
+pub const STACK_LABEL: &str = "slipway.dev/stack";
+
+/// The kinds slipway creates, for finding objects the state lost:
+/// (apiVersion, kind, catalog kind).
+const DISCOVERABLE: &[(&str, &str, &str)] = &[
+    ("v1", "Namespace", "namespace"),
+    ("v1", "ServiceAccount", "service_account"),
+    ("v1", "Secret", "secret"),
+    ("v1", "Service", "service"),
+    ("apps/v1", "Deployment", "deployment"),
+    ("rbac.authorization.k8s.io/v1", "Role", "role"),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "RoleBinding",
+        "role_binding",
+    ),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRole",
+        "cluster_role",
+    ),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRoleBinding",
+        "cluster_role_binding",
+    ),
+    ("apiextensions.k8s.io/v1", "CustomResourceDefinition", "crd"),
+    (
+        "admissionregistration.k8s.io/v1",
+        "MutatingWebhookConfiguration",
+        "mutating_webhook_configuration",
+    ),
+    (
+        "admissionregistration.k8s.io/v1",
+        "ValidatingWebhookConfiguration",
+        "validating_webhook_configuration",
+    ),
+    ("networking.k8s.io/v1", "IngressClass", "ingress_class"),
+    (
+        "elbv2.k8s.aws/v1beta1",
+        "IngressClassParams",
+        "ingress_class_params",
+    ),
+];
+
 /// Where the cluster's API is.
 #[derive(Clone)]
 pub enum Connection {
@@ -582,14 +628,57 @@ impl Provider for KubeProvider {
         }
     }
 
+    /// Objects of the kinds slipway manages that carry the stack's label but
+    /// that the state does not know. Only once connected, i.e. when the state
+    /// has Kubernetes objects: a plan of a new stack needs no cluster.
     async fn discover(
         &self,
-        _stack: &str,
-        _known: &BTreeSet<String>,
+        stack: &str,
+        known: &BTreeSet<String>,
     ) -> Result<BTreeMap<Address, Live>, ProviderError> {
-        // Kubernetes objects are found through the stack's labels only by
-        // listing every kind; not done yet (see docs/kubernetes.md).
-        Ok(BTreeMap::new())
+        let Some((client, _)) = self.client.get() else {
+            return Ok(BTreeMap::new());
+        };
+        let probe = Address::domain_wide(crate::addr::Domain::K8s);
+        let selector = format!("{STACK_LABEL}={stack}");
+        let mut out = BTreeMap::new();
+        for (api_version, kind, catalog) in DISCOVERABLE {
+            let manifest = json!({"apiVersion": api_version, "kind": kind});
+            // A kind the cluster does not serve (a CRD gone) has nothing to find.
+            let Ok((ar, caps)) = self.resource(&probe, client, &manifest).await else {
+                continue;
+            };
+            let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+            let list = api
+                .list(&kube::api::ListParams::default().labels(&selector))
+                .await
+                .map_err(|e| api_error(&probe, "list", &e))?;
+            for obj in list {
+                let name = obj.metadata.name.clone().unwrap_or_default();
+                let id = match (&caps.scope, &obj.metadata.namespace) {
+                    (Scope::Namespaced, Some(ns)) => format!("{ns}/{name}"),
+                    _ => name,
+                };
+                if known.contains(&id) {
+                    continue;
+                }
+                if let Ok(addr) = Address::new(crate::addr::Domain::K8s, catalog, &id) {
+                    let uid = obj.metadata.uid.clone().unwrap_or_default();
+                    out.insert(
+                        addr,
+                        Live {
+                            id: id.clone(),
+                            attrs: [
+                                ("id".to_string(), json!(id)),
+                                ("uid".to_string(), json!(uid)),
+                            ]
+                            .into(),
+                        },
+                    );
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn create(
