@@ -9,19 +9,12 @@ use serde_json::{Value, json};
 
 use super::error::{absent_ok, code_of, invalid, sdk_error};
 use super::tags::{ADDRESS_TAG, STACK_TAG};
-use super::{Aws, b, live, s, s_opt};
+use super::{Aws, b, batch_addr, live, s, s_opt};
 use crate::addr::Address;
 use crate::provider::{OpContext, ProviderError};
 use crate::resource::{Attrs, Live};
 
 type Found = Result<BTreeMap<Address, Live>, ProviderError>;
-
-fn batch_addr(items: &[(Address, Live)]) -> Address {
-    items
-        .first()
-        .map(|(a, _)| a.clone())
-        .unwrap_or_else(|| Address::domain_wide(crate::addr::Domain::Aws))
-}
 
 fn ecr_tags(addr: &Address, attrs: &Attrs) -> Result<Vec<Tag>, ProviderError> {
     super::tags::desired(attrs)

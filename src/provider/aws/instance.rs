@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::error::{code_of, invalid, sdk_error};
 use super::tags::{self, filter, owner_filters};
-use super::{Aws, i, live, s, s_opt, strings};
+use super::{Aws, batch_addr, i, live, s, s_opt, strings};
 use crate::addr::Address;
 use crate::provider::{OpContext, ProviderError};
 use crate::resource::{Attrs, Live};
@@ -31,13 +31,6 @@ fn b64(s: &str) -> String {
 
 fn profile_name(arn: &str) -> &str {
     arn.rsplit('/').next().unwrap_or(arn)
-}
-
-fn batch_addr(items: &[(Address, Live)]) -> Address {
-    items
-        .first()
-        .map(|(a, _)| a.clone())
-        .unwrap_or_else(|| Address::domain_wide(crate::addr::Domain::Aws))
 }
 
 /// One DescribeInstances for all, one DescribeVolumes for their root

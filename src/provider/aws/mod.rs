@@ -271,6 +271,14 @@ impl Aws {
     }
 }
 
+/// The address a batched call's errors are reported against.
+fn batch_addr(items: &[(Address, Live)]) -> Address {
+    items
+        .first()
+        .map(|(a, _)| a.clone())
+        .unwrap_or_else(|| Address::domain_wide(crate::addr::Domain::Aws))
+}
+
 /// A string attribute of the desired object.
 fn s<'a>(addr: &Address, attrs: &'a Attrs, key: &str) -> Result<&'a str, ProviderError> {
     attrs.get(key).and_then(Value::as_str).ok_or_else(|| {

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::error::{absent_ok, invalid, sdk_error};
 use super::tags::{self, filter, owner_filters};
-use super::{Aws, b, live, s, s_opt};
+use super::{Aws, b, batch_addr, live, s, s_opt};
 use crate::addr::Address;
 use crate::provider::{OpContext, ProviderError};
 use crate::resource::{Attrs, Live};
@@ -44,13 +44,6 @@ fn by_id(items: &[(Address, Live)], found: Vec<Live>) -> BTreeMap<Address, Live>
         }
     }
     out
-}
-
-fn batch_addr(items: &[(Address, Live)]) -> Address {
-    items
-        .first()
-        .map(|(a, _)| a.clone())
-        .unwrap_or_else(|| Address::domain_wide(crate::addr::Domain::Aws))
 }
 
 // ---------------------------------------------------------------- VPC

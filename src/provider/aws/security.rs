@@ -10,19 +10,12 @@ use serde_json::json;
 
 use super::error::{code_of, invalid, sdk_error};
 use super::tags::{self, filter, owner_filters};
-use super::{Aws, i, live, s, s_opt, strings};
+use super::{Aws, batch_addr, i, live, s, s_opt, strings};
 use crate::addr::Address;
 use crate::provider::{OpContext, ProviderError};
 use crate::resource::{Attrs, Live};
 
 type Found = Result<BTreeMap<Address, Live>, ProviderError>;
-
-fn batch_addr(items: &[(Address, Live)]) -> Address {
-    items
-        .first()
-        .map(|(a, _)| a.clone())
-        .unwrap_or_else(|| Address::domain_wide(crate::addr::Domain::Aws))
-}
 
 pub async fn read_groups(aws: &Aws, items: &[(Address, Live)]) -> Found {
     let at = batch_addr(items);
