@@ -413,3 +413,59 @@ fn apply_converges_through_throttling_and_server_errors() {
     aws.configure(json!({"faults": {"rate": 0.0}}));
     p.run(&["plan", "--detailed-exitcode"]).code(0);
 }
+
+#[test]
+fn a_fargate_profile_waits_while_eks_changes_another_one() {
+    let aws = launch();
+    let p = Project::reference_on(&aws);
+    p.run(&["apply", "--auto-approve"]).success();
+
+    // Someone else starts a Fargate profile change that lasts ~2 s.
+    aws.configure(json!({"durations": {"eks_fargate_profile_create": 1000}}));
+    let state = p.state();
+    let role = state["resources"]["aws.iam_role.fargate_pod_execution"]["attributes"]["arn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let subnet = state["resources"]["aws.subnet.private_a"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    rt().block_on(async {
+        let eks = aws.eks().await;
+        eks.create_fargate_profile()
+            .cluster_name("smallcase")
+            .fargate_profile_name("someone-else")
+            .pod_execution_role_arn(role)
+            .subnets(subnet)
+            .selectors(
+                aws_sdk_eks::types::FargateProfileSelector::builder()
+                    .namespace("elsewhere")
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    });
+
+    // A new environment needs a profile of its own meanwhile.
+    p.edit_stack(
+        "[environments.develop]",
+        "[environments.qa]\nbranch = \"qa\"\nnamespace = \"smallcase-qa\"\noverlay = \"k8s/overlays/develop\"\n\n[environments.develop]",
+    );
+    aws.reset_calls();
+    let run = p.run(&["apply", "--auto-approve"]);
+    run.success().stdout_has("aws.eks_fargate_profile.qa");
+    assert!(
+        !run.stdout.contains("ResourceInUseException")
+            && !run.stderr.contains("ResourceInUseException"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        calls_of(&aws, "CreateFargateProfile") >= 2,
+        "EKS refused at least once: {}",
+        aws.calls()
+    );
+    p.run(&["plan", "--detailed-exitcode"]).code(0);
+}

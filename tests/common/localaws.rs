@@ -80,6 +80,19 @@ impl LocalAws {
         ]
     }
 
+    /// An EKS client, to act on the cluster the way someone else would.
+    pub async fn eks(&self) -> aws_sdk_eks::Client {
+        let creds =
+            aws_credential_types::Credentials::new("testing", "testing", None, None, "tests");
+        let config = aws_sdk_eks::Config::builder()
+            .behavior_version(aws_sdk_eks::config::BehaviorVersion::latest())
+            .region(aws_sdk_eks::config::Region::new("ap-south-1"))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(creds)
+            .build();
+        aws_sdk_eks::Client::from_conf(config)
+    }
+
     /// An EC2 client for checking what exists, independently of slipway.
     pub async fn ec2(&self) -> aws_sdk_ec2::Client {
         let creds =
