@@ -204,11 +204,7 @@ pub async fn make_plan(
                 "this version of slipway cannot manage {} resources yet",
                 unmanageable.join(", ")
             ),
-            format!(
-                "EKS and Kubernetes support is not built in yet; `{}=PATH {}=missing` simulates those kinds locally",
-                crate::env::FAKE_CLOUD,
-                crate::env::FAKE_KINDS
-            ),
+            "every kind slipway plans has a provider, so this is a bug in slipway; please report it with the stack file",
         ));
     }
     let empty = State::new(stack.name());
