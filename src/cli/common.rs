@@ -154,11 +154,7 @@ impl Ctx<'_> {
         ));
         let connection = match &self.global.kubeconfig {
             Some(path) => Connection::Kubeconfig(path.clone()),
-            None => Connection::Eks {
-                cluster: stack.cluster_name().to_string(),
-                region: stack.region().to_string(),
-                config: Box::new(aws.sdk_config().clone()),
-            },
+            None => Connection::eks(&aws, stack.cluster_name(), stack.region()),
         };
         let aws: Arc<dyn crate::provider::Provider> = Arc::new(aws);
         let mut providers = Providers::new()

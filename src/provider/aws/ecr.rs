@@ -218,31 +218,28 @@ pub async fn update_repository(
             .await
             .map_err(|e| sdk_error(addr, "PutImageScanningConfiguration", &e))?;
     }
-    if desired.get("tags") != prior.attrs.get("tags")
-        && let Some(arn) = s_opt(&prior.attrs, "arn")
-    {
-        let want: BTreeMap<String, String> = super::tags::desired(desired).into_iter().collect();
-        let remove: Vec<String> = super::tags::desired(&prior.attrs)
-            .into_iter()
-            .map(|(k, _)| k)
-            .filter(|k| !want.contains_key(k))
-            .collect();
-        if !remove.is_empty() {
+    if let (Some(change), Some(arn)) = (
+        super::tags::change(prior.attrs.get("tags"), desired),
+        s_opt(&prior.attrs, "arn"),
+    ) {
+        if !change.remove.is_empty() {
             aws.ecr
                 .untag_resource()
                 .resource_arn(arn)
-                .set_tag_keys(Some(remove))
+                .set_tag_keys(Some(change.remove))
                 .send()
                 .await
                 .map_err(|e| sdk_error(addr, "UntagResource", &e))?;
         }
-        aws.ecr
-            .tag_resource()
-            .resource_arn(arn)
-            .set_tags(Some(ecr_tags(addr, desired)?))
-            .send()
-            .await
-            .map_err(|e| sdk_error(addr, "TagResource", &e))?;
+        if !change.want.is_empty() {
+            aws.ecr
+                .tag_resource()
+                .resource_arn(arn)
+                .set_tags(Some(ecr_tags(addr, desired)?))
+                .send()
+                .await
+                .map_err(|e| sdk_error(addr, "TagResource", &e))?;
+        }
     }
     read_one(aws, addr, name).await
 }

@@ -478,32 +478,27 @@ async fn sync_tags(
     prior: &Live,
     desired: &Attrs,
 ) -> Result<(), ProviderError> {
-    let want = tag_map(desired);
-    let have: HashMap<String, String> = super::tags::desired(&prior.attrs).into_iter().collect();
-    if want == have {
+    let Some(change) = super::tags::change(prior.attrs.get("tags"), desired) else {
         return Ok(());
-    }
-    let remove: Vec<String> = have
-        .keys()
-        .filter(|k| !want.contains_key(*k))
-        .cloned()
-        .collect();
-    if !remove.is_empty() {
+    };
+    if !change.remove.is_empty() {
         aws.eks
             .untag_resource()
             .resource_arn(arn)
-            .set_tag_keys(Some(remove))
+            .set_tag_keys(Some(change.remove))
             .send()
             .await
             .map_err(|e| sdk_error(addr, "UntagResource", &e))?;
     }
-    aws.eks
-        .tag_resource()
-        .resource_arn(arn)
-        .set_tags(Some(want))
-        .send()
-        .await
-        .map_err(|e| sdk_error(addr, "TagResource", &e))?;
+    if !change.want.is_empty() {
+        aws.eks
+            .tag_resource()
+            .resource_arn(arn)
+            .set_tags(Some(change.want.into_iter().collect()))
+            .send()
+            .await
+            .map_err(|e| sdk_error(addr, "TagResource", &e))?;
+    }
     Ok(())
 }
 
@@ -1088,40 +1083,7 @@ pub async fn update_oidc(
             .await
             .map_err(|e| sdk_error(addr, "RemoveClientIDFromOpenIDConnectProvider", &e))?;
     }
-    if desired.get("tags") != prior.attrs.get("tags") {
-        let want: BTreeMap<String, String> = super::tags::desired(desired).into_iter().collect();
-        let remove: Vec<String> = super::tags::desired(&prior.attrs)
-            .into_iter()
-            .map(|(k, _)| k)
-            .filter(|k| !want.contains_key(k))
-            .collect();
-        if !remove.is_empty() {
-            aws.iam
-                .untag_open_id_connect_provider()
-                .open_id_connect_provider_arn(arn)
-                .set_tag_keys(Some(remove))
-                .send()
-                .await
-                .map_err(|e| sdk_error(addr, "UntagOpenIDConnectProvider", &e))?;
-        }
-        let tags: Vec<aws_sdk_iam::types::Tag> = want
-            .into_iter()
-            .filter_map(|(k, v)| {
-                aws_sdk_iam::types::Tag::builder()
-                    .key(k)
-                    .value(v)
-                    .build()
-                    .ok()
-            })
-            .collect();
-        aws.iam
-            .tag_open_id_connect_provider()
-            .open_id_connect_provider_arn(arn)
-            .set_tags(Some(tags))
-            .send()
-            .await
-            .map_err(|e| sdk_error(addr, "TagOpenIDConnectProvider", &e))?;
-    }
+    super::iam::sync_tags(aws, addr, arn, prior, desired).await?;
     read_oidc(aws, &[(addr.clone(), prior.clone())])
         .await?
         .remove(addr)

@@ -190,89 +190,94 @@ async fn read_back(
     .await
 }
 
-async fn sync_role_tags(
+/// Brings an IAM object's tags (role, instance profile, policy, OIDC
+/// provider; `name` is its name or ARN) to the stack's.
+pub(super) async fn sync_tags(
     aws: &Aws,
     addr: &Address,
     name: &str,
     prior: &Live,
     desired: &Attrs,
 ) -> Result<(), ProviderError> {
-    let want: BTreeMap<String, String> = super::tags::desired(desired).into_iter().collect();
-    let have: BTreeMap<String, String> = super::tags::desired(&prior.attrs).into_iter().collect();
-    if want == have {
+    let Some(change) = super::tags::change(prior.attrs.get("tags"), desired) else {
         return Ok(());
-    }
-    let remove: Vec<String> = have
-        .keys()
-        .filter(|k| !want.contains_key(*k))
-        .cloned()
-        .collect();
-    if !remove.is_empty() {
-        let r = match addr.kind() {
-            "iam_role" => aws
-                .iam
+    };
+    let iam = &aws.iam;
+    if !change.remove.is_empty() {
+        let keys = Some(change.remove);
+        match addr.kind() {
+            "iam_role" => iam
                 .untag_role()
                 .role_name(name)
-                .set_tag_keys(Some(remove))
+                .set_tag_keys(keys)
                 .send()
                 .await
                 .map(|_| ())
                 .map_err(|e| sdk_error(addr, "UntagRole", &e)),
-            "iam_instance_profile" => aws
-                .iam
+            "iam_instance_profile" => iam
                 .untag_instance_profile()
                 .instance_profile_name(name)
-                .set_tag_keys(Some(remove))
+                .set_tag_keys(keys)
                 .send()
                 .await
                 .map(|_| ())
                 .map_err(|e| sdk_error(addr, "UntagInstanceProfile", &e)),
-            _ => aws
-                .iam
+            "iam_openid_connect_provider" => iam
+                .untag_open_id_connect_provider()
+                .open_id_connect_provider_arn(name)
+                .set_tag_keys(keys)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| sdk_error(addr, "UntagOpenIDConnectProvider", &e)),
+            _ => iam
                 .untag_policy()
                 .policy_arn(name)
-                .set_tag_keys(Some(remove))
+                .set_tag_keys(keys)
                 .send()
                 .await
                 .map(|_| ())
                 .map_err(|e| sdk_error(addr, "UntagPolicy", &e)),
-        };
-        r?;
+        }?;
     }
-    let tags = iam_tags(addr, desired)?;
-    if !tags.is_empty() {
-        let r = match addr.kind() {
-            "iam_role" => aws
-                .iam
-                .tag_role()
-                .role_name(name)
-                .set_tags(Some(tags))
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| sdk_error(addr, "TagRole", &e)),
-            "iam_instance_profile" => aws
-                .iam
-                .tag_instance_profile()
-                .instance_profile_name(name)
-                .set_tags(Some(tags))
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| sdk_error(addr, "TagInstanceProfile", &e)),
-            _ => aws
-                .iam
-                .tag_policy()
-                .policy_arn(name)
-                .set_tags(Some(tags))
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| sdk_error(addr, "TagPolicy", &e)),
-        };
-        r?;
+    if change.want.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let tags = Some(iam_tags(addr, desired)?);
+    match addr.kind() {
+        "iam_role" => iam
+            .tag_role()
+            .role_name(name)
+            .set_tags(tags)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| sdk_error(addr, "TagRole", &e)),
+        "iam_instance_profile" => iam
+            .tag_instance_profile()
+            .instance_profile_name(name)
+            .set_tags(tags)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| sdk_error(addr, "TagInstanceProfile", &e)),
+        "iam_openid_connect_provider" => iam
+            .tag_open_id_connect_provider()
+            .open_id_connect_provider_arn(name)
+            .set_tags(tags)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| sdk_error(addr, "TagOpenIDConnectProvider", &e)),
+        _ => iam
+            .tag_policy()
+            .policy_arn(name)
+            .set_tags(tags)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| sdk_error(addr, "TagPolicy", &e)),
+    }
 }
 
 async fn update_role(
@@ -307,7 +312,7 @@ async fn update_role(
             .await
             .map_err(|e| sdk_error(addr, "UpdateRole", &e))?;
     }
-    sync_role_tags(aws, addr, name, prior, desired).await
+    sync_tags(aws, addr, name, prior, desired).await
 }
 
 /// Removes what IAM requires gone before a role can be deleted.
@@ -627,7 +632,7 @@ async fn update_profile(
         }
     }
     if !prior.attrs.is_empty() {
-        sync_role_tags(aws, addr, name, prior, desired).await?;
+        sync_tags(aws, addr, name, prior, desired).await?;
     }
     Ok(())
 }
@@ -861,7 +866,7 @@ async fn update_policy(
             .await
             .map_err(|e| sdk_error(addr, "CreatePolicyVersion", &e))?;
     }
-    sync_role_tags(aws, addr, arn, prior, desired).await
+    sync_tags(aws, addr, arn, prior, desired).await
 }
 
 async fn delete_policy(aws: &Aws, addr: &Address, arn: &str) -> Result<(), ProviderError> {

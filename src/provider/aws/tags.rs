@@ -86,15 +86,19 @@ pub fn filter(name: &str, values: impl IntoIterator<Item = impl Into<String>>) -
         .build()
 }
 
-/// Brings an EC2 object's tags to the desired set: adds and changes in one
-/// call, removes in another, leaves `aws:` tags alone.
-pub async fn sync_ec2(
-    aws: &Aws,
-    addr: &Address,
-    id: &str,
-    prior: Option<&Value>,
-    attrs: &Attrs,
-) -> Result<(), ProviderError> {
+/// How an object's tags must change to match the stack.
+pub struct TagChange {
+    /// Every desired tag.
+    pub want: BTreeMap<String, String>,
+    /// Desired tags that are missing or have another value.
+    pub changed: BTreeMap<String, String>,
+    /// Keys to remove.
+    pub remove: Vec<String>,
+}
+
+/// The change from the tags read (`prior`, the `tags` attribute) to the
+/// stack's; `None` when they already match.
+pub fn change(prior: Option<&Value>, attrs: &Attrs) -> Option<TagChange> {
     let want: BTreeMap<String, String> = desired(attrs).into_iter().collect();
     let have: BTreeMap<String, String> = prior
         .and_then(Value::as_object)
@@ -104,17 +108,44 @@ pub async fn sync_ec2(
                 .collect()
         })
         .unwrap_or_default();
-    let set: Vec<Tag> = want
+    if want == have {
+        return None;
+    }
+    let changed = want
         .iter()
         .filter(|(k, v)| have.get(*k) != Some(*v))
-        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let remove: Vec<Tag> = have
+    let remove = have
         .keys()
         .filter(|k| !want.contains_key(*k))
-        .map(|k| Tag::builder().key(k).build())
+        .cloned()
         .collect();
-    if !set.is_empty() {
+    Some(TagChange {
+        want,
+        changed,
+        remove,
+    })
+}
+
+/// Brings an EC2 object's tags to the desired set: adds and changes in one
+/// call, removes in another, leaves `aws:` tags alone.
+pub async fn sync_ec2(
+    aws: &Aws,
+    addr: &Address,
+    id: &str,
+    prior: Option<&Value>,
+    attrs: &Attrs,
+) -> Result<(), ProviderError> {
+    let Some(change) = change(prior, attrs) else {
+        return Ok(());
+    };
+    if !change.changed.is_empty() {
+        let set: Vec<Tag> = change
+            .changed
+            .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect();
         aws.ec2
             .create_tags()
             .resources(id)
@@ -123,7 +154,12 @@ pub async fn sync_ec2(
             .await
             .map_err(|e| sdk_error(addr, "CreateTags", &e))?;
     }
-    if !remove.is_empty() {
+    if !change.remove.is_empty() {
+        let remove: Vec<Tag> = change
+            .remove
+            .iter()
+            .map(|k| Tag::builder().key(k).build())
+            .collect();
         aws.ec2
             .delete_tags()
             .resources(id)
@@ -220,4 +256,24 @@ pub async fn discover_ec2(
         out.extend(live);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn change_lists_what_to_set_and_remove_and_nothing_when_equal() {
+        let desired: Attrs = [("tags".to_string(), json!({"a": "1", "b": "2"}))].into();
+        let c = change(Some(&json!({"a": "1", "b": "old", "gone": "x"})), &desired).unwrap();
+        assert_eq!(c.changed, [("b".to_string(), "2".to_string())].into());
+        assert_eq!(c.remove, ["gone"]);
+        assert_eq!(c.want.len(), 2);
+        assert!(change(Some(&json!({"a": "1", "b": "2"})), &desired).is_none());
+        let added = change(None, &desired).unwrap();
+        assert_eq!(added.changed.len(), 2);
+        assert!(added.remove.is_empty());
+    }
 }

@@ -161,6 +161,17 @@ pub fn project(live: &Value, template: &Value) -> Value {
     }
 }
 
+impl Connection {
+    /// Through the stack's EKS cluster, with the AWS provider's credentials.
+    pub fn eks(aws: &crate::provider::aws::AwsProvider, cluster: &str, region: &str) -> Self {
+        Connection::Eks {
+            cluster: cluster.to_string(),
+            region: region.to_string(),
+            config: Box::new(aws.sdk_config().clone()),
+        }
+    }
+}
+
 impl KubeProvider {
     pub fn new(connection: Connection) -> Self {
         KubeProvider {
