@@ -510,7 +510,20 @@ impl KubeProvider {
         manifest: &Value,
         ctx: &OpContext<'_>,
     ) -> Result<Live, ProviderError> {
-        let (api, name) = self.api(addr, manifest).await?;
+        // A custom resource's kind is served only once its CRD (created just
+        // before, by dependency) is established: ask discovery again meanwhile.
+        let started = tokio::time::Instant::now();
+        let (api, name) = loop {
+            match self.api(addr, manifest).await {
+                Err(e)
+                    if e.code == "KindUnknown" && started.elapsed() < Duration::from_secs(60) =>
+                {
+                    ctx.status("waiting for the API server to serve this kind");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                other => break other?,
+            }
+        };
         // Force: a field slipway manages that another manager took over
         // (kubectl edit, a script) is put back, as the plan said.
         let pp = PatchParams::apply(FIELD_MANAGER).force();
