@@ -11,6 +11,7 @@ use super::Exit;
 use super::common::{self, Ctx, hinted};
 use crate::apply::{ApplyReport, Cancel, Executor, PersistingSink};
 use crate::plan::{Mode, Plan};
+use crate::provider::Providers;
 use crate::render;
 use crate::stack::Stack;
 use crate::state::{LocalBackend, ResourceState, State};
@@ -100,6 +101,7 @@ pub async fn run_apply(ctx: &Ctx<'_>, args: &ApplyArgs) -> Result<Exit> {
     let lock = backend.lock(&command_line())?;
     report_reclaimed(ctx, &lock);
     let state = common::load_state(&backend, &stack)?;
+    let providers = ctx.providers(&stack).await?;
     let plan = match &args.plan {
         Some(path) => {
             let plan = common::load_plan(path)?;
@@ -107,8 +109,15 @@ pub async fn run_apply(ctx: &Ctx<'_>, args: &ApplyArgs) -> Result<Exit> {
             plan
         }
         None => {
-            let plan =
-                common::make_plan(ctx, &stack, &desired, state.as_ref(), Mode::Apply).await?;
+            let plan = common::make_plan(
+                ctx,
+                &providers,
+                &stack,
+                &desired,
+                state.as_ref(),
+                Mode::Apply,
+            )
+            .await?;
             if !ctx.printer.json() {
                 ctx.printer
                     .out(&render::text::plan(&plan, ctx.printer.color()));
@@ -128,6 +137,7 @@ pub async fn run_apply(ctx: &Ctx<'_>, args: &ApplyArgs) -> Result<Exit> {
     };
     execute(
         ctx,
+        &providers,
         &stack,
         &backend,
         state,
@@ -145,8 +155,10 @@ pub async fn run_destroy(ctx: &Ctx<'_>, args: &DestroyArgs) -> Result<Exit> {
     let lock = backend.lock(&command_line())?;
     report_reclaimed(ctx, &lock);
     let state = common::load_state(&backend, &stack)?;
+    let providers = ctx.providers(&stack).await?;
     let plan = common::make_plan(
         ctx,
+        &providers,
         &stack,
         &desired,
         state.as_ref(),
@@ -175,6 +187,7 @@ pub async fn run_destroy(ctx: &Ctx<'_>, args: &DestroyArgs) -> Result<Exit> {
     }
     execute(
         ctx,
+        &providers,
         &stack,
         &backend,
         state,
@@ -270,13 +283,13 @@ fn check_saved_plan(
 
 async fn execute(
     ctx: &Ctx<'_>,
+    providers: &Providers,
     stack: &Stack,
     backend: &LocalBackend,
     state: Option<State>,
     plan: &Plan,
     parallelism: usize,
 ) -> Result<Exit> {
-    let providers = ctx.providers(stack).await?;
     let mut state = state.unwrap_or_else(|| State::new(stack.name()));
     // What refresh saw replaces what the state remembered; objects found
     // gone are forgotten before anything is recreated.
@@ -301,7 +314,7 @@ async fn execute(
     let signals = spawn_signal_handler(ctx, cancel.clone());
     let progress = Progress::new(&ctx.printer);
     let executor = Executor {
-        providers: &providers,
+        providers,
         parallelism,
         hooks: &progress,
         cancel,

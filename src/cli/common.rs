@@ -179,12 +179,12 @@ pub fn load_state(backend: &LocalBackend, stack: &Stack) -> Result<Option<State>
 /// Refreshes and plans.
 pub async fn make_plan(
     ctx: &Ctx<'_>,
+    providers: &Providers,
     stack: &Stack,
     desired: &Desired,
     state: Option<&State>,
     mode: Mode,
 ) -> Result<Plan> {
-    let providers = ctx.providers(stack).await?;
     let unmanageable: Vec<String> = desired
         .resources()
         .keys()
@@ -206,7 +206,7 @@ pub async fn make_plan(
     let empty = State::new(stack.name());
     let prior = state.unwrap_or(&empty);
     let started = std::time::Instant::now();
-    let Refreshed { live, unmanaged } = refresh::refresh(&providers, prior).await?;
+    let Refreshed { live, unmanaged } = refresh::refresh(providers, prior).await?;
     ctx.printer.debug(&format!(
         "refreshed {} resource(s) in {:.2}s",
         live.len(),

@@ -13,7 +13,16 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Exit> {
     let desired = stack.desired()?;
     let backend = ctx.backend(&stack);
     let state = common::load_state(&backend, &stack)?;
-    let plan = common::make_plan(ctx, &stack, &desired, state.as_ref(), Mode::Apply).await?;
+    let providers = ctx.providers(&stack).await?;
+    let plan = common::make_plan(
+        ctx,
+        &providers,
+        &stack,
+        &desired,
+        state.as_ref(),
+        Mode::Apply,
+    )
+    .await?;
     if ctx.printer.json() {
         ctx.printer
             .out(&render::json::drift(stack.name(), &plan.drift).to_string());

@@ -34,6 +34,7 @@ pub async fn run(ctx: &Ctx<'_>, args: &PlanArgs) -> Result<Exit> {
     let desired = stack.desired()?;
     let backend = ctx.backend(&stack);
     let state = common::load_state(&backend, &stack)?;
+    let providers = ctx.providers(&stack).await?;
     let mode = if args.destroy {
         super::apply::check_destroy_allowed(&stack, args.env.as_deref(), args.allow_protected)?;
         Mode::Destroy {
@@ -42,7 +43,7 @@ pub async fn run(ctx: &Ctx<'_>, args: &PlanArgs) -> Result<Exit> {
     } else {
         Mode::Apply
     };
-    let plan = common::make_plan(ctx, &stack, &desired, state.as_ref(), mode).await?;
+    let plan = common::make_plan(ctx, &providers, &stack, &desired, state.as_ref(), mode).await?;
     if ctx.printer.json() {
         ctx.printer.out(&render::json::plan(&plan).to_string());
     } else {
