@@ -8,6 +8,7 @@ mod common;
 use common::Project;
 use common::kubetest::KubeTest;
 use common::localaws::LocalAws;
+use serde_json::json;
 
 #[test]
 fn one_apply_goes_from_empty_to_a_working_platform_and_keeps_it_there() {
@@ -93,6 +94,30 @@ fn one_apply_goes_from_empty_to_a_working_platform_and_keeps_it_there() {
     assert!(
         kube.get(&["crd", "targetgroupbindings.elbv2.k8s.aws"])
             .is_some()
+    );
+    // The cluster's OIDC provider trusts the issuer's top intermediate CA,
+    // as the issuer presented it over TLS.
+    let oidc = &p.state()["resources"]["aws.iam_openid_connect_provider.eks"]["attributes"];
+    assert_eq!(oidc["thumbprint_list"], json!([aws.oidc()["thumbprint"]]));
+    assert!(
+        oidc["url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("https://localhost:")),
+        "{oidc}"
+    );
+    // The webhooks were registered once their service had a ready endpoint.
+    let slices = kube
+        .get(&[
+            "-n",
+            "kube-system",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=aws-load-balancer-webhook-service",
+        ])
+        .unwrap();
+    assert_eq!(
+        slices["items"][0]["endpoints"][0]["conditions"]["ready"], true,
+        "{slices}"
     );
     let coredns = kube
         .get(&["-n", "kube-system", "deployment", "coredns"])

@@ -41,6 +41,8 @@ def parse_args(argv):
     p.add_argument("--ingress-delay", type=float, default=1.0, metavar="S", help="seconds until an ALB ingress is reconciled")
     p.add_argument("--namespace-delay", type=float, default=1.0, metavar="S",
                    help="seconds a deleted namespace stays Terminating before its content is deleted")
+    p.add_argument("--crd-delay", type=float, default=0.0, metavar="S",
+                   help="seconds until a new CRD is Established and its kinds are served (default 0: at once)")
     p.add_argument("--time-scale", type=float, default=1.0, metavar="F", help="multiplies progressDeadlineSeconds")
     p.add_argument("--unpullable-image", action="append", default=[], metavar="IMAGE",
                    help="image whose pods fail with ErrImagePull/ImagePullBackOff (repeatable)")
@@ -125,11 +127,12 @@ def main(argv=None) -> int:
         "deployment_delay": args.deployment_delay,
         "ingress_delay": args.ingress_delay,
         "namespace_delay": args.namespace_delay,
+        "crd_delay": args.crd_delay,
         "time_scale": args.time_scale,
         "unpullable_images": list(args.unpullable_image),
         "_ca_pem": ca_pem.decode(),
     }
-    store = Store()
+    store = Store(config)
 
     class Handler(WSGIRequestHandler):
         def log_request(self, code="-", size="-"):

@@ -138,7 +138,7 @@ class App:
     def group_list(self) -> dict:
         with self.store.lock:
             order = ["apps", "networking.k8s.io", "rbac.authorization.k8s.io", "apiextensions.k8s.io",
-                     "admissionregistration.k8s.io", "coordination.k8s.io"]
+                     "admissionregistration.k8s.io", "coordination.k8s.io", "discovery.k8s.io"]
             groups = [g for g in self.store.groups() if g]
             groups.sort(key=lambda g: (order.index(g) if g in order else len(order), g))
             return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [self.group_doc(g) for g in groups]}
@@ -652,6 +652,41 @@ def _ing_hosts(o):
     return ",".join(hs) or "*"
 
 
+def _more(lst, count, unset="<unset>"):
+    ret = ",".join(lst[:3])
+    if count > 3:
+        return f"{ret} + {count - 3} more..."
+    return ret or unset
+
+
+def _ep_endpoints(o):
+    """kubectl's ENDPOINTS column: ready ip:port pairs, three at most."""
+    subsets = o.get("subsets") or []
+    if not subsets:
+        return "<none>"
+    lst, count = [], 0
+    for ss in subsets:
+        addrs = [a.get("ip", "") for a in ss.get("addresses") or []]
+        if not ss.get("ports"):
+            count += len(addrs)
+            lst += addrs
+            continue
+        for p in ss["ports"]:
+            count += len(addrs)
+            lst += [f"{ip}:{p.get('port')}" for ip in addrs]
+    return _more(lst, count, "")
+
+
+def _eps_ports(o):
+    ps = [str(p["port"]) if p.get("port") is not None else (p.get("name") or "*") for p in o.get("ports") or []]
+    return _more(ps, len(ps))
+
+
+def _eps_endpoints(o):
+    addrs = [a for e in o.get("endpoints") or [] for a in e.get("addresses") or []]
+    return _more(addrs, len(addrs))
+
+
 NAME = ("Name", "string", 0, lambda o: o["metadata"]["name"])
 AGE = ("Age", "string", 0, _age)
 PRINTERS = {
@@ -689,6 +724,11 @@ PRINTERS = {
         NAME, ("Class", "string", 0, lambda o: _sp(o).get("ingressClassName") or "<none>"),
         ("Hosts", "string", 0, _ing_hosts), ("Address", "string", 0, _ing_address),
         ("Ports", "string", 0, lambda o: "80, 443" if _sp(o).get("tls") else "80"), AGE,
+    ],
+    ("", "endpoints"): [NAME, ("Endpoints", "string", 0, _ep_endpoints), AGE],
+    ("discovery.k8s.io", "endpointslices"): [
+        NAME, ("AddressType", "string", 0, lambda o: o.get("addressType", "")),
+        ("Ports", "string", 0, _eps_ports), ("Endpoints", "string", 0, _eps_endpoints), AGE,
     ],
     ("", "configmaps"): [NAME, ("Data", "integer", 0, lambda o: len(o.get("data") or {}) + len(o.get("binaryData") or {})), AGE],
     ("", "secrets"): [NAME, ("Type", "string", 0, lambda o: o.get("type", "Opaque")),

@@ -1,4 +1,5 @@
-"""Background controllers: namespaces, garbage collection, Deployments, the ALB ingress controller."""
+"""Background controllers: CRD establishment, namespaces, garbage collection, Deployments, Endpoints and
+EndpointSlices, the ALB ingress controller."""
 
 from __future__ import annotations
 
@@ -13,6 +14,13 @@ from .store import ApiError, Store, _rand, now_ts
 
 ALB_FINALIZER = "ingress.k8s.aws/resources"
 KCM = "kube-controller-manager"
+EP_MANAGER = "endpoint-controller"
+EPS_MANAGER = "endpointslice-controller"
+EPS_CONTROLLER = "endpointslice-controller.k8s.io"
+LABEL_SERVICE_NAME = "kubernetes.io/service-name"
+LABEL_MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
+LABEL_HEADLESS = "service.kubernetes.io/headless"
+TRIGGER_TIME = "endpoints.kubernetes.io/last-change-trigger-time"
 
 
 def log(msg: str) -> None:
@@ -30,6 +38,7 @@ class Controllers:
         self.ing_retry: dict[str, float] = {}
         self.ns_done: set = set()
         self.ns_terminating: dict[str, float] = {}
+        self.ep_services: dict[tuple, str] = {}  # (namespace, name) -> uid of the Services seen last pass
         self._elb = None
         self._ec2 = None
 
@@ -38,7 +47,7 @@ class Controllers:
 
     def run(self) -> None:
         while not self.stop.is_set():
-            for step in (self.namespaces, self.gc, self.deployments, self.ingresses):
+            for step in (self.crds, self.namespaces, self.gc, self.deployments, self.endpoints, self.ingresses):
                 try:
                     step()
                 except ApiError as e:
@@ -52,6 +61,10 @@ class Controllers:
     # ------------------------------------------------------------------ helpers
     def rt(self, group, plural):
         return self.s.rt_any(group, plural)
+
+    # ------------------------------------------------------------------ CRDs
+    def crds(self) -> None:
+        self.s.establish_crds()
 
     # ------------------------------------------------------------------ namespaces
     def namespaces(self) -> None:
@@ -296,7 +309,8 @@ class Controllers:
                 and any(r.get("uid") == rs_uid for r in p["metadata"].get("ownerReferences") or [])
                 and not p["metadata"].get("deletionTimestamp")]
         for p in pods:
-            st = self._pod_status(p, ready, bad, elapsed)
+            ip = (p.get("status") or {}).get("podIP") or s.alloc_pod_ip()
+            st = self._pod_status(p, ready, bad, elapsed, ip)
             if _strip_times(st) != _strip_times(p.get("status") or {}):
                 new = copy.deepcopy(p)
                 old_st = p.get("status") or {}
@@ -305,7 +319,7 @@ class Controllers:
                 s.update(prt, ns, p["metadata"]["name"], new, "kubelet", "status")
 
     @staticmethod
-    def _pod_status(p, ready, bad, elapsed) -> dict:
+    def _pod_status(p, ready, bad, elapsed, ip) -> dict:
         ts = now_ts()
         containers = (p.get("spec") or {}).get("containers") or []
         bad_images = set()
@@ -326,7 +340,7 @@ class Controllers:
             cs.append(entry)
         _ = bad_images
         st = {"phase": "Running" if ready else "Pending", "qosClass": "BestEffort", "containerStatuses": cs,
-              "hostIP": "10.0.1.10", "podIP": "10.0.1." + str(20 + (hash(p["metadata"]["name"]) % 200)),
+              "hostIP": "10.0.1.10", "hostIPs": [{"ip": "10.0.1.10"}], "podIP": ip, "podIPs": [{"ip": ip}],
               "conditions": [
                   {"type": "PodScheduled", "status": "True", "lastTransitionTime": ts, "lastProbeTime": None},
                   {"type": "Initialized", "status": "True", "lastTransitionTime": ts, "lastProbeTime": None},
@@ -336,6 +350,194 @@ class Controllers:
                    "lastProbeTime": None, **({} if ready else {"reason": "ContainersNotReady"})},
               ]}
         return st
+
+    # ------------------------------------------------------------------ Endpoints / EndpointSlices
+    def endpoints(self) -> None:
+        """The endpoints and endpointslice controllers: every Service with a selector gets an Endpoints of
+        its name and EndpointSlices (one per set of resolved ports) listing the Pods it selects."""
+        s = self.s
+        srt, prt, nsrt = self.rt("", "services"), self.rt("", "pods"), self.rt("", "namespaces")
+        ert, esrt = self.rt("", "endpoints"), self.rt("discovery.k8s.io", "endpointslices")
+        with s.lock:
+            pods: dict[str, list] = {}
+            for p in s.all_of(prt.gp):
+                pods.setdefault(p["metadata"]["namespace"], []).append(p)
+            live = {}
+            for svc in list(s.all_of(srt.gp)):
+                md = svc["metadata"]
+                ns = md["namespace"]
+                live[(ns, md["name"])] = md["uid"]
+                spec = svc.get("spec") or {}
+                sel = spec.get("selector") or {}
+                if not sel or spec.get("type") == "ExternalName" or md.get("deletionTimestamp"):
+                    continue  # left alone, as the real controllers do
+                nso = s.find(nsrt, None, ns)
+                if nso is None or nso["metadata"].get("deletionTimestamp"):
+                    continue  # no new content in a Terminating namespace
+                selected = [p for p in pods.get(ns, [])
+                            if all((p["metadata"].get("labels") or {}).get(k) == v for k, v in sel.items())]
+                self._sync_endpoints(ert, svc, selected)
+                self._sync_slices(esrt, svc, selected)
+            # a Service that went takes its Endpoints with it (its slices go by their ownerReference)
+            for key in set(self.ep_services) - set(live):
+                cur = s.find(ert, *key)
+                if cur is not None and not cur["metadata"].get("deletionTimestamp"):
+                    s.delete(ert, key[0], key[1], {})
+            self.ep_services = live
+
+    def _sync_endpoints(self, ert, svc, pods) -> None:
+        s = self.s
+        md, spec = svc["metadata"], svc.get("spec") or {}
+        ns, name = md["namespace"], md["name"]
+        tolerate = bool(spec.get("publishNotReadyAddresses"))
+        headless = not _service_ip_set(spec)
+        entries = []  # (address, ready, port or None)
+        for p in pods:
+            if not _in_endpoints(p, tolerate):
+                continue
+            pmd, pspec = p["metadata"], p.get("spec") or {}
+            addr = {"ip": p["status"].get("podIP") or _pod_ips(p)[0]}
+            if pspec.get("hostname") and pspec.get("subdomain") == name:
+                addr["hostname"] = pspec["hostname"]
+            if pspec.get("nodeName"):
+                addr["nodeName"] = pspec["nodeName"]
+            addr["targetRef"] = {"kind": "Pod", "namespace": ns, "name": pmd["name"], "uid": pmd["uid"]}
+            ready = tolerate or _pod_ready(p)
+            sports = spec.get("ports") or []
+            if not sports:
+                if headless:
+                    entries.append((addr, ready, None))
+                continue
+            for sp in sports:
+                num = _find_port(p, sp)
+                if num is None:
+                    continue
+                port = {"name": sp["name"]} if sp.get("name") else {}
+                port.update(port=num, protocol=sp.get("protocol", "TCP"))
+                if sp.get("appProtocol"):
+                    port["appProtocol"] = sp["appProtocol"]
+                entries.append((addr, ready, port))
+        subsets = _repack(entries)
+        labels = dict(md.get("labels") or {})
+        if headless:
+            labels[LABEL_HEADLESS] = ""
+        else:
+            labels.pop(LABEL_HEADLESS, None)
+        cur = s.find(ert, ns, name)
+        if cur is not None and (cur.get("subsets") or []) == subsets and (cur["metadata"].get("labels") or {}) == labels:
+            return  # unchanged: no write, no new resourceVersion
+        new = copy.deepcopy(cur) if cur is not None else {"metadata": {"name": name}}
+        nmd = new["metadata"]
+        nmd["labels"] = labels
+        if not labels:
+            nmd.pop("labels")
+        nmd.setdefault("annotations", {})[TRIGGER_TIME] = now_ts()
+        new["subsets"] = subsets
+        if not subsets:
+            new.pop("subsets")  # omitempty, as the real server returns it
+        if cur is None:
+            s._create_internal(ert, ns, new, EP_MANAGER)
+        else:
+            s.update(ert, ns, name, new, EP_MANAGER)
+
+    def _sync_slices(self, esrt, svc, pods) -> None:
+        s = self.s
+        md, spec = svc["metadata"], svc.get("spec") or {}
+        ns, name, uid = md["namespace"], md["name"], md["uid"]
+        tolerate = bool(spec.get("publishNotReadyAddresses"))
+        desired: dict[str, tuple] = {}  # ports key -> (ports, endpoints)
+        for p in pods:
+            if not _in_endpoints(p, True):
+                continue
+            addrs = [ip for ip in _pod_ips(p) if ":" not in ip]  # addressType IPv4
+            if not addrs:
+                continue
+            pmd, pspec = p["metadata"], p.get("spec") or {}
+            ports = []
+            for sp in spec.get("ports") or []:
+                num = _find_port(p, sp)
+                if num is None:
+                    continue
+                port = {"name": sp.get("name", ""), "protocol": sp.get("protocol", "TCP"), "port": num}
+                if sp.get("appProtocol"):
+                    port["appProtocol"] = sp["appProtocol"]
+                ports.append(port)
+            serving = _pod_ready(p)
+            terminating = bool(pmd.get("deletionTimestamp"))
+            ep = {"addresses": addrs,
+                  "conditions": {"ready": tolerate or (serving and not terminating), "serving": serving,
+                                 "terminating": terminating}}
+            if pspec.get("hostname") and pspec.get("subdomain") == name:
+                ep["hostname"] = pspec["hostname"]
+            ep["targetRef"] = {"kind": "Pod", "namespace": ns, "name": pmd["name"], "uid": pmd["uid"]}
+            if pspec.get("nodeName"):
+                ep["nodeName"] = pspec["nodeName"]
+            desired.setdefault(_ports_key(ports), (ports, []))[1].append(ep)
+        labels = {k: v for k, v in (md.get("labels") or {}).items() if k not in (LABEL_SERVICE_NAME, LABEL_MANAGED_BY)}
+        if _service_ip_set(spec):
+            labels.pop(LABEL_HEADLESS, None)
+        else:
+            labels[LABEL_HEADLESS] = ""
+        labels[LABEL_SERVICE_NAME] = name
+        labels[LABEL_MANAGED_BY] = EPS_CONTROLLER
+        existing = [sl for sl in s.all_of(esrt.gp) if sl["metadata"].get("namespace") == ns
+                    and (sl["metadata"].get("labels") or {}).get(LABEL_SERVICE_NAME) == name
+                    and (sl["metadata"].get("labels") or {}).get(LABEL_MANAGED_BY) == EPS_CONTROLLER
+                    and not sl["metadata"].get("deletionTimestamp")]
+        delete, by_key = [], {}
+        for sl in existing:
+            owned = any(r.get("uid") == uid and r.get("kind") == "Service"
+                        for r in sl["metadata"].get("ownerReferences") or [])
+            if owned:
+                by_key.setdefault(_ports_key(sl.get("ports") or []), []).append(sl)
+            else:
+                delete.append(sl)
+
+        def same(sl, ports, eps):
+            return (sl.get("addressType") == "IPv4" and (sl.get("endpoints") or None) == (eps or None)
+                    and (sl.get("ports") or None) == (ports or None)
+                    and (sl["metadata"].get("labels") or {}) == labels)
+
+        def create(ports, eps):
+            prefix = f"{name}-"
+            while True:
+                sname = prefix[:58] + _rand(5)
+                if s.find(esrt, ns, sname) is None:
+                    break
+            s._create_internal(esrt, ns, {
+                "metadata": {"name": sname, "generateName": prefix, "labels": dict(labels),
+                             "annotations": {TRIGGER_TIME: now_ts()},
+                             "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": name, "uid": uid,
+                                                  "controller": True, "blockOwnerDeletion": True}]},
+                # empty lists come back as null from the real server (protobuf storage)
+                "addressType": "IPv4", "endpoints": eps or None, "ports": ports or None}, EPS_MANAGER)
+
+        if desired:
+            for key, (ports, eps) in sorted(desired.items()):
+                eps.sort(key=lambda e: (e["addresses"][0], e["targetRef"]["name"]))
+                cands = by_key.pop(key, [])
+                if not cands:
+                    create(ports, eps)
+                    continue
+                keep = cands[0]
+                delete += cands[1:]
+                if not same(keep, ports, eps):
+                    new = copy.deepcopy(keep)
+                    new["metadata"]["labels"] = dict(labels)
+                    new["metadata"].setdefault("annotations", {})[TRIGGER_TIME] = now_ts()
+                    new["addressType"], new["endpoints"], new["ports"] = "IPv4", eps or None, ports or None
+                    s.update(esrt, ns, keep["metadata"]["name"], new, EPS_MANAGER)
+            delete += [sl for sls in by_key.values() for sl in sls]
+        else:
+            # nothing selected: one placeholder slice without endpoints or ports (kept if it is already there)
+            left = [sl for sls in by_key.values() for sl in sls]
+            if len(left) == 1 and same(left[0], [], []):
+                left = []
+            else:
+                create([], [])
+            delete += left
+        for sl in delete:
+            s.delete(esrt, ns, sl["metadata"]["name"], {"propagationPolicy": "Background"})
 
     # ------------------------------------------------------------------ ALB ingress controller
     def _clients(self):
@@ -490,6 +692,82 @@ class Controllers:
         if arn:
             elb.delete_load_balancer(LoadBalancerArn=arn)
             log(f"deleted ALB {arn} of ingress {self.stack(ing)}")
+
+
+def _service_ip_set(spec: dict) -> bool:
+    return spec.get("clusterIP") not in (None, "", "None")
+
+
+def _pod_ready(p: dict) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (p.get("status") or {}).get("conditions") or [])
+
+
+def _pod_ips(p: dict) -> list:
+    st = p.get("status") or {}
+    ips = [x.get("ip") for x in st.get("podIPs") or [] if isinstance(x, dict) and x.get("ip")]
+    return ips or ([st["podIP"]] if st.get("podIP") else [])
+
+
+def _in_endpoints(p: dict, include_terminating: bool) -> bool:
+    """endpointslice util ShouldPodBeInEndpoints: not terminal, has an IP, not terminating unless asked."""
+    if (p.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+        return False
+    if not _pod_ips(p):
+        return False
+    return include_terminating or not p["metadata"].get("deletionTimestamp")
+
+
+def _find_port(pod: dict, sp: dict):
+    """podutil.FindPort: an int targetPort as it is; a named one is the containerPort of that name and the
+    service port's protocol in the pod's containers (or sidecar init containers); None if there is none."""
+    tp = sp.get("targetPort", sp.get("port"))
+    if isinstance(tp, int) and not isinstance(tp, bool):
+        return tp
+    if not isinstance(tp, str):
+        return None
+    proto = sp.get("protocol", "TCP")
+    pspec = pod.get("spec") or {}
+    containers = list(pspec.get("containers") or []) + [
+        c for c in pspec.get("initContainers") or [] if isinstance(c, dict) and c.get("restartPolicy") == "Always"]
+    for c in containers:
+        for cp in (c.get("ports") or []) if isinstance(c, dict) else []:
+            if isinstance(cp, dict) and cp.get("name") == tp and cp.get("protocol", "TCP") == proto:
+                return cp.get("containerPort")
+    return None
+
+
+def _ports_key(ports: list) -> str:
+    return json.dumps(sorted(json.dumps(p, sort_keys=True) for p in ports))
+
+
+def _repack(entries) -> list:
+    """endpoints.RepackSubsets: (address, ready, port or None) -> subsets, one per set of addresses, each with
+    every port those addresses serve; addresses sorted by IP then UID."""
+    by_port: dict[str, tuple] = {}
+    for addr, ready, port in entries:
+        k = json.dumps(port, sort_keys=True)
+        by_port.setdefault(k, (port, {}))[1][(addr["ip"], addr["targetRef"]["uid"])] = (addr, ready)
+    groups: dict[tuple, tuple] = {}
+    for port, addrs in by_port.values():
+        g = groups.setdefault(tuple(sorted((a, r) for a, (_x, r) in addrs.items())), (addrs, []))
+        if port is not None:
+            g[1].append(port)
+    subsets = []
+    for addrs, ports in groups.values():
+        ss = {}
+        ordered = [addrs[k] for k in sorted(addrs)]
+        ready = [a for a, r in ordered if r]
+        not_ready = [a for a, r in ordered if not r]
+        if ready:
+            ss["addresses"] = ready
+        if not_ready:
+            ss["notReadyAddresses"] = not_ready
+        if ports:
+            ss["ports"] = ports
+        subsets.append(ss)
+    subsets.sort(key=lambda x: json.dumps(x, sort_keys=True))
+    return subsets
 
 
 def _strip_times(st):

@@ -85,6 +85,7 @@ def builtin_types() -> list[RT]:
         RT(plural="configmaps", kind="ConfigMap", namespaced=True, short_names=["cm"], **core),
         RT(plural="pods", kind="Pod", namespaced=True, short_names=["po"], categories=["all"], status_sub=True, **core),
         RT(plural="events", kind="Event", namespaced=True, short_names=["ev"], **core),
+        RT(plural="endpoints", kind="Endpoints", namespaced=True, short_names=["ep"], **core),
         RT("apps", "v1", "deployments", "Deployment", True, short_names=["deploy"], categories=["all"], status_sub=True),
         RT("apps", "v1", "replicasets", "ReplicaSet", True, short_names=["rs"], categories=["all"], status_sub=True),
         RT("networking.k8s.io", "v1", "ingresses", "Ingress", True, short_names=["ing"], status_sub=True),
@@ -98,6 +99,7 @@ def builtin_types() -> list[RT]:
         RT("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations", "MutatingWebhookConfiguration", False),
         RT("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations", "ValidatingWebhookConfiguration", False),
         RT("coordination.k8s.io", "v1", "leases", "Lease", True, generation=False),
+        RT("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True),
     ]
 
 

@@ -10,6 +10,7 @@ import random
 import re
 import string
 import threading
+import time
 import uuid
 
 from . import fields as F
@@ -371,7 +372,8 @@ def spec_part(obj: dict) -> dict:
 class Store:
     EVENT_LOG = 20000
 
-    def __init__(self):
+    def __init__(self, config: dict | None = None):
+        self.config = config if config is not None else {}  # the live settings (crd_delay)
         self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
         self.rv = 1
@@ -379,8 +381,11 @@ class Store:
         self.events: collections.deque = collections.deque(maxlen=self.EVENT_LOG)
         self.types: dict[tuple, RT] = {}  # (group, version, plural) -> RT
         self.crd_owned: dict[str, list] = {}
+        self.crd_established: set = set()  # uids of CRDs whose kinds are served
+        self.crd_pending: dict[str, float] = {}  # uid -> monotonic time it becomes Established
         self.closed = False
         self._ip = 10
+        self._pod_ip = 0
         for rt in builtin_types():
             self.types[(rt.group, rt.version, rt.plural)] = rt
         with self.lock:
@@ -414,6 +419,13 @@ class Store:
     def _alloc_ip(self) -> str:
         self._ip += 1
         return f"10.96.{self._ip // 250}.{self._ip % 250 + 2}"
+
+    def alloc_pod_ip(self) -> str:
+        """A pod IP, unique among the last 63 500 handed out: 10.0.2.1, 10.0.2.2, ... 10.0.251.254."""
+        with self.lock:
+            n = self._pod_ip % (250 * 254)
+            self._pod_ip += 1
+        return f"10.0.{2 + n // 254}.{1 + n % 254}"
 
     # -------------------------------------------------------------- low level
     def _bump(self) -> str:
@@ -577,10 +589,17 @@ class Store:
                     md["managedFields"] = managed
             else:
                 self._track_update(rt, None, obj, manager)
-            if rt.gp == ("apiextensions.k8s.io", "customresourcedefinitions"):
-                self._crd_status(obj)
+            is_crd = rt.gp == ("apiextensions.k8s.io", "customresourcedefinitions")
+            crd_delay = float(self.config.get("crd_delay", 0) or 0) if is_crd else 0.0
+            if is_crd:
+                self._crd_status(obj, crd_delay <= 0)
             if dry_run:
                 return self.out(rt, obj)
+            if is_crd:
+                if crd_delay <= 0:
+                    self.crd_established.add(md["uid"])
+                else:
+                    self.crd_pending[md["uid"]] = time.monotonic() + crd_delay
             stored = self._store(rt, obj, "ADDED")
             self._after_write(rt, None, stored)
             return self.out(rt, stored)
@@ -654,7 +673,7 @@ class Store:
             else:
                 self._track_update(rt, cur, new, manager, subresource)
             if rt.gp == ("apiextensions.k8s.io", "customresourcedefinitions"):
-                self._crd_status(new)
+                self._crd_status(new, cmd.get("uid") in self.crd_established)
             if dry_run:
                 return self.out(rt, new)
             new["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"]
@@ -925,9 +944,12 @@ class Store:
     # -------------------------------------------------------------- hooks
     def _after_write(self, rt: RT, old, new) -> None:
         if rt.gp == ("apiextensions.k8s.io", "customresourcedefinitions") and new is not None:
-            self._register_crd(new)
+            if new["metadata"].get("uid") in self.crd_established:
+                self._register_crd(new)
 
-    def _crd_status(self, crd: dict) -> None:
+    def _crd_status(self, crd: dict, established: bool) -> None:
+        """The conditions the naming and establishing controllers give a CRD: NamesAccepted at once,
+        Established False `Installing` until its kinds are served (crd_delay), then True."""
         spec = crd.get("spec") or {}
         names = dict(spec.get("names") or {})
         names.setdefault("singular", names.get("kind", "").lower())
@@ -935,14 +957,41 @@ class Store:
         st = crd.setdefault("status", {})
         st["acceptedNames"] = names
         ts = now_ts()
+        old = {c.get("type"): c for c in st.get("conditions") or [] if isinstance(c, dict)}
+
+        def cond(typ, status, reason, message):
+            o = old.get(typ) or {}
+            t = o.get("lastTransitionTime") if o.get("status") == status and o.get("lastTransitionTime") else ts
+            return {"type": typ, "status": status, "lastTransitionTime": t, "reason": reason, "message": message}
+
         st["conditions"] = [
-            {"type": "NamesAccepted", "status": "True", "lastTransitionTime": ts, "reason": "NoConflicts",
-             "message": "no conflicts found"},
-            {"type": "Established", "status": "True", "lastTransitionTime": ts, "reason": "InitialNamesAccepted",
-             "message": "the initial names have been accepted"},
+            cond("NamesAccepted", "True", "NoConflicts", "no conflicts found"),
+            cond("Established", "True", "InitialNamesAccepted", "the initial names have been accepted")
+            if established else
+            cond("Established", "False", "Installing", "the initial names have been accepted"),
         ]
         st["storedVersions"] = [v["name"] for v in spec.get("versions") or [] if v.get("storage")] or \
             [v["name"] for v in (spec.get("versions") or [])[:1]]
+
+    def establish_crds(self) -> None:
+        """The establishing controller: CRDs whose crd_delay has passed get Established True and are served."""
+        with self.lock:
+            now = time.monotonic()
+            due = {uid for uid, t in self.crd_pending.items() if t <= now}
+            if not due:
+                return
+            rt = self.rt_any("apiextensions.k8s.io", "customresourcedefinitions")
+            for crd in list(self.all_of(rt.gp)):
+                uid = crd["metadata"]["uid"]
+                if uid not in due:
+                    continue
+                self.crd_pending.pop(uid, None)
+                self.crd_established.add(uid)
+                new = copy.deepcopy(crd)
+                self._crd_status(new, True)
+                self.update(rt, None, crd["metadata"]["name"], new, "kube-apiserver", "status", internal=True)
+            for uid in due:  # CRDs deleted meanwhile
+                self.crd_pending.pop(uid, None)
 
     def _register_crd(self, crd: dict) -> None:
         self._unregister_crd(crd, keep_objects=True)
@@ -952,6 +1001,9 @@ class Store:
         self.crd_owned[crd["metadata"]["name"]] = [(rt.group, rt.version, rt.plural) for rt in rts]
 
     def _unregister_crd(self, crd: dict, keep_objects: bool = False) -> None:
+        if not keep_objects:
+            self.crd_established.discard(crd["metadata"].get("uid"))
+            self.crd_pending.pop(crd["metadata"].get("uid"), None)
         for key in self.crd_owned.pop(crd["metadata"]["name"], []):
             rt = self.types.pop(key, None)
             if rt is not None and not keep_objects:

@@ -36,6 +36,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--latency-ms", type=float, metavar="N", help="delay every AWS call by N ms")
     p.add_argument("--seed", type=int, metavar="N", help="seed of the fault injector")
     p.add_argument("--env-file", metavar="PATH", help="write AWS_ENDPOINT_URL etc. to PATH (removed on exit)")
+    p.add_argument("--oidc-ca-file", metavar="PATH",
+                   help="write the EKS OIDC issuer's root CA (PEM) to PATH (removed on exit); "
+                   "with --env-file, AWS_CA_BUNDLE=PATH is added to it")
     p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default 0: a free port)")
     p.add_argument("--no-stdin-watch", action="store_true", help="do not stop when stdin reaches EOF")
     p.add_argument("--verbose", action="store_true", help="log every request to stderr")
@@ -77,11 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     from werkzeug.serving import make_server
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 
-    from . import fidelity, lifecycle
+    from . import fidelity, lifecycle, oidc
     from .middleware import RealismApp
 
     lifecycle.apply()
     fidelity.apply()
+    issuer = oidc.start(verbose=args.verbose)
+    oidc.apply()
+    log(f"EKS OIDC issuer on https://localhost:{issuer.port}/id/<ID>")
 
     class Handler(MotoRequestHandler):
         def connection_dropped(self, error: BaseException, environ: dict | None = None) -> None:
@@ -113,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             pass
         if time.monotonic() > deadline:
             log("server did not become ready within 60 s")
+            issuer.stop()
             return 1
         time.sleep(0.05)
 
@@ -136,6 +143,12 @@ def main(argv: list[str] | None = None) -> int:
 
         threading.Thread(target=watch_stdin, name="stdin", daemon=True).start()
 
+    if args.oidc_ca_file:
+        tmp = f"{args.oidc_ca_file}.tmp{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(issuer.ca_pem)
+        os.replace(tmp, args.oidc_ca_file)
+
     if args.env_file:
         tmp = f"{args.env_file}.tmp{os.getpid()}"
         with open(tmp, "w", encoding="utf-8") as f:
@@ -143,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"AWS_ENDPOINT_URL={url}\nAWS_ACCESS_KEY_ID=testing\nAWS_SECRET_ACCESS_KEY=testing\n"
                 f"AWS_REGION=ap-south-1\nAWS_DEFAULT_REGION=ap-south-1\nSLIPWAY_LOCALAWS_URL={url}\n"
             )
+            if args.oidc_ca_file:
+                f.write(f"AWS_CA_BUNDLE={os.path.abspath(args.oidc_ca_file)}\n")
         os.replace(tmp, args.env_file)
 
     sys.stdout.write(f"endpoint={url}\n")
@@ -152,13 +167,15 @@ def main(argv: list[str] | None = None) -> int:
     while not stop.wait(0.5):
         pass
     log("stopping")
-    if args.env_file:
-        try:
-            os.remove(args.env_file)
-        except OSError:
-            pass
+    for path in (args.env_file, args.oidc_ca_file):
+        if path:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
     server.shutdown()
     server.server_close()
+    issuer.stop()
     return 0
 
 

@@ -64,6 +64,43 @@ def _patch_eks_tagging() -> None:
     EKSBackend.list_tags_for_resource = list_tags_for_resource
 
 
+_THUMBPRINT_CONSTRAINT = (
+    "Member must satisfy constraint: "
+    "[Member must have length less than or equal to 40, Member must have length greater than or equal to 40]"
+)
+
+
+def _patch_oidc_thumbprint_length() -> None:
+    """IAM thumbprints are exactly 40 characters (the IAM model's
+    thumbprintType: min 40, max 40), in CreateOpenIDConnectProvider and
+    UpdateOpenIDConnectProviderThumbprint alike; moto only rejects longer
+    ones, and only on create. (boto3 checks this client-side; the Rust SDK
+    does not.)"""
+    from moto.iam.exceptions import ValidationError
+    from moto.iam.models import IAMBackend, OpenIDConnectProvider
+
+    original_validate = OpenIDConnectProvider._validate
+    original_update = IAMBackend.update_open_id_connect_provider_thumbprint
+
+    def validate(self: Any, url: str, thumbprint_list: list[str], client_id_list: list[str]) -> None:
+        lengths = [len(t) for t in thumbprint_list]
+        if any(n < 40 for n in lengths) and not any(n > 40 for n in lengths):  # moto reports those
+            self._errors.append(self._format_error(key="thumbprintList", value=thumbprint_list,
+                                                   constraint=_THUMBPRINT_CONSTRAINT))
+        return original_validate(self, url, thumbprint_list, client_id_list)
+
+    def update_thumbprint(self: Any, arn: str, thumbprint_list: list[str]) -> None:
+        if any(len(t) != 40 for t in thumbprint_list):
+            raise ValidationError(
+                f'1 validation error detected: Value "{thumbprint_list}" at "thumbprintList" '
+                f"failed to satisfy constraint: {_THUMBPRINT_CONSTRAINT}"
+            )
+        return original_update(self, arn, thumbprint_list)
+
+    OpenIDConnectProvider._validate = validate
+    IAMBackend.update_open_id_connect_provider_thumbprint = update_thumbprint
+
+
 _applied = False
 
 
@@ -72,4 +109,5 @@ def apply() -> None:
     if not _applied:
         _patch_security_group_rule_description()
         _patch_eks_tagging()
+        _patch_oidc_thumbprint_length()
         _applied = True

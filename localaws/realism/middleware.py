@@ -3,7 +3,8 @@
 Per AWS request, in order: read (and re-wrap) the body, identify account,
 service and operation, count the call, sleep `latency_ms`, maybe inject a
 fault, serve the EKS operations moto lacks, otherwise pass through to moto
-untouched. `/_realism/*` are the layer's control endpoints; `/moto-api/*`
+untouched. `/_realism/*` are the layer's control endpoints (calls, config,
+oidc: the local EKS OIDC issuer's root CA, thumbprint and port); `/moto-api/*`
 passes through (POST /moto-api/reset also resets the layer's counters and
 fault RNGs). Neither kind of control call is delayed, counted or faulted.
 """
@@ -17,7 +18,7 @@ import time
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs
 
-from . import eks_api
+from . import eks_api, oidc
 from .config import CONFIG, ConfigError
 from .faults import INJECTOR, DropConnection, fault_response
 from .lifecycle import reap_eks
@@ -157,7 +158,12 @@ class RealismApp:
                     return _json(start_response, 200, CONFIG.update(patch))
                 except (ValueError, ConfigError) as e:
                     return _json(start_response, 400, {"error": str(e)})
+        elif route == "/_realism/oidc":
+            if method == "GET":
+                if oidc.ISSUER is None:
+                    return _json(start_response, 404, {"error": "the OIDC issuer is not running"})
+                return _json(start_response, 200, oidc.ISSUER.info())
         else:
             return _json(start_response, 404, {"error": f"no such control endpoint: {path}",
-                                               "endpoints": ["/_realism/calls", "/_realism/config"]})
+                                               "endpoints": ["/_realism/calls", "/_realism/config", "/_realism/oidc"]})
         return _json(start_response, 405, {"error": f"method {method} not allowed on {route}"})

@@ -67,6 +67,24 @@ def test_stdout_protocol_env_file_and_exit_on_stdin_eof(tmp_path):
     assert not env_file.exists()
 
 
+def test_oidc_ca_file_and_its_env_var(tmp_path):
+    env_file, ca_file = tmp_path / "localaws.env", tmp_path / "oidc-ca.pem"
+    srv = launch("--env-file", str(env_file), "--oidc-ca-file", str(ca_file), tmp=tmp_path)
+    oidc = json.load(urllib.request.urlopen(srv.endpoint + "/_realism/oidc", timeout=10))
+    assert ca_file.read_text() == oidc["ca_pem"]
+    env = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+    assert env["AWS_CA_BUNDLE"] == str(ca_file)
+    assert env["AWS_ENDPOINT_URL"] == srv.endpoint
+    issuer = f"https://127.0.0.1:{oidc['port']}"
+    assert not port_closed(issuer)
+
+    assert srv.stop(timeout=15) == 0
+    assert srv.proc.stdout.read() == ""
+    assert port_closed(srv.endpoint)
+    assert port_closed(issuer)  # the issuer stops with it
+    assert not ca_file.exists() and not env_file.exists()
+
+
 def test_exits_on_sigterm(tmp_path):
     srv = launch(tmp=tmp_path)
     srv.proc.send_signal(signal.SIGTERM)

@@ -78,11 +78,12 @@ pub static KINDS: &[KindSpec] = &[
         &["id", "arn"],
     ),
     // `issuer_host` is the issuer URL without `https://`: IRSA trust
-    // policies key their conditions by it.
+    // policies key their conditions by it. `thumbprint_list` is what slipway
+    // obtained from the issuer when it registered it.
     kind(
         "aws.iam_openid_connect_provider",
         &["url"],
-        &["id", "arn", "issuer_host"],
+        &["id", "arn", "issuer_host", "thumbprint_list"],
     ),
     kind(
         "aws.iam_policy",

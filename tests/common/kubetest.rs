@@ -16,24 +16,26 @@ pub struct KubeTest {
 impl KubeTest {
     /// Starts it; ALBs for `alb` Ingresses are made in the local AWS at `aws_endpoint`.
     pub fn start(aws_endpoint: &str) -> KubeTest {
+        KubeTest::start_with(&[
+            "--aws-endpoint",
+            aws_endpoint,
+            "--deployment-delay",
+            "0.2",
+            "--ingress-delay",
+            "0.2",
+            "--namespace-delay",
+            "0.1",
+        ])
+    }
+
+    /// Starts it with these launcher flags (besides `--kubeconfig`).
+    pub fn start_with(args: &[&str]) -> KubeTest {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = dir.path().join("kubeconfig");
         let mut child = Command::new(root.join("kubetest/launch"))
-            .args([
-                "--kubeconfig",
-                kubeconfig.to_str().unwrap(),
-                "--aws-endpoint",
-                aws_endpoint,
-            ])
-            .args([
-                "--deployment-delay",
-                "0.2",
-                "--ingress-delay",
-                "0.2",
-                "--namespace-delay",
-                "0.1",
-            ])
+            .args(["--kubeconfig", kubeconfig.to_str().unwrap()])
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -12,14 +12,21 @@ use serde_json::Value;
 pub struct LocalAws {
     child: Child,
     pub endpoint: String,
+    /// The root CA of the local EKS OIDC issuer, for `AWS_CA_BUNDLE`.
+    pub oidc_ca: std::path::PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 impl LocalAws {
     /// Starts it with extra launcher flags (e.g. `--time-scale 0.001`).
     pub fn start(args: &[&str]) -> LocalAws {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = tempfile::tempdir().unwrap();
+        let oidc_ca = dir.path().join("oidc-ca.pem");
         let mut child = Command::new(root.join("localaws/launch"))
             .args(args)
+            .arg("--oidc-ca-file")
+            .arg(&oidc_ca)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -35,7 +42,12 @@ impl LocalAws {
             .strip_prefix("endpoint=")
             .unwrap_or_else(|| panic!("unexpected launcher output {line:?}"))
             .to_string();
-        LocalAws { child, endpoint }
+        LocalAws {
+            child,
+            endpoint,
+            oidc_ca,
+            _dir: dir,
+        }
     }
 
     fn request(&self, method: &str, path: &str, body: &str) -> Value {
@@ -63,6 +75,11 @@ impl LocalAws {
         self.request("GET", "/_realism/calls", "")
     }
 
+    /// The local OIDC issuer: `ca_pem`, `thumbprint`, `port`.
+    pub fn oidc(&self) -> Value {
+        self.request("GET", "/_realism/oidc", "")
+    }
+
     pub fn reset_calls(&self) {
         self.request("DELETE", "/_realism/calls", "");
     }
@@ -77,6 +94,7 @@ impl LocalAws {
             ("AWS_EC2_METADATA_DISABLED", "true".into()),
             ("AWS_CONFIG_FILE", "/nonexistent".into()),
             ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent".into()),
+            ("AWS_CA_BUNDLE", self.oidc_ca.display().to_string()),
         ]
     }
 

@@ -946,6 +946,7 @@ pub async fn read_oidc(aws: &Aws, items: &[(Address, Live)]) -> Found {
                     ("arn", json!(prior.id)),
                     ("url", json!(format!("https://{}", issuer_host(host)))),
                     ("issuer_host", json!(issuer_host(host))),
+                    ("thumbprint_list", json!(got.thumbprint_list())),
                     (
                         "client_id_list",
                         same_set(
@@ -978,14 +979,24 @@ pub async fn create_oidc(
                 .map_err(|e| invalid(addr, format!("bad tag: {e}")))
         })
         .collect::<Result<_, _>>()?;
-    // No thumbprint list: CreateOpenIDConnectProvider then retrieves the
-    // issuer's top intermediate CA thumbprint itself (and IAM verifies EKS
-    // issuers through its trusted CA library), so slipway needs no TLS
-    // connection to the issuer and never pins a stale one.
+    // The thumbprint of the issuer's top intermediate CA, as `eksctl` and
+    // the IAM user guide obtain it, so the trust is what was seen here.
+    ctx.status("getting the issuer's certificate thumbprint");
+    let thumbprint = super::thumbprint::of_issuer(url).await.map_err(|e| {
+        ProviderError::new(
+            addr,
+            "IssuerUnreachable",
+            format!(
+                "cannot obtain the certificate thumbprint of the OIDC issuer `{url}`: {e}; slipway needs HTTPS access to the issuer to register it with IAM"
+            ),
+            true,
+        )
+    })?;
     let created = aws
         .iam
         .create_open_id_connect_provider()
         .url(url)
+        .thumbprint_list(thumbprint)
         .set_client_id_list(Some(strings(desired, "client_id_list")))
         .set_tags(Some(tags))
         .send()

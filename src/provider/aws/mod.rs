@@ -17,6 +17,7 @@ mod network;
 mod policy;
 mod security;
 mod tags;
+pub mod thumbprint;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

@@ -123,6 +123,17 @@ fn api_error(addr: &Address, op: &str, e: &kube::Error) -> ProviderError {
     }
 }
 
+fn unserved(addr: &Address, kind: &str, api_version: &str) -> ProviderError {
+    err(
+        addr,
+        "KindUnknown",
+        format!(
+            "the API server does not serve `{kind}` in `{api_version}` (yet: a CRD may still be being established)"
+        ),
+        true,
+    )
+}
+
 fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
@@ -396,10 +407,15 @@ impl KubeProvider {
             None => ("", api_version),
         };
         let gvk = GroupVersionKind::gvk(group, version, kind);
-        let found = kube::discovery::pinned_kind(client, &gvk).await.map_err(|e| match e {
-            kube::Error::Discovery(_) => err(addr, "KindUnknown", format!("the API server does not serve `{kind}` in `{api_version}` (yet: a CRD may still be being established)"), true),
-            other => api_error(addr, "discovery", &other),
-        })?;
+        // An unserved group/version is a 404 of its discovery document; a
+        // served one without the kind is a discovery error.
+        let found = kube::discovery::pinned_kind(client, &gvk)
+            .await
+            .map_err(|e| match e {
+                kube::Error::Discovery(_) => unserved(addr, kind, api_version),
+                e if is_not_found(&e) => unserved(addr, kind, api_version),
+                other => api_error(addr, "discovery", &other),
+            })?;
         if let Ok(mut k) = self.kinds.lock() {
             k.insert(key, found.clone());
         }
@@ -461,11 +477,59 @@ impl KubeProvider {
         manifest: &Value,
         ctx: &OpContext<'_>,
     ) -> Result<Live, ProviderError> {
+        if let Some(services) = webhook_services(manifest) {
+            for (ns, name) in services {
+                self.wait_endpoints(addr, &ns, &name, ctx).await?;
+            }
+        }
         let live = self.apply_once(addr, manifest, ctx).await?;
         if addr.kind() == "deployment" {
             self.wait_rollout(addr, manifest, ctx).await?;
         }
         Ok(live)
+    }
+
+    /// Waits until the Service has a ready endpoint, by its EndpointSlices
+    /// (`kubernetes.io/service-name`): a webhook registered before anything
+    /// serves it makes the API server refuse every object it covers.
+    async fn wait_endpoints(
+        &self,
+        addr: &Address,
+        namespace: &str,
+        service: &str,
+        ctx: &OpContext<'_>,
+    ) -> Result<(), ProviderError> {
+        use k8s_openapi::api::discovery::v1::EndpointSlice;
+        let (client, _) = self.client(addr).await?;
+        let api: Api<EndpointSlice> = Api::namespaced(client.clone(), namespace);
+        let lp = kube::api::ListParams::default()
+            .labels(&format!("kubernetes.io/service-name={service}"));
+        let started = tokio::time::Instant::now();
+        loop {
+            let slices = api
+                .list(&lp)
+                .await
+                .map_err(|e| api_error(addr, "list EndpointSlices", &e))?;
+            if slices.items.iter().any(has_ready_endpoint) {
+                return Ok(());
+            }
+            if started.elapsed() >= ENDPOINTS_TIMEOUT {
+                return Err(err(
+                    addr,
+                    "WebhookNotServed",
+                    format!(
+                        "the webhook service `{namespace}/{service}` still has no ready endpoint after {} minutes; check its pods (`kubectl -n {namespace} get endpointslices -l kubernetes.io/service-name={service}`)",
+                        ENDPOINTS_TIMEOUT.as_secs() / 60
+                    ),
+                    true,
+                ));
+            }
+            ctx.status(&format!(
+                "waiting for a ready endpoint of the webhook service `{namespace}/{service}` ({}s)",
+                started.elapsed().as_secs()
+            ));
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 
     async fn wait_rollout(
@@ -546,6 +610,45 @@ impl KubeProvider {
             }
         }
     }
+}
+
+/// How long a webhook's service may take to get a ready endpoint.
+const ENDPOINTS_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+/// The in-cluster services (namespace, name) the webhooks of a
+/// Mutating/ValidatingWebhookConfiguration call; `None` for other kinds.
+fn webhook_services(manifest: &Value) -> Option<BTreeSet<(String, String)>> {
+    let kind = manifest.get("kind").and_then(Value::as_str)?;
+    let group = manifest.get("apiVersion").and_then(Value::as_str)?;
+    if !group.starts_with("admissionregistration.k8s.io/")
+        || !matches!(
+            kind,
+            "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration"
+        )
+    {
+        return None;
+    }
+    let hooks = manifest.get("webhooks").and_then(Value::as_array)?;
+    Some(
+        hooks
+            .iter()
+            .filter_map(|h| {
+                let svc = h.pointer("/clientConfig/service")?;
+                Some((
+                    svc.get("namespace")?.as_str()?.to_string(),
+                    svc.get("name")?.as_str()?.to_string(),
+                ))
+            })
+            .collect(),
+    )
+}
+
+/// Whether a slice has an endpoint with an address that is ready (an absent
+/// `ready` condition means ready, per the EndpointSlice API).
+fn has_ready_endpoint(slice: &k8s_openapi::api::discovery::v1::EndpointSlice) -> bool {
+    slice.endpoints.iter().flatten().any(|e| {
+        !e.addresses.is_empty() && e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true)
+    })
 }
 
 /// Where a Deployment's rollout is, by the rules `kubectl rollout status` uses.
@@ -641,7 +744,11 @@ fn pem_certs(pem: &[u8]) -> Vec<Vec<u8>> {
 impl Provider for KubeProvider {
     async fn read(&self, addr: &Address, prior: &Live) -> Result<Option<Live>, ProviderError> {
         let manifest = manifest_of(addr, &prior.attrs)?;
-        let (api, name) = self.api(addr, manifest).await?;
+        // A kind no longer served (its CRD deleted) has no objects left.
+        let (api, name) = match self.api(addr, manifest).await {
+            Err(e) if e.code == "KindUnknown" => return Ok(None),
+            other => other?,
+        };
         match api.get_opt(&name).await {
             // An object being deleted is as good as gone.
             Ok(Some(obj)) if obj.metadata.deletion_timestamp.is_none() => {
@@ -753,7 +860,11 @@ impl Provider for KubeProvider {
                 Err(e) => Err(api_error(addr, "server-side apply", &e)),
             };
         }
-        let (api, name) = self.api(addr, manifest).await?;
+        // A kind no longer served (its CRD deleted) has no objects left.
+        let (api, name) = match self.api(addr, manifest).await {
+            Err(e) if e.code == "KindUnknown" => return Ok(()),
+            other => other?,
+        };
         match api.delete(&name, &DeleteParams::background()).await {
             Ok(_) => {}
             Err(e) if is_not_found(&e) => return Ok(()),
@@ -852,5 +963,49 @@ mod tests {
             base64::engine::general_purpose::STANDARD.encode(&der)
         );
         assert_eq!(pem_certs(pem.as_bytes()), vec![der]);
+    }
+
+    #[test]
+    fn webhook_configurations_name_the_services_they_call() {
+        let hooks = json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingWebhookConfiguration",
+            "webhooks": [
+                {"name": "a", "clientConfig": {"service": {"name": "svc", "namespace": "kube-system", "path": "/a"}}},
+                {"name": "b", "clientConfig": {"service": {"name": "svc", "namespace": "kube-system", "path": "/b"}}},
+                {"name": "c", "clientConfig": {"url": "https://example.com/hook"}},
+            ],
+        });
+        let got = webhook_services(&hooks).unwrap_or_default();
+        assert_eq!(
+            got.into_iter().collect::<Vec<_>>(),
+            vec![("kube-system".to_string(), "svc".to_string())]
+        );
+        let service = json!({"apiVersion": "v1", "kind": "Service", "webhooks": []});
+        assert!(webhook_services(&service).is_none());
+    }
+
+    #[test]
+    fn only_a_ready_addressed_endpoint_serves() {
+        use k8s_openapi::api::discovery::v1::EndpointSlice;
+        let slice = |endpoints: Value| -> EndpointSlice {
+            serde_json::from_value(json!({
+                "metadata": {"name": "s"},
+                "addressType": "IPv4",
+                "endpoints": endpoints,
+            }))
+            .unwrap_or_else(|e| panic!("bad slice: {e}"))
+        };
+        assert!(!has_ready_endpoint(&slice(json!([]))));
+        assert!(!has_ready_endpoint(&slice(
+            json!([{"addresses": ["10.0.0.1"], "conditions": {"ready": false}}])
+        )));
+        assert!(has_ready_endpoint(&slice(
+            json!([{"addresses": ["10.0.0.1"], "conditions": {"ready": true}}])
+        )));
+        // No `ready` condition: ready, per the API's documentation.
+        assert!(has_ready_endpoint(&slice(
+            json!([{"addresses": ["10.0.0.1"], "conditions": {}}])
+        )));
     }
 }
