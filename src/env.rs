@@ -12,6 +12,28 @@ pub const FAKE_CLOUD: &str = "SLIPWAY_FAKE_CLOUD";
 /// providers: a comma-separated list of kind prefixes (`k8s.,tls.`).
 pub const FAKE_KINDS: &str = "SLIPWAY_FAKE_KINDS";
 
+/// Without a terminal, how often (seconds) a long operation prints that it
+/// is still going; default 30.
+pub const PROGRESS_INTERVAL: &str = "SLIPWAY_PROGRESS_INTERVAL";
+
+/// `SLIPWAY_PROGRESS_INTERVAL`, if set: whole or fractional seconds.
+pub fn progress_interval_opt() -> Result<Option<std::time::Duration>, String> {
+    let Some(v) = std::env::var(PROGRESS_INTERVAL)
+        .ok()
+        .filter(|v| !v.is_empty())
+    else {
+        return Ok(None);
+    };
+    v.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0 && *s <= 86_400.0)
+        .map(|s| Some(std::time::Duration::from_secs_f64(s)))
+        .ok_or_else(|| {
+            format!("{PROGRESS_INTERVAL}=`{v}` is not a number of seconds (0 to 86400); using 30")
+        })
+}
+
 /// The user running slipway, for lock records.
 pub fn user_opt() -> Option<String> {
     ["USER", "LOGNAME"]

@@ -170,9 +170,18 @@ fn tagged(aws: &LocalAws) -> Vec<String> {
 fn applies_from_empty_converges_and_a_no_op_refresh_is_cheap() {
     let aws = launch();
     let p = Project::reference_on(&aws);
-    p.run(&["apply", "--auto-approve"])
+    // Every status change as a "still creating" line: waiting on EKS shows
+    // its status and an estimate from EKS's usual duration.
+    let out = p
+        .command(&["apply", "--auto-approve"])
+        .env("SLIPWAY_PROGRESS_INTERVAL", "0")
+        .output()
+        .unwrap();
+    p.finish(&["apply", "--auto-approve"], out)
         .success()
-        .stdout_has("Apply complete!");
+        .stdout_has("Apply complete!")
+        .stdout_has("aws.eks_cluster.main: still creating... [")
+        .stdout_has("CREATING (about ");
     p.run(&["plan", "--detailed-exitcode"])
         .code(0)
         .stdout_has("No changes.");

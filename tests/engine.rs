@@ -578,3 +578,46 @@ fn on_a_terminal_apply_asks_and_only_yes_proceeds() {
     let no_color = on_a_terminal(&p, "plan --no-color", "");
     assert!(!no_color.stdout.contains("\u{1b}[32m"), "--no-color");
 }
+
+#[test]
+fn without_a_terminal_long_operations_say_they_are_still_going() {
+    let p = Project::reference();
+    p.edit_world(|w| w["faults"] = json!({"delay_ms": 50}));
+    // The default interval (30 s) is longer than this whole apply.
+    let quiet = p.run(&["apply", "--auto-approve"]);
+    quiet.success();
+    assert!(!quiet.stdout.contains("still creating"), "{}", quiet.stdout);
+
+    p.run(&["destroy", "--auto-approve", "--allow-protected"])
+        .success();
+    let out = p
+        .command(&["apply", "--auto-approve"])
+        .env("SLIPWAY_PROGRESS_INTERVAL", "0")
+        .output()
+        .unwrap();
+    p.finish(&["apply"], out)
+        .success()
+        .stdout_has("aws.vpc.main: still creating... [")
+        .stdout_has("elapsed] waiting until ready");
+
+    let out = p
+        .command(&["plan"])
+        .env("SLIPWAY_PROGRESS_INTERVAL", "soon")
+        .output()
+        .unwrap();
+    let run = p.finish(&["plan"], out);
+    run.success();
+    assert!(
+        !run.stderr.contains("SLIPWAY_PROGRESS_INTERVAL"),
+        "plan shows no progress, so it does not read the interval: {}",
+        run.stderr
+    );
+    let out = p
+        .command(&["destroy", "--auto-approve", "--allow-protected"])
+        .env("SLIPWAY_PROGRESS_INTERVAL", "soon")
+        .output()
+        .unwrap();
+    p.finish(&["destroy"], out)
+        .success()
+        .stderr_has("SLIPWAY_PROGRESS_INTERVAL=`soon` is not a number of seconds");
+}

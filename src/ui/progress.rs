@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -14,10 +14,17 @@ use crate::apply::{Hooks, Op};
 /// The live bar of each operation in flight.
 type Bars = Mutex<HashMap<(Address, Op), ProgressBar>>;
 
+/// Without a terminal, how often a long operation says it is still going.
+const STILL_EVERY: Duration = Duration::from_secs(30);
+
 /// Progress output for one apply.
 pub struct Progress {
     printer: Printer,
     bars: Option<(MultiProgress, Bars)>,
+    /// Without bars: when each operation in flight started and last said
+    /// it is still going.
+    running: Mutex<HashMap<(Address, Op), (Instant, Instant)>>,
+    still_every: Duration,
 }
 
 impl Progress {
@@ -28,9 +35,18 @@ impl Progress {
                 Mutex::new(HashMap::new()),
             )
         });
+        let still_every = match crate::env::progress_interval_opt() {
+            Ok(every) => every.unwrap_or(STILL_EVERY),
+            Err(e) => {
+                printer.warn(&e);
+                STILL_EVERY
+            }
+        };
         Progress {
             printer: printer.clone(),
             bars,
+            running: Mutex::new(HashMap::new()),
+            still_every,
         }
     }
 
@@ -92,16 +108,39 @@ impl Hooks for Progress {
                     b.insert((addr.clone(), op), bar);
                 }
             }
-            None => self.line(&format!("{addr}: {}...", ing(op))),
+            None => {
+                if let Ok(mut r) = self.running.lock() {
+                    let now = Instant::now();
+                    r.insert((addr.clone(), op), (now, now));
+                }
+                self.line(&format!("{addr}: {}...", ing(op)))
+            }
         }
     }
 
     fn status(&self, addr: &Address, op: Op, message: &str) {
         match self.bar(addr, op) {
             Some(bar) => bar.set_message(format!("{addr}: {}... {message}", ing(op))),
-            None => self
-                .printer
-                .debug(&format!("{} {addr}: {message}", crate::clock::now_hms())),
+            None => {
+                self.printer
+                    .debug(&format!("{} {addr}: {message}", crate::clock::now_hms()));
+                // Like Terraform's "Still creating...": a cron or CI log shows
+                // a long wait is alive, and what it waits for.
+                let elapsed = self.running.lock().ok().and_then(|mut r| {
+                    let (started, last) = r.get_mut(&(addr.clone(), op))?;
+                    (last.elapsed() >= self.still_every).then(|| {
+                        *last = Instant::now();
+                        started.elapsed()
+                    })
+                });
+                if let Some(elapsed) = elapsed {
+                    self.line(&format!(
+                        "{addr}: still {}... [{} elapsed] {message}",
+                        ing(op).to_lowercase(),
+                        secs(elapsed)
+                    ));
+                }
+            }
         }
     }
 
@@ -112,6 +151,9 @@ impl Hooks for Progress {
             .and_then(|(_, bars)| bars.lock().ok()?.remove(&(addr.clone(), op)));
         if let Some(bar) = bar {
             bar.finish_and_clear();
+        }
+        if let Ok(mut r) = self.running.lock() {
+            r.remove(&(addr.clone(), op));
         }
         match error {
             None => self.line(&format!(

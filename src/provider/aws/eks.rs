@@ -224,7 +224,7 @@ async fn wait_cluster_active(
     ctx: &OpContext<'_>,
 ) -> Result<Live, ProviderError> {
     let started = tokio::time::Instant::now();
-    aws.wait_until(addr, ctx, "ACTIVE", aws.timeouts.eks_cluster, || async {
+    aws.wait_reporting(addr, ctx, "ACTIVE", aws.timeouts.eks_cluster, || async {
         let Some(c) = describe_cluster(aws, addr, name).await? else {
             return Err(ProviderError::new(
                 addr,
@@ -234,21 +234,18 @@ async fn wait_cluster_active(
             ));
         };
         match c.status() {
-            Some(ClusterStatus::Active) => Ok(Some(cluster_live(&c, None))),
+            Some(ClusterStatus::Active) => Ok(Ok(cluster_live(&c, None))),
             Some(ClusterStatus::Failed) => Err(ProviderError::new(
                 addr,
                 "ClusterFailed",
                 format!("cluster `{name}` failed to create; see its health in the EKS console"),
                 false,
             )),
-            other => {
-                ctx.status(&format!(
-                    "{} ({})",
-                    other.map_or("CREATING", |s| s.as_str()),
-                    eta(started.elapsed(), CLUSTER_EXPECTED)
-                ));
-                Ok(None)
-            }
+            other => Ok(Err(Some(format!(
+                "{} ({})",
+                other.map_or("CREATING", |s| s.as_str()),
+                eta(started.elapsed(), CLUSTER_EXPECTED)
+            )))),
         }
     })
     .await
@@ -631,7 +628,7 @@ async fn wait_profile(
     ctx: &OpContext<'_>,
 ) -> Result<Live, ProviderError> {
     let started = tokio::time::Instant::now();
-    aws.wait_until(addr, ctx, "ACTIVE", aws.timeouts.eks_profile, || async {
+    aws.wait_reporting(addr, ctx, "ACTIVE", aws.timeouts.eks_profile, || async {
         let Some(p) = describe_profile(aws, addr, cluster, name).await? else {
             return Err(ProviderError::new(
                 addr,
@@ -641,7 +638,7 @@ async fn wait_profile(
             ));
         };
         match p.status() {
-            Some(FargateProfileStatus::Active) => Ok(Some(profile_live(cluster, &p, None))),
+            Some(FargateProfileStatus::Active) => Ok(Ok(profile_live(cluster, &p, None))),
             Some(FargateProfileStatus::CreateFailed) => Err(ProviderError::new(
                 addr,
                 "CreateFailed",
@@ -657,14 +654,11 @@ async fn wait_profile(
                 ),
                 false,
             )),
-            other => {
-                ctx.status(&format!(
-                    "{} ({})",
-                    other.map_or("CREATING", |s| s.as_str()),
-                    eta(started.elapsed(), PROFILE_EXPECTED)
-                ));
-                Ok(None)
-            }
+            other => Ok(Err(Some(format!(
+                "{} ({})",
+                other.map_or("CREATING", |s| s.as_str()),
+                eta(started.elapsed(), PROFILE_EXPECTED)
+            )))),
         }
     })
     .await
@@ -1131,15 +1125,14 @@ pub async fn delete(
             .await;
             r?;
             let started = tokio::time::Instant::now();
-            aws.wait_until(addr, ctx, "deleted", aws.timeouts.eks_cluster, || async {
-                let gone = describe_cluster(aws, addr, name).await?.is_none();
-                if !gone {
-                    ctx.status(&format!(
-                        "DELETING ({})",
-                        eta(started.elapsed(), Duration::from_secs(5 * 60))
-                    ));
+            aws.wait_reporting(addr, ctx, "deleted", aws.timeouts.eks_cluster, || async {
+                if describe_cluster(aws, addr, name).await?.is_none() {
+                    return Ok(Ok(()));
                 }
-                Ok(gone.then_some(()))
+                Ok(Err(Some(format!(
+                    "DELETING ({})",
+                    eta(started.elapsed(), Duration::from_secs(5 * 60))
+                ))))
             })
             .await
         }

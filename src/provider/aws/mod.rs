@@ -202,7 +202,7 @@ impl AwsProvider {
 }
 
 impl Aws {
-    /// Polls `check` until it returns `Some`, reporting `waiting` meanwhile.
+    /// Polls `check` until it returns `Some`, reporting how long it has waited.
     async fn wait_until<T, F, Fut>(
         &self,
         addr: &Address,
@@ -215,11 +215,33 @@ impl Aws {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<Option<T>, ProviderError>>,
     {
+        self.wait_reporting(addr, ctx, what, timeout, || {
+            let polled = check();
+            async move { polled.await.map(|found| found.ok_or(None)) }
+        })
+        .await
+    }
+
+    /// Polls `check` until it returns `Ok`; an `Err` carries what to report
+    /// meanwhile (a status, an estimate), `None` for how long it has waited.
+    async fn wait_reporting<T, F, Fut>(
+        &self,
+        addr: &Address,
+        ctx: &OpContext<'_>,
+        what: &str,
+        timeout: Duration,
+        mut check: F,
+    ) -> Result<T, ProviderError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Result<T, Option<String>>, ProviderError>>,
+    {
         let started = tokio::time::Instant::now();
         loop {
-            if let Some(v) = check().await? {
-                return Ok(v);
-            }
+            let note = match check().await? {
+                Ok(v) => return Ok(v),
+                Err(note) => note,
+            };
             let waited = started.elapsed();
             if waited >= timeout {
                 return Err(ProviderError::new(
@@ -232,11 +254,13 @@ impl Aws {
                     true,
                 ));
             }
-            ctx.status(&format!(
-                "waiting until {what} ({}s of at most {}s)",
-                waited.as_secs(),
-                timeout.as_secs()
-            ));
+            ctx.status(&note.unwrap_or_else(|| {
+                format!(
+                    "waiting until {what} ({}s of at most {}s)",
+                    waited.as_secs(),
+                    timeout.as_secs()
+                )
+            }));
             tokio::time::sleep(self.poll).await;
         }
     }
