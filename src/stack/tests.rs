@@ -715,6 +715,42 @@ fn lb_controller_release_data_is_well_formed() {
             let v: serde_json::Value = serde_json::from_str(doc).unwrap();
             assert_eq!(v["Version"], "2012-10-17");
         }
+        let m = r.manifests;
+        assert!(m.chart.starts_with("aws-load-balancer-controller-"));
+        for crd in (m.crds)() {
+            let versions = crd.versions.as_array().unwrap();
+            let storage = versions.iter().filter(|v| v["storage"] == true).count();
+            assert_eq!(storage, 1, "{}: one storage version", crd.plural);
+            assert!(matches!(crd.scope, "Cluster" | "Namespaced"));
+        }
+        // The webhook Service targets the container port by name.
+        let container = (m.container)();
+        assert!(
+            container["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "webhook-server"),
+            "{container}"
+        );
+        let hooks: Vec<_> = (m.mutating_webhooks)()
+            .into_iter()
+            .chain((m.validating_webhooks)())
+            .collect();
+        let mut names: Vec<_> = hooks.iter().map(|h| h.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), hooks.len(), "webhook names are unique");
+        for h in &hooks {
+            assert!(
+                h.path.starts_with('/') && h.rest["rules"].is_array(),
+                "{}",
+                h.name
+            );
+        }
+        for rules in [(m.cluster_role_rules)(), (m.leader_election_rules)()] {
+            assert!(rules.as_array().is_some_and(|r| !r.is_empty()));
+        }
     }
     assert!(
         spec_opt("aws.iam_openid_connect_provider")

@@ -3,8 +3,7 @@
 //!
 //! The controller's objects follow the upstream Helm chart of the pinned
 //! release with default values (webhook certificate made by slipway
-//! instead of Helm). The two CRDs carry their names, group, versions and
-//! scope but a permissive schema; see docs/stack.md.
+//! instead of Helm); their version-specific parts are in `stack::lbc`.
 
 use serde_json::json;
 
@@ -12,6 +11,7 @@ use super::aws::DEPLOYERS_GROUP;
 use super::{Builder, LBC_NAME, Shared, id, k8s, lit};
 use crate::addr::{Address, AddressError, Domain};
 use crate::resource::{Expr, Resource};
+use crate::stack::lbc;
 
 const DEPLOYER: &str = "slipway-deployer";
 const KUBE_SYSTEM: &str = "kube-system";
@@ -43,6 +43,14 @@ fn lbc_labels() -> Vec<(&'static str, String)> {
 
 fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> serde_json::Value {
     json!({"apiGroups": groups, "resources": resources, "verbs": verbs})
+}
+
+/// An object's fields as map entries of literal values.
+fn entries(object: serde_json::Value) -> Vec<(String, Expr)> {
+    match object {
+        serde_json::Value::Object(m) => m.into_iter().map(|(k, v)| (k, lit(v))).collect(),
+        _ => Vec::new(),
+    }
 }
 
 impl Kube<'_, '_> {
@@ -238,7 +246,9 @@ impl Kube<'_, '_> {
     fn load_balancer_controller(&mut self, coredns: &Address) -> Result<(), AddressError> {
         let s = self.b.s;
         let release = s.ingress;
-        let labels = lbc_labels();
+        let manifests = release.manifests;
+        let mut labels = lbc_labels();
+        labels.push(("app.kubernetes.io/version", format!("v{}", release.version)));
         let ns = Some(KUBE_SYSTEM);
 
         let sa = k8s("service_account", &format!("{KUBE_SYSTEM}/{LBC_NAME}"))?;
@@ -262,55 +272,7 @@ impl Kube<'_, '_> {
             None,
             &labels,
             None,
-            vec![(
-                "rules",
-                lit(json!([
-                    rule(
-                        &[LBC_GROUP],
-                        &["targetgroupbindings"],
-                        &[
-                            "create", "delete", "get", "list", "patch", "update", "watch"
-                        ]
-                    ),
-                    rule(
-                        &[LBC_GROUP],
-                        &["ingressclassparams"],
-                        &["get", "list", "watch"]
-                    ),
-                    rule(&[""], &["events"], &["create", "patch"]),
-                    rule(&[""], &["pods"], &["get", "list", "watch"]),
-                    rule(
-                        &["networking.k8s.io"],
-                        &["ingressclasses"],
-                        &["get", "list", "watch"]
-                    ),
-                    rule(
-                        &["", "extensions", "networking.k8s.io"],
-                        &["services", "ingresses"],
-                        &["get", "list", "patch", "update", "watch"]
-                    ),
-                    rule(
-                        &[""],
-                        &["nodes", "namespaces", "endpoints"],
-                        &["get", "list", "watch"]
-                    ),
-                    rule(
-                        &[LBC_GROUP, "", "extensions", "networking.k8s.io"],
-                        &[
-                            "targetgroupbindings/status",
-                            "pods/status",
-                            "services/status",
-                            "ingresses/status"
-                        ],
-                        &["update", "patch"]
-                    ),
-                    rule(
-                        &["discovery.k8s.io"],
-                        &["endpointslices"],
-                        &["get", "list", "watch"]
-                    ),
-                ])),
-            )],
+            vec![("rules", lit((manifests.cluster_role_rules)()))],
         );
         self.push(&cluster_role, m, &[]);
 
@@ -341,15 +303,7 @@ impl Kube<'_, '_> {
             ns,
             &labels,
             None,
-            vec![(
-                "rules",
-                lit(json!([
-                    rule(&[""], &["configmaps"], &["create"]),
-                    {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["aws-load-balancer-controller-leader"], "verbs": ["get", "patch", "update"]},
-                    rule(&["coordination.k8s.io"], &["leases"], &["create"]),
-                    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["aws-load-balancer-controller-leader"], "verbs": ["get", "update", "patch"]},
-                ])),
-            )],
+            vec![("rules", lit((manifests.leader_election_rules)()))],
         );
         self.push(&le_role, m, &[]);
 
@@ -371,7 +325,7 @@ impl Kube<'_, '_> {
         );
         self.push(&le_binding, m, &[&le_role, &sa]);
 
-        let crds = self.crds()?;
+        let crds = self.crds(&labels, (manifests.crds)())?;
 
         let cert = Address::new(Domain::Tls, "certificate", "lb_webhook")?;
         let dns = format!("{WEBHOOK_SERVICE}.{KUBE_SYSTEM}.svc");
@@ -433,12 +387,11 @@ impl Kube<'_, '_> {
         self.push(&service, m, &[]);
 
         let deployment = k8s("deployment", &format!("{KUBE_SYSTEM}/{LBC_NAME}"))?;
-        let container = Expr::map([
-            ("name", Expr::str(LBC_NAME)),
-            ("image", Expr::str(release.image)),
-            ("imagePullPolicy", Expr::str("IfNotPresent")),
+        let mut container = vec![
+            ("name".to_string(), Expr::str(LBC_NAME)),
+            ("image".to_string(), Expr::str(release.image)),
             (
-                "args",
+                "args".to_string(),
                 Expr::List(vec![
                     Expr::str(format!("--cluster-name={}", s.cluster.name)),
                     Expr::str("--ingress-class=alb"),
@@ -446,36 +399,34 @@ impl Kube<'_, '_> {
                     Expr::Concat(vec![Expr::str("--aws-vpc-id="), id(&self.shared.vpc)]),
                 ]),
             ),
+        ];
+        container.extend(entries((manifests.container)()));
+        let mut pod = vec![
+            ("serviceAccountName".to_string(), Expr::str(LBC_NAME)),
             (
-                "ports",
-                lit(json!([
-                    {"name": "webhook-server", "containerPort": 9443, "protocol": "TCP"},
-                    {"name": "metrics-server", "containerPort": 8080, "protocol": "TCP"},
-                ])),
-            ),
-            (
-                "volumeMounts",
+                "volumes".to_string(),
                 lit(
-                    json!([{"mountPath": "/tmp/k8s-webhook-server/serving-certs", "name": "cert", "readOnly": true}]),
+                    json!([{"name": "cert", "secret": {"defaultMode": 420, "secretName": WEBHOOK_SECRET}}]),
                 ),
             ),
             (
-                "securityContext",
-                lit(
-                    json!({"readOnlyRootFilesystem": true, "runAsNonRoot": true, "allowPrivilegeEscalation": false}),
-                ),
+                "containers".to_string(),
+                Expr::List(vec![Expr::map(container)]),
+            ),
+        ];
+        pod.extend(entries((manifests.pod)()));
+        let mut spec = entries((manifests.deployment)());
+        spec.extend([
+            (
+                "selector".to_string(),
+                lit(json!({"matchLabels": selector})),
             ),
             (
-                "livenessProbe",
-                lit(
-                    json!({"failureThreshold": 2, "httpGet": {"path": "/healthz", "port": 61779, "scheme": "HTTP"}, "initialDelaySeconds": 30, "timeoutSeconds": 10}),
-                ),
-            ),
-            (
-                "readinessProbe",
-                lit(
-                    json!({"failureThreshold": 2, "httpGet": {"path": "/readyz", "port": 61779, "scheme": "HTTP"}, "successThreshold": 1, "initialDelaySeconds": 10, "timeoutSeconds": 10}),
-                ),
+                "template".to_string(),
+                Expr::map([
+                    ("metadata", lit(json!({"labels": selector}))),
+                    ("spec", Expr::map(pod)),
+                ]),
             ),
         ]);
         let m = self.object(
@@ -484,34 +435,7 @@ impl Kube<'_, '_> {
             ns,
             &labels,
             None,
-            vec![(
-                "spec",
-                Expr::map([
-                    ("replicas", lit(json!(2))),
-                    ("revisionHistoryLimit", lit(json!(10))),
-                    ("selector", lit(json!({"matchLabels": selector}))),
-                    (
-                        "template",
-                        Expr::map([
-                            ("metadata", lit(json!({"labels": selector}))),
-                            (
-                                "spec",
-                                Expr::map([
-                                    ("serviceAccountName", Expr::str(LBC_NAME)),
-                                    (
-                                        "volumes",
-                                        lit(json!([{"name": "cert", "secret": {"defaultMode": 420, "secretName": WEBHOOK_SECRET}}])),
-                                    ),
-                                    ("securityContext", lit(json!({"fsGroup": 65534}))),
-                                    ("containers", Expr::List(vec![container])),
-                                    ("terminationGracePeriodSeconds", lit(json!(10))),
-                                    ("priorityClassName", Expr::str("system-cluster-critical")),
-                                ]),
-                            ),
-                        ]),
-                    ),
-                ]),
-            )],
+            vec![("spec", Expr::map(spec))],
         );
         let mut after: Vec<&Address> = vec![&sa, &crb, &le_binding, &secret, &service, coredns];
         after.extend(crds.iter());
@@ -530,94 +454,61 @@ impl Kube<'_, '_> {
                 ),
             ])
         };
-        let not_self = json!({"matchExpressions": [{"key": "app.kubernetes.io/name", "operator": "NotIn", "values": [LBC_NAME]}]});
-        let hook = |name: &str, path: &str, rest: serde_json::Value| {
-            let mut entries = vec![("clientConfig".to_string(), client(path))];
-            entries.push(("name".to_string(), Expr::str(name)));
-            entries.push((
-                "admissionReviewVersions".to_string(),
-                lit(json!(["v1beta1"])),
-            ));
-            entries.push(("sideEffects".to_string(), Expr::str("None")));
-            entries.push(("failurePolicy".to_string(), Expr::str("Fail")));
-            if let serde_json::Value::Object(m) = rest {
-                entries.extend(m.into_iter().map(|(k, v)| (k, lit(v))));
-            }
-            Expr::map(entries)
+        let review_versions = lit(json!(manifests.admission_review_versions));
+        let hook = |w: lbc::Webhook| {
+            let mut fields = vec![
+                ("clientConfig".to_string(), client(w.path)),
+                ("name".to_string(), Expr::str(w.name)),
+                (
+                    "admissionReviewVersions".to_string(),
+                    review_versions.clone(),
+                ),
+                ("sideEffects".to_string(), Expr::str("None")),
+                ("failurePolicy".to_string(), Expr::str("Fail")),
+            ];
+            fields.extend(entries(w.rest));
+            Expr::map(fields)
         };
         let mutating = k8s("mutating_webhook_configuration", WEBHOOK_CONFIG)?;
         let m = self.object(
-            ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration"),
+            (
+                "admissionregistration.k8s.io/v1",
+                "MutatingWebhookConfiguration",
+            ),
             WEBHOOK_CONFIG,
             None,
             &labels,
             None,
             vec![(
                 "webhooks",
-                Expr::List(vec![
-                    hook(
-                        "mpod.elbv2.k8s.aws",
-                        "/mutate-v1-pod",
-                        json!({
-                            "namespaceSelector": {"matchExpressions": [{"key": "elbv2.k8s.aws/pod-readiness-gate-inject", "operator": "In", "values": ["enabled"]}]},
-                            "objectSelector": not_self,
-                            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}],
-                        }),
-                    ),
-                    hook(
-                        "mservice.elbv2.k8s.aws",
-                        "/mutate-v1-service",
-                        json!({
-                            "objectSelector": not_self,
-                            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["services"]}],
-                        }),
-                    ),
-                    hook(
-                        "mtargetgroupbinding.elbv2.k8s.aws",
-                        "/mutate-elbv2-k8s-aws-v1beta1-targetgroupbinding",
-                        json!({
-                            "rules": [{"apiGroups": [LBC_GROUP], "apiVersions": ["v1beta1"], "operations": ["CREATE", "UPDATE"], "resources": ["targetgroupbindings"]}],
-                        }),
-                    ),
-                ]),
+                Expr::List(
+                    (manifests.mutating_webhooks)()
+                        .into_iter()
+                        .map(hook)
+                        .collect(),
+                ),
             )],
         );
         self.push(&mutating, m, &[&deployment, &service]);
 
         let validating = k8s("validating_webhook_configuration", WEBHOOK_CONFIG)?;
         let m = self.object(
-            ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration"),
+            (
+                "admissionregistration.k8s.io/v1",
+                "ValidatingWebhookConfiguration",
+            ),
             WEBHOOK_CONFIG,
             None,
             &labels,
             None,
             vec![(
                 "webhooks",
-                Expr::List(vec![
-                    hook(
-                        "vingressclassparams.elbv2.k8s.aws",
-                        "/validate-elbv2-k8s-aws-v1beta1-ingressclassparams",
-                        json!({
-                            "objectSelector": not_self,
-                            "rules": [{"apiGroups": [LBC_GROUP], "apiVersions": ["v1beta1"], "operations": ["CREATE", "UPDATE"], "resources": ["ingressclassparams"]}],
-                        }),
-                    ),
-                    hook(
-                        "vtargetgroupbinding.elbv2.k8s.aws",
-                        "/validate-elbv2-k8s-aws-v1beta1-targetgroupbinding",
-                        json!({
-                            "rules": [{"apiGroups": [LBC_GROUP], "apiVersions": ["v1beta1"], "operations": ["CREATE", "UPDATE"], "resources": ["targetgroupbindings"]}],
-                        }),
-                    ),
-                    hook(
-                        "vingress.elbv2.k8s.aws",
-                        "/validate-networking-v1-ingress",
-                        json!({
-                            "matchPolicy": "Equivalent",
-                            "rules": [{"apiGroups": ["networking.k8s.io"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["ingresses"]}],
-                        }),
-                    ),
-                ]),
+                Expr::List(
+                    (manifests.validating_webhooks)()
+                        .into_iter()
+                        .map(hook)
+                        .collect(),
+                ),
             )],
         );
         self.push(&validating, m, &[&deployment, &service]);
@@ -654,48 +545,29 @@ impl Kube<'_, '_> {
         Ok(())
     }
 
-    /// The controller's CRDs. Names, group, versions and scope are upstream's;
-    /// the schema accepts any spec until the upstream manifests are embedded.
-    fn crds(&mut self) -> Result<Vec<Address>, AddressError> {
-        let permissive = json!({"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}});
-        let defs = [
-            (
-                "ingressclassparams",
-                "IngressClassParams",
-                "IngressClassParamsList",
-                "ingressclassparams",
-                "Cluster",
-                json!([{"name": "v1beta1", "served": true, "storage": true, "schema": permissive, "subresources": {}}]),
-            ),
-            (
-                "targetgroupbindings",
-                "TargetGroupBinding",
-                "TargetGroupBindingList",
-                "targetgroupbinding",
-                "Namespaced",
-                json!([
-                    {"name": "v1alpha1", "served": true, "storage": false, "schema": permissive, "subresources": {"status": {}}},
-                    {"name": "v1beta1", "served": true, "storage": true, "schema": permissive, "subresources": {"status": {}}},
-                ]),
-            ),
-        ];
+    /// The controller's CRDs, as the release defines them.
+    fn crds(
+        &mut self,
+        labels: &[(&str, String)],
+        defs: Vec<lbc::Crd>,
+    ) -> Result<Vec<Address>, AddressError> {
         let mut out = Vec::new();
-        for (plural, kind, list_kind, singular, scope, versions) in defs {
-            let name = format!("{plural}.{LBC_GROUP}");
+        for crd in defs {
+            let name = format!("{}.{LBC_GROUP}", crd.plural);
             let addr = k8s("crd", &name)?;
             let m = self.object(
                 ("apiextensions.k8s.io/v1", "CustomResourceDefinition"),
                 &name,
                 None,
-                &lbc_labels(),
+                labels,
                 None,
                 vec![(
                     "spec",
                     lit(json!({
                         "group": LBC_GROUP,
-                        "names": {"kind": kind, "listKind": list_kind, "plural": plural, "singular": singular},
-                        "scope": scope,
-                        "versions": versions,
+                        "names": {"kind": crd.kind, "listKind": crd.list_kind, "plural": crd.plural, "singular": crd.singular},
+                        "scope": crd.scope,
+                        "versions": crd.versions,
                     })),
                 )],
             );
