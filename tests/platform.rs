@@ -152,6 +152,38 @@ fn one_apply_goes_from_empty_to_a_working_platform_and_keeps_it_there() {
     assert_eq!(labels["team"], "payments");
     p.run(&["plan", "--detailed-exitcode"]).code(0);
 
+    // Someone grants a user the deployer role: the plan shows it, apply
+    // takes it back (`subjects` is slipway's, whole).
+    let out = kube.kubectl(&[
+        "-n",
+        "smallcase-green",
+        "patch",
+        "rolebinding",
+        "slipway-deployer",
+        "--type=json",
+        "-p",
+        r#"[{"op": "add", "path": "/subjects/-", "value": {"kind": "User", "name": "mallory", "apiGroup": "rbac.authorization.k8s.io"}}]"#,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    p.run(&["plan", "--detailed-exitcode"])
+        .code(2)
+        .stdout_has("~ k8s.role_binding.smallcase-green/slipway-deployer")
+        .stdout_has("mallory");
+    p.run(&["apply", "--auto-approve"]).success();
+    let binding = kube
+        .get(&["-n", "smallcase-green", "rolebinding", "slipway-deployer"])
+        .unwrap();
+    assert_eq!(
+        binding["subjects"].as_array().map(Vec::len),
+        Some(1),
+        "{binding}"
+    );
+    p.run(&["plan", "--detailed-exitcode"]).code(0);
+
     // An object labelled as the stack's that the state does not know is reported.
     let stray = p.path("stray.yaml");
     std::fs::write(&stray, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: stray\n  labels:\n    slipway.dev/stack: smallcase\n").unwrap();
@@ -174,10 +206,44 @@ fn one_apply_goes_from_empty_to_a_working_platform_and_keeps_it_there() {
         .success();
     assert!(kube.get(&["namespace", "smallcase-green"]).is_none());
     assert!(kube.get(&["namespace", "smallcase-blue"]).is_some());
+    // An application's Ingress: the controller makes it an ALB and puts its
+    // finalizer on it. A full destroy deletes the namespace while the
+    // controller still runs, so the ALB goes and nothing is left stuck.
+    let ingress = p.path("ingress.yaml");
+    std::fs::write(
+        &ingress,
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: web\n  namespace: smallcase-blue\nspec:\n  ingressClassName: alb\n  defaultBackend:\n    service:\n      name: web\n      port:\n        number: 80\n",
+    )
+    .unwrap();
+    assert!(
+        kube.kubectl(&["apply", "-f", ingress.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let started = std::time::Instant::now();
+    while kube
+        .get(&["-n", "smallcase-blue", "ingress", "web"])
+        .is_none_or(|i| i["status"]["loadBalancer"]["ingress"][0]["hostname"].is_null())
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the ingress never got a load balancer"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    aws.reset_calls();
     p.run(&["destroy", "--auto-approve", "--allow-protected"])
         .success();
     assert!(kube.get(&["namespace", "smallcase-blue"]).is_none());
     assert_eq!(p.state_count(), 0);
+    let deleted = aws.calls()["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["operation"] == "DeleteLoadBalancer")
+        .map(|c| c["count"].as_u64().unwrap())
+        .sum::<u64>();
+    assert_eq!(deleted, 1, "the ALB is deleted: {}", aws.calls());
 }
 
 #[test]

@@ -36,6 +36,13 @@ def parse_args(argv):
     p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default 0: a free port)")
     p.add_argument("--aws-endpoint", metavar="URL", help="local AWS endpoint for the ALB ingress controller")
     p.add_argument("--aws-region", default="ap-south-1")
+    p.add_argument("--eks-cluster-name", metavar="NAME",
+                   help="also accept EKS tokens (aws-iam-authenticator's k8s-aws-v1. presigned STS "
+                        "GetCallerIdentity URLs) signed for cluster NAME, verified against the STS of "
+                        "--aws-endpoint (required with it)")
+    p.add_argument("--eks-secret-key", action="append", default=[], metavar="ACCESS_KEY_ID:SECRET",
+                   help="with --eks-cluster-name: check the SigV4 signature of EKS tokens made with this "
+                        "access key, as STS would (moto does not); repeatable")
     p.add_argument("--cluster-name", default="smallcase", help="value of the elbv2.k8s.aws/cluster tag")
     p.add_argument("--deployment-delay", type=float, default=1.0, metavar="S", help="seconds until a rollout completes")
     p.add_argument("--ingress-delay", type=float, default=1.0, metavar="S", help="seconds until an ALB ingress is reconciled")
@@ -48,7 +55,17 @@ def parse_args(argv):
                    help="image whose pods fail with ErrImagePull/ImagePullBackOff (repeatable)")
     p.add_argument("--no-stdin-watch", action="store_true", help="do not stop when stdin reaches EOF")
     p.add_argument("--verbose", action="store_true", help="log every request to stderr")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.eks_cluster_name is not None and not args.aws_endpoint:
+        p.error("--eks-cluster-name requires --aws-endpoint (the STS that verifies EKS tokens)")
+    if args.eks_cluster_name == "":
+        p.error("--eks-cluster-name must not be empty")
+    if args.eks_secret_key and args.eks_cluster_name is None:
+        p.error("--eks-secret-key requires --eks-cluster-name")
+    for kv in args.eks_secret_key:
+        if ":" not in kv or not kv.split(":", 1)[0] or not kv.split(":", 1)[1]:
+            p.error(f"--eks-secret-key wants ACCESS_KEY_ID:SECRET, got {kv!r}")
+    return args
 
 
 def stdin_watchable() -> bool:
@@ -113,6 +130,7 @@ def main(argv=None) -> int:
     from werkzeug.serving import WSGIRequestHandler, make_server
 
     from .app import App
+    from .auth import Authenticator, EksVerifier
     from .controllers import Controllers
     from .store import Store
 
@@ -142,7 +160,13 @@ def main(argv=None) -> int:
             if args.verbose:
                 super().log_message(format, *a)
 
-    app = App(store, token, config, verbose=args.verbose)
+    eks = None
+    if args.eks_cluster_name is not None:
+        eks = EksVerifier(args.eks_cluster_name, args.aws_endpoint,
+                          dict(kv.split(":", 1) for kv in args.eks_secret_key))
+        log(f"accepting EKS tokens for cluster {args.eks_cluster_name!r} (STS: {args.aws_endpoint})")
+    app = App(store, token, config, verbose=args.verbose,
+              authenticator=Authenticator(token, eks, verbose=args.verbose))
     server = make_server("127.0.0.1", args.port, app, threaded=True, ssl_context=ctx, request_handler=Handler)
     server.daemon_threads = True
     port = server.socket.getsockname()[1]

@@ -10,6 +10,7 @@ import time
 import yaml
 from werkzeug.wrappers import Request, Response
 
+from .auth import Authenticator
 from .store import ApiError, Store, bad_request, now_ts, parse_field_selector, parse_label_selector, selector_matches
 
 VERSION = {
@@ -33,10 +34,11 @@ def truthy(v) -> bool:
 
 class App:
     def __init__(self, store: Store, token: str, config: dict, host_port: str = "", verbose: bool = False,
-                 on_config=None):
+                 on_config=None, authenticator: Authenticator | None = None):
         self.store, self.token, self.config, self.host_port = store, token, config, host_port
         self.verbose = verbose
         self.on_config = on_config
+        self.authn = authenticator or Authenticator(token, verbose=verbose)
 
     def __call__(self, environ, start_response):
         req = Request(environ)
@@ -55,8 +57,7 @@ class App:
 
     # ------------------------------------------------------------------ routing
     def handle(self, req: Request) -> Response:
-        auth = req.headers.get("Authorization", "")
-        if auth != f"Bearer {self.token}":
+        if self.authn.authenticate(req.headers.get("Authorization", "")) is None:
             return jresp({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                           "message": "Unauthorized", "reason": "Unauthorized", "code": 401}, 401)
         path = req.path
@@ -556,6 +557,12 @@ class App:
                 if self.on_config:
                     self.on_config()
             return jresp(self.config)
+        if parts == ["auth"]:
+            if req.method == "DELETE":
+                self.authn.reset()
+            elif req.method != "GET":
+                raise ApiError(405, "MethodNotAllowed", f"{req.method} is not allowed on /_kubetest/auth")
+            return jresp(self.authn.report())
         if parts == ["state"]:
             with self.store.lock:
                 return jresp({"resourceVersion": self.store.rv, "time": now_ts(),

@@ -80,10 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     from werkzeug.serving import make_server
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 
-    from . import fidelity, lifecycle, oidc
+    from . import eks_endpoint, fidelity, lifecycle, oidc
     from .middleware import RealismApp
 
     lifecycle.apply()
+    eks_endpoint.apply()  # wraps lifecycle's endpoint / CA properties
     fidelity.apply()
     issuer = oidc.start(verbose=args.verbose)
     oidc.apply()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import re
 import threading
 from typing import Any
+from urllib.parse import urlsplit
 
 # Durations in seconds, as real AWS takes them (typical figures), before
 # `time_scale` is applied.
@@ -39,7 +41,18 @@ DEFAULTS: dict[str, Any] = {
         "mutating_only": False,
         "max": None,
     },
+    # cluster name -> {"endpoint": "https://127.0.0.1:PORT", "ca_pem": "-----BEGIN CERTIFICATE-----..."}:
+    # the Kubernetes API server EKS reports for that cluster (see eks_endpoint.py).
+    # Set as a whole: a new value replaces the previous map; {} removes every override.
+    "eks_api_servers": {},
 }
+
+# Keys whose value is replaced as a whole by an update (not deep-merged).
+REPLACED_KEYS = ("eks_api_servers",)
+
+# EKS cluster names (CreateCluster's `name`).
+_CLUSTER_NAME_RE = re.compile(r"[0-9A-Za-z][A-Za-z0-9_-]{0,99}")
+_PEM_CERT_RE = re.compile(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", re.S)
 
 
 class ConfigError(ValueError):
@@ -76,6 +89,54 @@ def _check(cfg: dict[str, Any]) -> None:
     if f["max"] is not None:
         if isinstance(f["max"], bool) or not isinstance(f["max"], int) or f["max"] < 0:
             raise ConfigError("faults.max must be null or a non-negative integer")
+    _check_api_servers(cfg["eks_api_servers"])
+
+
+def _check_api_servers(servers: Any) -> None:
+    if not isinstance(servers, dict):
+        raise ConfigError("eks_api_servers must be a JSON object (cluster name -> {endpoint, ca_pem})")
+    for name, server in servers.items():
+        where = f"eks_api_servers.{name}"
+        if not _CLUSTER_NAME_RE.fullmatch(name):
+            raise ConfigError(f"eks_api_servers: {name!r} is not a valid EKS cluster name")
+        if not isinstance(server, dict):
+            raise ConfigError(f"{where} must be an object with keys endpoint and ca_pem")
+        unknown = sorted(set(server) - {"endpoint", "ca_pem"})
+        if unknown:
+            raise ConfigError(f"unknown key {unknown[0]!r} in {where} (known: ca_pem, endpoint)")
+        missing = [k for k in ("endpoint", "ca_pem") if k not in server]
+        if missing:
+            raise ConfigError(f"{where}.{missing[0]} is required")
+        _check_https_url(server["endpoint"], f"{where}.endpoint")
+        _check_pem_cert(server["ca_pem"], f"{where}.ca_pem")
+
+
+def _check_https_url(url: Any, name: str) -> None:
+    bad = f"{name} must be an https URL such as https://127.0.0.1:6443, got {url!r}"
+    if not isinstance(url, str) or url != url.strip() or any(c.isspace() for c in url):
+        raise ConfigError(bad)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a bad port)
+    except ValueError:
+        raise ConfigError(bad) from None
+    if parts.scheme != "https" or not parts.hostname or parts.username is not None or parts.query or parts.fragment:
+        raise ConfigError(bad)
+
+
+def _check_pem_cert(pem: Any, name: str) -> None:
+    if not isinstance(pem, str):
+        raise ConfigError(f"{name} must be a string holding a PEM certificate, got {pem!r}")
+    blocks = _PEM_CERT_RE.findall(pem)
+    if not blocks:
+        raise ConfigError(f"{name} must contain a PEM certificate (-----BEGIN CERTIFICATE----- ... -----END CERTIFICATE-----)")
+    from cryptography import x509
+
+    for i, block in enumerate(blocks):
+        try:
+            x509.load_pem_x509_certificate(block.encode())
+        except ValueError as e:
+            raise ConfigError(f"{name}: certificate {i + 1} is not a valid PEM certificate ({e})") from None
 
 
 def merge(base: dict[str, Any], update: dict[str, Any], path: str = "") -> dict[str, Any]:
@@ -87,7 +148,7 @@ def merge(base: dict[str, Any], update: dict[str, Any], path: str = "") -> dict[
         name = f"{path}.{k}" if path else k
         if k not in out and not (path == "durations"):
             raise ConfigError(f"unknown config key {name!r}")
-        if isinstance(out.get(k), dict) and path != "faults":
+        if isinstance(out.get(k), dict) and path != "faults" and not (path == "" and k in REPLACED_KEYS):
             out[k] = merge(out[k], v, name)
         else:
             out[k] = copy.deepcopy(v)
@@ -127,6 +188,10 @@ class Config:
     @property
     def seed(self) -> int:
         return self._cfg["seed"]
+
+    @property
+    def eks_api_servers(self) -> dict[str, dict[str, str]]:
+        return self._cfg["eks_api_servers"]
 
     def duration(self, kind: str) -> float:
         """Scaled duration in seconds of a lifecycle phase."""

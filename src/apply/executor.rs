@@ -214,6 +214,7 @@ impl Executor<'_> {
                             attributes: live.attrs,
                             depends_on: change.depends_on.clone(),
                             env: change.env.clone(),
+                            serial_group: change.serial_group.clone(),
                         }),
                         (_, None) => None,
                     };

@@ -299,6 +299,13 @@ async fn execute(
             (Some(l), Some(prior)) => Some(ResourceState {
                 id: l.id.clone(),
                 attributes: l.attrs.clone(),
+                // A state written before serial groups were kept learns them.
+                serial_group: prior.serial_group.clone().or_else(|| {
+                    plan.changes
+                        .iter()
+                        .find(|c| &c.addr == addr)
+                        .and_then(|c| c.serial_group.clone())
+                }),
                 ..prior.clone()
             }),
             _ => None,

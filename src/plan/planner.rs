@@ -87,10 +87,23 @@ fn plan_apply(input: &PlanInput<'_>, current: &dyn Fn(&Address) -> Option<Live>)
                     .filter(|(k, e)| e.known().as_ref() != live.attrs.get(*k))
                     .map(|(k, _)| k.clone())
                     .collect();
-                let forcing: Vec<String> = changed
+                // `attr/json/pointer`: only that part of the attribute forces
+                // (a Kubernetes object's immutable fields in its manifest).
+                let forcing: Vec<String> = force_new
                     .iter()
-                    .filter(|k| force_new.contains(&k.as_str()))
-                    .cloned()
+                    .filter(|f| match f.split_once('/') {
+                        None => changed.iter().any(|c| c == *f),
+                        Some((attr, path)) => {
+                            let pointer = format!("/{path}");
+                            let want = after.get(attr).and_then(Expr::known);
+                            changed.iter().any(|c| c == attr)
+                                && want.as_ref().is_some_and(|w| {
+                                    w.pointer(&pointer)
+                                        != live.attrs.get(attr).and_then(|l| l.pointer(&pointer))
+                                })
+                        }
+                    })
+                    .map(|f| f.to_string())
                     .collect();
                 let action = if !forcing.is_empty() {
                     Action::Replace
@@ -190,7 +203,7 @@ fn delete(addr: &Address, prior: &ResourceState, live: Live) -> Change {
         replace_because: Vec::new(),
         depends_on: prior.depends_on.clone(),
         env: prior.env.clone(),
-        serial_group: None,
+        serial_group: prior.serial_group.clone(),
     }
 }
 
@@ -266,6 +279,7 @@ mod tests {
 
     fn state(id: &str, attrs: Value, deps: &[&str], env: Option<&str>) -> ResourceState {
         ResourceState {
+            serial_group: None,
             id: id.into(),
             attributes: serde_json::from_value(attrs).unwrap(),
             depends_on: deps.iter().map(|d| a(d)).collect(),
@@ -348,6 +362,44 @@ mod tests {
         );
         let after = changes[1].after.as_ref().unwrap();
         assert_eq!(after["vpc_id"], Expr::Lit(json!("vpc-1")));
+    }
+
+    #[test]
+    fn an_immutable_field_inside_a_manifest_replaces_the_object() {
+        let binding = a("k8s.role_binding.ns/deployer");
+        let manifest = |role: &str, subject: &str| {
+            json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "metadata": {"name": "deployer", "namespace": "ns"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
+                "subjects": [{"kind": "Group", "name": subject}],
+            })
+        };
+        let prior: BTreeMap<Address, ResourceState> = [(
+            binding.clone(),
+            state(
+                "ns/deployer",
+                json!({"manifest": manifest("deployer", "team"), "id": "ns/deployer", "uid": "u"}),
+                &[],
+                None,
+            ),
+        )]
+        .into();
+        let plan_for = |m: serde_json::Value| {
+            let d = Desired::new(vec![
+                Resource::new(binding.clone()).attr("manifest", Expr::Lit(m)),
+            ])
+            .unwrap();
+            run(&d, &prior, &live_of(&prior), Mode::Apply).unwrap().0
+        };
+        // Another subject: an update in place.
+        let c = plan_for(manifest("deployer", "other"));
+        assert_eq!(c[0].action, Action::Update);
+        assert!(c[0].replace_because.is_empty());
+        // Another role: roleRef is immutable, so the binding is replaced.
+        let c = plan_for(manifest("admin", "team"));
+        assert_eq!(c[0].action, Action::Replace);
+        assert_eq!(c[0].replace_because, ["manifest/roleRef"]);
     }
 
     #[test]

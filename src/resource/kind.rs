@@ -140,9 +140,11 @@ pub static KINDS: &[KindSpec] = &[
     kind("k8s.deployment_patch", &[], K8S_OUT),
     kind("k8s.service_account", &[], K8S_OUT),
     kind("k8s.role", &[], K8S_OUT),
-    kind("k8s.role_binding", &["role_ref"], K8S_OUT),
+    // `roleRef` and a Deployment's `spec.selector` are immutable in the
+    // Kubernetes API: changing them means a new object.
+    kind("k8s.role_binding", &["manifest/roleRef"], K8S_OUT),
     kind("k8s.cluster_role", &[], K8S_OUT),
-    kind("k8s.cluster_role_binding", &["role_ref"], K8S_OUT),
+    kind("k8s.cluster_role_binding", &["manifest/roleRef"], K8S_OUT),
     kind("k8s.crd", &[], K8S_OUT),
     KindSpec {
         key: "k8s.secret",
@@ -151,7 +153,7 @@ pub static KINDS: &[KindSpec] = &[
         sensitive: &["manifest"],
     },
     kind("k8s.service", &[], K8S_OUT),
-    kind("k8s.deployment", &[], K8S_OUT),
+    kind("k8s.deployment", &["manifest/spec/selector"], K8S_OUT),
     kind("k8s.mutating_webhook_configuration", &[], K8S_OUT),
     kind("k8s.validating_webhook_configuration", &[], K8S_OUT),
     kind("k8s.ingress_class", &[], K8S_OUT),

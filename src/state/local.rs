@@ -189,6 +189,7 @@ mod tests {
                 attributes: Default::default(),
                 depends_on: Default::default(),
                 env: None,
+                serial_group: None,
             }),
         );
         backend.write(&mut s).unwrap();

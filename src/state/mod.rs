@@ -45,6 +45,10 @@ pub struct ResourceState {
     pub depends_on: BTreeSet<Address>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<String>,
+    /// Changes of one group run one at a time (EKS: one Fargate profile
+    /// change per cluster); kept so deletes follow the rule too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial_group: Option<String>,
 }
 
 impl ResourceState {
@@ -219,6 +223,7 @@ mod tests {
                 attributes: [("cidr_block".to_string(), json!("10.0.0.0/16"))].into(),
                 depends_on: BTreeSet::new(),
                 env: None,
+                serial_group: None,
             }),
         );
         let path = std::path::Path::new("state/x.json");

@@ -331,18 +331,29 @@ async fn parallelism_is_bounded_and_serial_groups_run_one_at_a_time() {
     let report = apply(&fake, &plan, &mut state, 3, &hooks, Cancel::new()).await;
     assert!(report.success());
     assert_eq!(hooks.max_running(), 3);
-    // No two profiles in flight at once.
-    let mut in_flight = 0;
-    for e in hooks.events() {
-        if e.contains("eks_fargate_profile") {
-            if e.starts_with("start") {
-                in_flight += 1;
-                assert_eq!(in_flight, 1, "{:?}", hooks.events());
-            } else {
-                in_flight -= 1;
+    let one_profile_at_a_time = |hooks: &Recorder| {
+        let mut in_flight = 0;
+        for e in hooks.events() {
+            if e.contains("eks_fargate_profile") {
+                if e.starts_with("start") {
+                    in_flight += 1;
+                    assert_eq!(in_flight, 1, "{:?}", hooks.events());
+                } else {
+                    in_flight -= 1;
+                }
             }
         }
-    }
+    };
+    one_profile_at_a_time(&hooks);
+
+    // Deletes too: the state remembers each profile's group.
+    let live = refresh(&fake, &state).await;
+    let plan = plan_for(&desired, &state, &live, Mode::Destroy { env: None });
+    let hooks = Recorder::default();
+    let report = apply(&fake, &plan, &mut state, 3, &hooks, Cancel::new()).await;
+    assert!(report.success());
+    assert!(state.resources().is_empty());
+    one_profile_at_a_time(&hooks);
 }
 
 #[tokio::test]

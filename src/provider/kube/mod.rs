@@ -30,6 +30,9 @@ use crate::resource::{Attrs, Live};
 /// The field manager of everything slipway applies.
 pub const FIELD_MANAGER: &str = "slipway";
 
+/// The error code of a connection through an EKS cluster that does not exist.
+const CLUSTER_GONE: &str = "ClusterNotFound";
+
 /// The label every object slipway creates carries, naming its stack.
 pub const STACK_LABEL: &str = "slipway.dev/stack";
 
@@ -142,32 +145,73 @@ fn is_not_found(e: &kube::Error) -> bool {
 /// Fields defaulted by the API server or written by controllers are left
 /// out, so they never show as changes.
 pub fn project(live: &Value, template: &Value) -> Value {
+    project_at(None, live, template)
+}
+
+/// How a list is merged by server-side apply, from the field holding it:
+/// `Some(key)` for the lists the Kubernetes API declares as maps
+/// (`x-kubernetes-list-type: map`), whose other items belong to other
+/// managers; `None` for atomic lists, which slipway owns whole.
+fn list_key(field: Option<&str>) -> Option<fn(&Value) -> Option<String>> {
+    fn by_name(v: &Value) -> Option<String> {
+        v.get("name").and_then(Value::as_str).map(str::to_string)
+    }
+    fn by_mount_path(v: &Value) -> Option<String> {
+        v.get("mountPath")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    }
+    // Container ports by containerPort and protocol, Service ports by port
+    // and protocol.
+    fn by_port(v: &Value) -> Option<String> {
+        let port = v.get("containerPort").or_else(|| v.get("port"))?;
+        let protocol = v.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
+        Some(format!("{port}/{protocol}"))
+    }
+    match field? {
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "webhooks"
+        | "imagePullSecrets" => Some(by_name),
+        "volumeMounts" => Some(by_mount_path),
+        "ports" => Some(by_port),
+        _ => None,
+    }
+}
+
+fn project_at(field: Option<&str>, live: &Value, template: &Value) -> Value {
     match (live, template) {
         (Value::Object(l), Value::Object(t)) => Value::Object(
             t.keys()
-                .filter_map(|k| l.get(k).map(|v| (k.clone(), project(v, &t[k]))))
+                .filter_map(|k| l.get(k).map(|v| (k.clone(), project_at(Some(k), v, &t[k]))))
                 .collect(),
         ),
-        (Value::Array(l), Value::Array(t)) => {
-            // Lists of named objects (containers, ports, rules…) by name, others by position.
-            let named = |v: &Value| v.get("name").and_then(Value::as_str).map(str::to_string);
-            if !t.is_empty() && t.iter().all(|x| named(x).is_some()) {
-                Value::Array(
-                    t.iter()
-                        .filter_map(|tx| {
-                            let name = named(tx);
-                            l.iter()
-                                .find(|lx| named(lx) == name)
-                                .map(|lx| project(lx, tx))
-                        })
-                        .collect(),
-                )
-            } else if l.len() == t.len() {
-                Value::Array(l.iter().zip(t).map(|(lx, tx)| project(lx, tx)).collect())
-            } else {
-                live.clone()
-            }
-        }
+        (Value::Array(l), Value::Array(t)) => match list_key(field) {
+            // A map-type list: the template's items, found by key.
+            Some(key) if t.iter().all(|x| key(x).is_some()) => Value::Array(
+                t.iter()
+                    .filter_map(|tx| {
+                        let k = key(tx);
+                        l.iter()
+                            .find(|lx| key(lx) == k)
+                            .map(|lx| project_at(None, lx, tx))
+                    })
+                    .collect(),
+            ),
+            // An atomic list: item by item when the lengths agree (the
+            // server may default fields inside items), otherwise all of it,
+            // so an item someone added or removed shows.
+            _ if l.len() == t.len() => Value::Array(
+                l.iter()
+                    .zip(t)
+                    .map(|(lx, tx)| project_at(None, lx, tx))
+                    .collect(),
+            ),
+            _ => live.clone(),
+        },
         _ => live.clone(),
     }
 }
@@ -244,15 +288,54 @@ impl KubeProvider {
             )
         })?;
         // One cheap call now, so an unreachable cluster is one clear error.
-        client.apiserver_version().await.map_err(|e| {
-            err(
+        match client.apiserver_version().await {
+            Ok(_) => Ok((client, about)),
+            Err(kube::Error::Api(s)) if s.code == 401 || s.code == 403 => {
+                let who = self.caller().await;
+                let hint = match &self.connection {
+                    Connection::Eks { cluster, .. } => format!(
+                        "{who} has no access to EKS cluster `{cluster}`: only the identity that created it is given admin access automatically; give this one an access entry with the AmazonEKSClusterAdminPolicy (`aws eks create-access-entry` and `aws eks associate-access-policy`), or run slipway as the creator"
+                    ),
+                    Connection::Kubeconfig(path) => format!(
+                        "the credentials of kubeconfig `{}` were refused",
+                        path.display()
+                    ),
+                };
+                Err(err(
+                    addr,
+                    "KubernetesUnauthorized",
+                    format!(
+                        "the Kubernetes API at {about} refused the request (HTTP {}: {}); {hint}",
+                        s.code, s.message
+                    ),
+                    false,
+                ))
+            }
+            Err(e) => Err(err(
                 addr,
                 "KubernetesUnreachable",
                 format!("cannot reach the Kubernetes API at {about}: {e}"),
                 true,
-            )
-        })?;
-        Ok((client, about))
+            )),
+        }
+    }
+
+    /// Who the AWS credentials belong to, for an access error: the caller's
+    /// ARN when STS says, else a neutral phrase.
+    async fn caller(&self) -> String {
+        let Connection::Eks { config, .. } = &self.connection else {
+            return "this identity".to_string();
+        };
+        match aws_sdk_sts::Client::new(config)
+            .get_caller_identity()
+            .send()
+            .await
+        {
+            Ok(out) => out.arn().map_or("this AWS identity".to_string(), |a| {
+                format!("AWS identity `{a}`")
+            }),
+            Err(_) => "this AWS identity".to_string(),
+        }
     }
 
     async fn eks_config(
@@ -271,6 +354,18 @@ impl KubeProvider {
             .send()
             .await
             .map_err(|e| {
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_resource_not_found_exception())
+                {
+                    return err(
+                        addr,
+                        CLUSTER_GONE,
+                        format!(
+                            "EKS cluster `{cluster}` does not exist, so neither does anything in it; apply creates the cluster before its Kubernetes objects"
+                        ),
+                        false,
+                    );
+                }
                 err(
                     addr,
                     "ClusterUnavailable",
@@ -744,9 +839,10 @@ fn pem_certs(pem: &[u8]) -> Vec<Vec<u8>> {
 impl Provider for KubeProvider {
     async fn read(&self, addr: &Address, prior: &Live) -> Result<Option<Live>, ProviderError> {
         let manifest = manifest_of(addr, &prior.attrs)?;
-        // A kind no longer served (its CRD deleted) has no objects left.
+        // A kind no longer served (its CRD deleted) has no objects left, nor
+        // has a cluster that is gone.
         let (api, name) = match self.api(addr, manifest).await {
-            Err(e) if e.code == "KindUnknown" => return Ok(None),
+            Err(e) if e.code == "KindUnknown" || e.code == CLUSTER_GONE => return Ok(None),
             other => other?,
         };
         match api.get_opt(&name).await {
@@ -839,6 +935,12 @@ impl Provider for KubeProvider {
         ctx: &OpContext<'_>,
     ) -> Result<(), ProviderError> {
         let manifest = manifest_of(addr, &prior.attrs)?;
+        // A kind no longer served (its CRD deleted) has no objects left, nor
+        // has a cluster that is gone.
+        let (api, name) = match self.api(addr, manifest).await {
+            Err(e) if e.code == "KindUnknown" || e.code == CLUSTER_GONE => return Ok(()),
+            other => other?,
+        };
         if addr.kind() == "deployment_patch" {
             // Not slipway's object: give back the fields it set by applying
             // nothing under its field manager.
@@ -846,7 +948,6 @@ impl Provider for KubeProvider {
             if let Some(ns) = manifest.pointer("/metadata/namespace") {
                 empty["metadata"]["namespace"] = ns.clone();
             }
-            let (api, name) = self.api(addr, manifest).await?;
             return match api
                 .patch(
                     &name,
@@ -860,11 +961,6 @@ impl Provider for KubeProvider {
                 Err(e) => Err(api_error(addr, "server-side apply", &e)),
             };
         }
-        // A kind no longer served (its CRD deleted) has no objects left.
-        let (api, name) = match self.api(addr, manifest).await {
-            Err(e) if e.code == "KindUnknown" => return Ok(()),
-            other => other?,
-        };
         match api.delete(&name, &DeleteParams::background()).await {
             Ok(_) => {}
             Err(e) if is_not_found(&e) => return Ok(()),
@@ -923,6 +1019,32 @@ mod tests {
                 "metadata": {"name": "x", "labels": {"a": "1"}},
                 "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "app", "image": "app:2"}]}}}
             })
+        );
+    }
+
+    #[test]
+    fn items_added_to_an_atomic_list_show_and_other_managers_map_items_do_not() {
+        let template = json!({
+            "roleRef": {"kind": "Role", "name": "deployer"},
+            "subjects": [{"kind": "Group", "name": "deployers"}],
+        });
+        let live = json!({
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "deployer"},
+            "subjects": [{"kind": "Group", "name": "deployers"}, {"kind": "User", "name": "mallory"}],
+        });
+        // `subjects` is atomic: the added subject is part of what slipway manages.
+        assert_eq!(project(&live, &template)["subjects"], live["subjects"]);
+
+        // `env` and `ports` are maps: another manager's items are not slipway's.
+        let template = json!({"containers": [{"name": "app", "env": [{"name": "A", "value": "1"}],
+                                              "ports": [{"containerPort": 80}]}]});
+        let live = json!({"containers": [{"name": "app",
+            "env": [{"name": "B", "value": "x"}, {"name": "A", "value": "2"}],
+            "ports": [{"containerPort": 9090, "protocol": "TCP"}, {"containerPort": 80, "protocol": "TCP"}]}]});
+        assert_eq!(
+            project(&live, &template),
+            json!({"containers": [{"name": "app", "env": [{"name": "A", "value": "2"}],
+                                   "ports": [{"containerPort": 80}]}]})
         );
     }
 

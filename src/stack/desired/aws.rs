@@ -18,12 +18,14 @@ pub(super) fn build(b: &mut Builder<'_>) -> Result<Shared, AddressError> {
     let cluster = eks_cluster(b, &net)?;
     let jenkins_role = jenkins_iam(b, &registry, &cluster)?;
     instances(b, &net, &sgs, &jenkins_role)?;
-    let (kube_system_profile, lb_controller_role) = eks_extras(b, &net, &cluster, &jenkins_role)?;
+    let (kube_system_profile, lb_controller_role, lb_controller_policy) =
+        eks_extras(b, &net, &cluster, &jenkins_role)?;
     Ok(Shared {
         vpc: net.vpc,
         cluster,
         kube_system_profile,
         lb_controller_role,
+        lb_controller_policy,
     })
 }
 
@@ -523,7 +525,7 @@ fn eks_extras(
     net: &Net,
     cluster: &Address,
     jenkins_role: &Address,
-) -> Result<(Address, Address), AddressError> {
+) -> Result<(Address, Address, Address), AddressError> {
     let s = b.s;
     let (pod_role, pod_attachments) = service_role(
         b,
@@ -584,14 +586,23 @@ fn eks_extras(
     let name = b.named("lb-controller");
     let mut p = Resource::new(policy_addr.clone())
         .attr("name", name.as_str())
+        // The version is a tag, not in the description: a description change
+        // replaces an IAM policy, an upgrade must update it in place.
         .attr(
             "description",
-            format!(
-                "AWS Load Balancer Controller v{} for slipway stack {}",
-                release.version, s.name
-            ),
+            format!("AWS Load Balancer Controller for slipway stack {}", s.name),
         )
-        .attr("tags", b.tags(&policy_addr, &name, &[]));
+        .attr(
+            "tags",
+            b.tags(
+                &policy_addr,
+                &name,
+                &[(
+                    "slipway:lb-controller-version".to_string(),
+                    release.version.to_string(),
+                )],
+            ),
+        );
     if let Some(doc) = &s.ingress_policy {
         // Upstream's document is written for the `aws` partition.
         let doc = match b.partition() {
@@ -636,10 +647,11 @@ fn eks_extras(
             .attr("assume_role_policy", trust)
             .attr("tags", b.tags(&role, &name, &[])),
     );
+    let attachment = aws("iam_role_policy_attachment", "lb_controller")?;
     b.push(
-        Resource::new(aws("iam_role_policy_attachment", "lb_controller")?)
+        Resource::new(attachment.clone())
             .attr("role", Expr::reference(&role, "name"))
             .attr("policy_arn", arn(&policy_addr)),
     );
-    Ok((kube_system, role))
+    Ok((kube_system, role, attachment))
 }

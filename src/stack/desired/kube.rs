@@ -22,9 +22,12 @@ const LBC_GROUP: &str = "elbv2.k8s.aws";
 
 pub(super) fn build(b: &mut Builder<'_>, shared: &Shared) -> Result<(), AddressError> {
     let mut k = Kube { b, shared };
-    k.environments()?;
     let coredns = k.coredns()?;
-    k.load_balancer_controller(&coredns)?;
+    let controller = k.load_balancer_controller(&coredns)?;
+    // Environments come after the controller, so on destroy they go first,
+    // while it is still there to remove their load balancers and the
+    // finalizers it put on their Ingresses and TargetGroupBindings.
+    k.environments(&controller)?;
     Ok(())
 }
 
@@ -110,7 +113,8 @@ impl Kube<'_, '_> {
         self.b.push(r);
     }
 
-    fn environments(&mut self) -> Result<(), AddressError> {
+    fn environments(&mut self, after: &[Address]) -> Result<(), AddressError> {
+        let after: Vec<&Address> = after.iter().collect();
         let envs = self.b.s.environments.clone();
         for env in &envs {
             let ns = env.namespace.as_str();
@@ -130,7 +134,7 @@ impl Kube<'_, '_> {
                 None,
                 vec![],
             );
-            self.push_env(&ns_addr, manifest, &[], &env.name);
+            self.push_env(&ns_addr, manifest, &after, &env.name);
 
             let role = k8s("role", &format!("{ns}/{DEPLOYER}"))?;
             let rules = json!([
@@ -243,7 +247,12 @@ impl Kube<'_, '_> {
         Ok(addr)
     }
 
-    fn load_balancer_controller(&mut self, coredns: &Address) -> Result<(), AddressError> {
+    /// The controller; returns what the environments wait for (its
+    /// Deployment and IngressClass).
+    fn load_balancer_controller(
+        &mut self,
+        coredns: &Address,
+    ) -> Result<Vec<Address>, AddressError> {
         let s = self.b.s;
         let release = s.ingress;
         let manifests = release.manifests;
@@ -437,7 +446,9 @@ impl Kube<'_, '_> {
             None,
             vec![("spec", Expr::map(spec))],
         );
-        let mut after: Vec<&Address> = vec![&sa, &crb, &le_binding, &secret, &service, coredns];
+        let policy = &self.shared.lb_controller_policy;
+        let mut after: Vec<&Address> =
+            vec![&sa, &crb, &le_binding, &secret, &service, coredns, policy];
         after.extend(crds.iter());
         self.push(&deployment, m, &after);
 
@@ -542,7 +553,7 @@ impl Kube<'_, '_> {
             )],
         );
         self.push(&class, m, &[&params]);
-        Ok(())
+        Ok(vec![deployment, class])
     }
 
     /// The controller's CRDs, as the release defines them.

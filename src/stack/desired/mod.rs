@@ -39,6 +39,9 @@ pub(super) struct Shared {
     pub cluster: Address,
     pub kube_system_profile: Address,
     pub lb_controller_role: Address,
+    /// The controller's policy on its role: the controller needs it until
+    /// it has cleaned up the load balancers it made.
+    pub lb_controller_policy: Address,
 }
 
 pub(super) struct Builder<'a> {
