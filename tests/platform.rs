@@ -278,3 +278,110 @@ fn an_unreachable_cluster_is_one_clear_error_naming_the_endpoint() {
         run.stderr
     );
 }
+
+/// The local AWS and a Kubernetes test server that authenticates EKS tokens
+/// (verified with the local AWS's STS, signatures checked for the test key).
+fn eks_pair(cluster_name: &str) -> (LocalAws, KubeTest) {
+    let aws = LocalAws::start(&["--time-scale", "0.002"]);
+    let kube = KubeTest::start_with(&[
+        "--aws-endpoint",
+        &aws.endpoint,
+        "--eks-cluster-name",
+        cluster_name,
+        "--eks-secret-key",
+        "testing:testing",
+        "--deployment-delay",
+        "0.2",
+        "--ingress-delay",
+        "0.2",
+        "--namespace-delay",
+        "0.1",
+    ]);
+    kube.seed_eks_defaults();
+    (aws, kube)
+}
+
+#[test]
+fn by_default_slipway_connects_through_the_eks_cluster_with_its_own_token() {
+    let (aws, kube) = eks_pair("smallcase");
+    let p = Project::platform_through_eks(&aws, &kube);
+    p.run(&["apply", "--auto-approve"])
+        .success()
+        .stdout_has("Apply complete!");
+    let auth = kube.auth();
+    assert!(auth["eks_tokens"].as_u64() >= Some(1), "{auth}");
+    assert_eq!(auth["rejected"], 0, "{auth}");
+    assert!(
+        auth["identities"]
+            .as_array()
+            .is_some_and(|ids| !ids.is_empty()),
+        "{auth}"
+    );
+    assert!(
+        kube.get(&["namespace", "smallcase-blue"]).is_some(),
+        "the objects went to the cluster DescribeCluster named"
+    );
+    p.run(&["plan", "--detailed-exitcode"]).code(0);
+
+    // The cluster is deleted behind slipway's back: everything in it went
+    // with it. The plan says so instead of failing to connect.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // As someone would with the console: one profile at a time (EKS
+        // refuses another change while one is in progress), then the cluster.
+        let eks = aws.eks().await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let profiles = eks
+                .list_fargate_profiles()
+                .cluster_name("smallcase")
+                .send()
+                .await
+                .unwrap();
+            let Some(name) = profiles.fargate_profile_names().first() else {
+                break;
+            };
+            let _ = eks
+                .delete_fargate_profile()
+                .cluster_name("smallcase")
+                .fargate_profile_name(name)
+                .send()
+                .await;
+            assert!(std::time::Instant::now() < deadline, "profiles never went");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        eks.delete_cluster().name("smallcase").send().await.unwrap();
+    });
+    let started = std::time::Instant::now();
+    loop {
+        let run = p.run(&["plan", "--detailed-exitcode"]);
+        if run.stdout.contains("+ aws.eks_cluster.main") {
+            run.code(2).stdout_has("+ k8s.namespace.smallcase-blue");
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the cluster never went: {}",
+            run.stdout
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    p.run(&["destroy", "--auto-approve", "--allow-protected"])
+        .success();
+    assert_eq!(p.state_count(), 0);
+}
+
+#[test]
+fn a_refused_token_is_one_clear_error_naming_the_aws_identity() {
+    // The server expects tokens for another cluster name.
+    let (aws, kube) = eks_pair("elsewhere");
+    let p = Project::platform_through_eks(&aws, &kube);
+    let run = p.run(&["apply", "--auto-approve"]);
+    run.code(1)
+        .stdout_has("KubernetesUnauthorized")
+        .stdout_has("AWS identity `arn:aws:")
+        .stdout_has("has no access to EKS cluster `smallcase`")
+        .stdout_has("associate-access-policy");
+    // Asked once, not once per object.
+    assert_eq!(kube.auth()["rejected"], 1, "{}", kube.auth());
+}

@@ -572,9 +572,21 @@ class Controllers:
             return f"k8s-{group[:17]}-{h}".replace("--", "-")
         return f"k8s-{ns[:8]}-{name[:8]}-{h}".replace("--", "-")
 
+    def alb_controller_running(self) -> bool:
+        """Whether the AWS Load Balancer Controller's Deployment
+        (kube-system/aws-load-balancer-controller) has an available replica:
+        without it nothing acts on Ingresses, their load balancers or their
+        finalizers, as in a real cluster."""
+        d = self.s.find(self.rt("apps", "deployments"), "kube-system", "aws-load-balancer-controller")
+        return (d is not None and not d["metadata"].get("deletionTimestamp")
+                and int((d.get("status") or {}).get("availableReplicas") or 0) >= 1)
+
     def ingresses(self) -> None:
         s = self.s
         irt = self.rt("networking.k8s.io", "ingresses")
+        with s.lock:
+            if not self.alb_controller_running():
+                return
         delay = float(self.config.get("ingress_delay", 1.0))
         now = time.monotonic()
         work = []

@@ -76,7 +76,19 @@ def test_unpullable_image_fails_the_rollout(kube, ns):
 
 
 @pytest.fixture()
-def aws(localaws):
+def controller(kube):
+    """The load balancer controller's Deployment, available: the simulated
+    ALB controller acts only while it runs."""
+    base = DEP.format(ns="kube-system")
+    code, _ = kube.post(base, deployment("aws-load-balancer-controller", replicas=1))
+    assert code in (201, 409)
+    kube.wait(base + "/aws-load-balancer-controller",
+              lambda c, o: ((o or {}).get("status") or {}).get("availableReplicas") == 1, timeout=10)
+    return base + "/aws-load-balancer-controller"
+
+
+@pytest.fixture()
+def aws(localaws, controller):
     kw = dict(endpoint_url=localaws, region_name="ap-south-1", aws_access_key_id="testing",
               aws_secret_access_key="testing")
     ec2, elb = boto3.client("ec2", **kw), boto3.client("elbv2", **kw)
@@ -156,3 +168,27 @@ def test_alb_ingress_group_shares_one_alb(kube, ns, aws):
     kube.delete(base + "/b")
     kube.wait(base + "/b", lambda c, o: c == 404, timeout=15)
     assert _alb_for(aws, group) is None
+
+
+def test_without_the_controller_nothing_acts_on_ingresses(kube, ns, aws, controller):
+    code, _ = kube.delete(controller)
+    assert code == 200
+    kube.wait(controller, lambda c, o: c == 404, timeout=10)
+    base = ING.format(ns=ns)
+    ing = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "idle"},
+           "spec": {"ingressClassName": "alb", "defaultBackend": {"service": {"name": "idle", "port": {"number": 80}}}}}
+    code, _ = kube.post(base, ing)
+    assert code == 201
+    time.sleep(1.5)
+    code, got = kube.get(base + "/idle")
+    assert "ingress.k8s.aws/resources" not in (got["metadata"].get("finalizers") or [])
+    assert _alb_for(aws, f"{ns}/idle") is None
+    # The controller comes back and catches up.
+    code, _ = kube.post(DEP.format(ns="kube-system"), deployment("aws-load-balancer-controller", replicas=1))
+    assert code == 201
+    kube.wait(base + "/idle", lambda c, o: ((o.get("status") or {}).get("loadBalancer") or {}).get("ingress"),
+              timeout=15)
+    assert _alb_for(aws, f"{ns}/idle") is not None
+    kube.delete(base + "/idle")
+    kube.wait(base + "/idle", lambda c, o: c == 404, timeout=15)
+    assert _alb_for(aws, f"{ns}/idle") is None

@@ -80,6 +80,31 @@ impl KubeTest {
             .then(|| serde_json::from_slice(&out.stdout).unwrap())
     }
 
+    /// The server's CA certificate, PEM, from its kubeconfig.
+    pub fn ca_pem(&self) -> String {
+        use base64::Engine as _;
+        let text = std::fs::read_to_string(&self.kubeconfig).unwrap();
+        let data = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("certificate-authority-data: "))
+            .expect("the kubeconfig has the CA");
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(data.trim().trim_matches('"'))
+            .unwrap();
+        String::from_utf8(pem).unwrap()
+    }
+
+    /// What its EKS token authentication saw (`/_kubetest/auth`).
+    pub fn auth(&self) -> serde_json::Value {
+        let out = self.kubectl(&["get", "--raw", "/_kubetest/auth"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     /// What EKS puts in a new cluster (the CoreDNS Deployment slipway patches).
     pub fn seed_eks_defaults(&self) {
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/eks-coredns.yaml");

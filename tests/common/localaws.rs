@@ -68,7 +68,8 @@ impl LocalAws {
 
     /// Merges `config` into the layer's configuration.
     pub fn configure(&self, config: Value) {
-        self.request("POST", "/_realism/config", &config.to_string());
+        let answer = self.request("POST", "/_realism/config", &config.to_string());
+        assert!(answer.get("error").is_none(), "{answer}");
     }
 
     pub fn calls(&self) -> Value {

@@ -103,11 +103,9 @@ impl Project {
         }
     }
 
-    /// The reference stack against the local AWS: the real AWS provider, the
-    /// simulated cloud for Kubernetes objects, and the controller's IAM
-    /// policy from a file (`[ingress] iam_policy_file`).
     /// The whole reference platform against the local AWS and the
-    /// Kubernetes test server: no simulated cloud at all.
+    /// Kubernetes test server: no simulated cloud at all. slipway connects
+    /// with the test server's kubeconfig.
     pub fn platform_on(aws: &localaws::LocalAws, kube: &kubetest::KubeTest) -> Project {
         let mut p = Project::reference();
         p.env = aws.env();
@@ -117,6 +115,22 @@ impl Project {
         p
     }
 
+    /// The whole platform as above, but slipway connects to Kubernetes as
+    /// it does by default: through the EKS cluster (endpoint and CA from
+    /// DescribeCluster, which the local AWS points at the test server, and a
+    /// token signed in-process that the test server checks with STS).
+    pub fn platform_through_eks(aws: &localaws::LocalAws, kube: &kubetest::KubeTest) -> Project {
+        aws.configure(serde_json::json!({"eks_api_servers": {"smallcase": {
+            "endpoint": kube.endpoint, "ca_pem": kube.ca_pem()}}}));
+        let mut p = Project::reference();
+        p.env = aws.env();
+        p.simulated = false;
+        p
+    }
+
+    /// The reference stack against the local AWS: the real AWS provider, the
+    /// simulated cloud for Kubernetes objects, and the controller's IAM
+    /// policy from a file (`[ingress] iam_policy_file`).
     pub fn reference_on(aws: &localaws::LocalAws) -> Project {
         let mut p = Project::reference();
         std::fs::copy(

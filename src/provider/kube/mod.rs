@@ -97,6 +97,8 @@ pub struct KubeProvider {
     connection: Connection,
     client: OnceCell<(kube::Client, String)>,
     kinds: Mutex<HashMap<(String, String), (ApiResource, ApiCapabilities)>>,
+    /// The cluster refused the credentials (remembered for the run).
+    refused: Mutex<Option<ProviderError>>,
     /// Keeps the token file alive while the client may read it.
     _token_dir: Mutex<Option<tempfile::TempDir>>,
 }
@@ -233,6 +235,7 @@ impl KubeProvider {
             connection,
             client: OnceCell::new(),
             kinds: Mutex::new(HashMap::new()),
+            refused: Mutex::new(None),
             _token_dir: Mutex::new(None),
         }
     }
@@ -240,8 +243,26 @@ impl KubeProvider {
     /// The client, connecting on first use; the string names the endpoint
     /// and credential for error messages.
     async fn client(&self, addr: &Address) -> Result<&(kube::Client, String), ProviderError> {
+        // Refused credentials stay refused for this run: say so once per
+        // object without asking again.
+        if let Some(e) = self.refused.lock().ok().and_then(|r| r.clone()) {
+            return Err(ProviderError::new(addr, &e.code, e.message, false));
+        }
         self.client
-            .get_or_try_init(|| async { self.connect(addr).await })
+            .get_or_try_init(|| async {
+                // Another object may have been refused while this one waited.
+                if let Some(e) = self.refused.lock().ok().and_then(|r| r.clone()) {
+                    return Err(ProviderError::new(addr, &e.code, e.message, false));
+                }
+                let connected = self.connect(addr).await;
+                if let Err(e) = &connected
+                    && e.code == "KubernetesUnauthorized"
+                    && let Ok(mut r) = self.refused.lock()
+                {
+                    *r = Some(e.clone());
+                }
+                connected
+            })
             .await
     }
 
@@ -384,6 +405,16 @@ impl KubeProvider {
                 false,
             )
         })?;
+        // A cluster being deleted is as good as gone, for the AWS provider
+        // too: what is in it goes with it.
+        if c.status() == Some(&aws_sdk_eks::types::ClusterStatus::Deleting) {
+            return Err(err(
+                addr,
+                CLUSTER_GONE,
+                format!("EKS cluster `{cluster}` is being deleted, and everything in it with it"),
+                false,
+            ));
+        }
         let endpoint = c.endpoint().ok_or_else(|| {
             err(
                 addr,
