@@ -193,3 +193,69 @@ fn widget_live(obj: &Value) -> slipway::resource::Live {
         })),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_still_terminating_is_created_again_once_it_is_gone() {
+    let kube = KubeTest::start_with(&["--namespace-delay", "0.1"]);
+    let provider = KubeProvider::new(Connection::Kubeconfig(kube.kubeconfig.clone()));
+    let quiet = OpContext::silent();
+    let ns = addr("namespace", "app");
+    let manifest = attrs(json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "app", "labels": {"team": "a"}},
+    }));
+    provider.create(&ns, &manifest, &quiet).await.unwrap();
+    // Someone's finalizer holds the namespace while it is deleted.
+    let out = kube.kubectl(&[
+        "patch",
+        "namespace",
+        "app",
+        "--type=merge",
+        "-p",
+        r#"{"metadata": {"finalizers": ["example.com/hold"]}}"#,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        kube.kubectl(&["delete", "namespace", "app", "--wait=false"])
+            .status
+            .success()
+    );
+
+    let seen = Mutex::new(Vec::<String>::new());
+    let record = |m: &str| seen.lock().unwrap().push(m.to_string());
+    let ctx = OpContext::new(&record);
+    let create = provider.create(&ns, &manifest, &ctx);
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let out = kube.kubectl(&[
+            "patch",
+            "namespace",
+            "app",
+            "--type=json",
+            "-p",
+            r#"[{"op": "remove", "path": "/metadata/finalizers"}]"#,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (created, ()) = tokio::join!(create, release);
+    created.unwrap();
+    let got = kube.get(&["namespace", "app"]).unwrap();
+    assert!(got["metadata"]["deletionTimestamp"].is_null(), "{got}");
+    assert_eq!(got["metadata"]["labels"]["team"], "a");
+    assert!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|m| m.contains("finish terminating")),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+}

@@ -103,6 +103,10 @@ class Controllers:
                 # count what is left after this pass
                 left = sum(1 for (_g, _v, _p), rt in s.types.items() if rt.namespaced
                            for o in s.all_of(rt.gp) if o["metadata"].get("namespace") == name)
+                if left == 0 and md.get("finalizers"):
+                    # Its content is gone; other controllers' finalizers on the
+                    # namespace itself keep it until they remove them.
+                    continue
                 if left == 0:
                     s.remove_now(ns_rt, ns)
                     self.ns_done.discard(md["uid"])

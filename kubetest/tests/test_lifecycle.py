@@ -48,6 +48,22 @@ def test_namespace_termination_waits_for_finalizers(kube):
     kube.wait(f"/api/v1/namespaces/{ns}", lambda c, o: c == 404, timeout=5)
 
 
+def test_a_namespace_finalizer_holds_the_namespace_after_its_content_is_gone(kube):
+    ns = kube.namespace("held-ns")
+    code, _ = kube.patch(f"/api/v1/namespaces/{ns}", {"metadata": {"finalizers": ["example.com/hold"]}})
+    assert code == 200
+    kube.post(CM.format(ns=ns), {"metadata": {"name": "plain"}})
+    code, _ = kube.delete(f"/api/v1/namespaces/{ns}")
+    assert code == 200
+    kube.wait(CM.format(ns=ns) + "/plain", lambda c, o: c == 404, timeout=5)
+    import time
+    time.sleep(0.5)
+    code, nso = kube.get(f"/api/v1/namespaces/{ns}")
+    assert code == 200 and nso["metadata"]["deletionTimestamp"] and nso["status"]["phase"] == "Terminating"
+    kube.patch(f"/api/v1/namespaces/{ns}", {"metadata": {"finalizers": None}})
+    kube.wait(f"/api/v1/namespaces/{ns}", lambda c, o: c == 404, timeout=5)
+
+
 def _owned(kube, ns, plural, group="apps"):
     prefix = f"/apis/{group}/v1" if group else "/api/v1"
     return kube.get(f"{prefix}/namespaces/{ns}/{plural}")[1]["items"]

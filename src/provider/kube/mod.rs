@@ -654,7 +654,7 @@ impl KubeProvider {
                 "waiting for a ready endpoint of the webhook service `{namespace}/{service}` ({}s)",
                 started.elapsed().as_secs()
             ));
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            tokio::time::sleep(poll_delay(started.elapsed())).await;
         }
     }
 
@@ -680,7 +680,7 @@ impl KubeProvider {
                         "rollout: {what} ({}s)",
                         started.elapsed().as_secs()
                     ));
-                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    tokio::time::sleep(poll_delay(started.elapsed())).await;
                 }
                 Rollout::Waiting(what) => {
                     return Err(err(
@@ -714,6 +714,32 @@ impl KubeProvider {
                 other => break other?,
             }
         };
+        // An object still being deleted (a namespace terminating after a
+        // destroy) cannot be applied back to life: wait until it is gone.
+        let started = tokio::time::Instant::now();
+        loop {
+            match api.get_opt(&name).await {
+                Ok(Some(obj)) if obj.metadata.deletion_timestamp.is_some() => {
+                    if started.elapsed() >= Duration::from_secs(15 * 60) {
+                        return Err(err(
+                            addr,
+                            "DeletionTimeout",
+                            format!(
+                                "the previous `{name}` is still terminating after 15 minutes; a finalizer may be blocking it; run again once it is gone"
+                            ),
+                            true,
+                        ));
+                    }
+                    ctx.status(&format!(
+                        "waiting for the previous `{name}` to finish terminating ({}s)",
+                        started.elapsed().as_secs()
+                    ));
+                    tokio::time::sleep(poll_delay(started.elapsed())).await;
+                }
+                Ok(_) => break,
+                Err(e) => return Err(api_error(addr, "get", &e)),
+            }
+        }
         // Force: a field slipway manages that another manager took over
         // (kubectl edit, a script) is put back, as the plan said.
         let pp = PatchParams::apply(FIELD_MANAGER).force();
@@ -722,8 +748,8 @@ impl KubeProvider {
         loop {
             match api.patch(&name, &pp, &Patch::Apply(manifest)).await {
                 Ok(obj) => return Ok(self.live_of(addr, &obj, manifest)),
-                // A namespace still terminating, a webhook not serving yet:
-                // the API server says so with 409/5xx for a while.
+                // A conflict, a webhook not serving yet, an API server
+                // restarting: 409/429/5xx for a while.
                 Err(e)
                     if started.elapsed() < Duration::from_secs(120)
                         && api_error(addr, "apply", &e).retryable =>
@@ -735,6 +761,19 @@ impl KubeProvider {
                 Err(e) => return Err(api_error(addr, "server-side apply", &e)),
             }
         }
+    }
+}
+
+/// How long to wait before asking the API server again, after waiting
+/// `elapsed`: quick at first (most waits are short), then gentle on the
+/// server during a long one.
+fn poll_delay(elapsed: Duration) -> Duration {
+    if elapsed < Duration::from_secs(10) {
+        Duration::from_millis(250)
+    } else if elapsed < Duration::from_secs(60) {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(3)
     }
 }
 
@@ -1004,7 +1043,7 @@ impl Provider for KubeProvider {
                 Ok(None) => return Ok(()),
                 Ok(Some(_)) if started.elapsed() < Duration::from_secs(15 * 60) => {
                     ctx.status(&format!("terminating ({}s)", started.elapsed().as_secs()));
-                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    tokio::time::sleep(poll_delay(started.elapsed())).await;
                 }
                 Ok(Some(_)) => {
                     return Err(err(
