@@ -28,16 +28,6 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-fn calls_of(aws: &LocalAws, operation: &str) -> u64 {
-    aws.calls()["calls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["operation"] == operation)
-        .map(|c| c["count"].as_u64().unwrap_or(0))
-        .sum()
-}
-
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -200,16 +190,16 @@ fn applies_from_empty_converges_and_a_no_op_refresh_is_cheap() {
         calls["mutating"], 0,
         "plan must not change anything: {calls}"
     );
-    assert_eq!(calls_of(&aws, "DescribeSubnets"), 1, "{calls}");
+    assert_eq!(aws.calls_of("DescribeSubnets"), 1, "{calls}");
     assert_eq!(
-        calls_of(&aws, "DescribeRouteTables"),
+        aws.calls_of("DescribeRouteTables"),
         3,
         "tables, routes, associations: {calls}"
     );
-    assert_eq!(calls_of(&aws, "DescribeSecurityGroups"), 1, "{calls}");
-    assert_eq!(calls_of(&aws, "DescribeSecurityGroupRules"), 1, "{calls}");
-    assert_eq!(calls_of(&aws, "DescribeInstances"), 1, "{calls}");
-    assert_eq!(calls_of(&aws, "DescribeRepositories"), 1, "{calls}");
+    assert_eq!(aws.calls_of("DescribeSecurityGroups"), 1, "{calls}");
+    assert_eq!(aws.calls_of("DescribeSecurityGroupRules"), 1, "{calls}");
+    assert_eq!(aws.calls_of("DescribeInstances"), 1, "{calls}");
+    assert_eq!(aws.calls_of("DescribeRepositories"), 1, "{calls}");
     let total = calls["total"].as_u64().unwrap();
     assert!(
         total <= 40,
@@ -472,7 +462,7 @@ fn a_fargate_profile_waits_while_eks_changes_another_one() {
         run.stdout
     );
     assert!(
-        calls_of(&aws, "CreateFargateProfile") >= 2,
+        aws.calls_of("CreateFargateProfile") >= 2,
         "EKS refused at least once: {}",
         aws.calls()
     );

@@ -25,13 +25,7 @@ fn one_apply_goes_from_empty_to_a_working_platform_and_keeps_it_there() {
         "{}",
         apply.stdout
     );
-    let profiles = aws.calls()["calls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["operation"] == "CreateFargateProfile")
-        .map(|c| c["count"].as_u64().unwrap())
-        .sum::<u64>();
+    let profiles = aws.calls_of("CreateFargateProfile");
     assert!(profiles >= 4, "{}", aws.calls());
     p.run(&["plan", "--detailed-exitcode"])
         .code(0)
@@ -236,13 +230,7 @@ fn one_apply_goes_from_empty_to_a_working_platform_and_keeps_it_there() {
         .success();
     assert!(kube.get(&["namespace", "smallcase-blue"]).is_none());
     assert_eq!(p.state_count(), 0);
-    let deleted = aws.calls()["calls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["operation"] == "DeleteLoadBalancer")
-        .map(|c| c["count"].as_u64().unwrap())
-        .sum::<u64>();
+    let deleted = aws.calls_of("DeleteLoadBalancer");
     assert_eq!(deleted, 1, "the ALB is deleted: {}", aws.calls());
 }
 
@@ -283,20 +271,19 @@ fn an_unreachable_cluster_is_one_clear_error_naming_the_endpoint() {
 /// (verified with the local AWS's STS, signatures checked for the test key).
 fn eks_pair(cluster_name: &str) -> (LocalAws, KubeTest) {
     let aws = LocalAws::start(&["--time-scale", "0.002"]);
-    let kube = KubeTest::start_with(&[
-        "--aws-endpoint",
-        &aws.endpoint,
-        "--eks-cluster-name",
-        cluster_name,
-        "--eks-secret-key",
-        "testing:testing",
-        "--deployment-delay",
-        "0.2",
-        "--ingress-delay",
-        "0.2",
-        "--namespace-delay",
-        "0.1",
-    ]);
+    let kube = KubeTest::start_with(
+        &[
+            "--aws-endpoint",
+            aws.endpoint.as_str(),
+            "--eks-cluster-name",
+            cluster_name,
+            "--eks-secret-key",
+            "testing:testing",
+        ]
+        .into_iter()
+        .chain(common::kubetest::QUICK.iter().copied())
+        .collect::<Vec<_>>(),
+    );
     kube.seed_eks_defaults();
     (aws, kube)
 }

@@ -6,6 +6,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+/// Controller delays short enough for tests, long enough to be waited on.
+pub const QUICK: &[&str] = &[
+    "--deployment-delay",
+    "0.2",
+    "--ingress-delay",
+    "0.2",
+    "--namespace-delay",
+    "0.1",
+];
+
 pub struct KubeTest {
     child: Child,
     pub endpoint: String,
@@ -16,16 +26,9 @@ pub struct KubeTest {
 impl KubeTest {
     /// Starts it; ALBs for `alb` Ingresses are made in the local AWS at `aws_endpoint`.
     pub fn start(aws_endpoint: &str) -> KubeTest {
-        KubeTest::start_with(&[
-            "--aws-endpoint",
-            aws_endpoint,
-            "--deployment-delay",
-            "0.2",
-            "--ingress-delay",
-            "0.2",
-            "--namespace-delay",
-            "0.1",
-        ])
+        let mut args = vec!["--aws-endpoint", aws_endpoint];
+        args.extend_from_slice(QUICK);
+        KubeTest::start_with(&args)
     }
 
     /// Starts it with these launcher flags (besides `--kubeconfig`).

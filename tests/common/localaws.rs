@@ -76,6 +76,17 @@ impl LocalAws {
         self.request("GET", "/_realism/calls", "")
     }
 
+    /// How many calls of `operation` (e.g. `CreateFargateProfile`) it served.
+    pub fn calls_of(&self, operation: &str) -> u64 {
+        self.calls()["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["operation"] == operation)
+            .map(|c| c["count"].as_u64().unwrap_or(0))
+            .sum()
+    }
+
     /// The local OIDC issuer: `ca_pem`, `thumbprint`, `port`.
     pub fn oidc(&self) -> Value {
         self.request("GET", "/_realism/oidc", "")
