@@ -468,3 +468,52 @@ fn a_fargate_profile_waits_while_eks_changes_another_one() {
     );
     p.run(&["plan", "--detailed-exitcode"]).code(0);
 }
+
+#[test]
+fn the_cluster_moves_to_new_subnets_in_place() {
+    let aws = launch();
+    let p = Project::reference_on(&aws);
+    p.run(&["apply", "--auto-approve"]).success();
+    let state = p.state();
+    let cidr = |name: &str| {
+        state["resources"][format!("aws.subnet.{name}")]["attributes"]["cidr_block"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let cluster = state["resources"]["aws.eks_cluster.main"]["attributes"]["arn"].clone();
+    // A third AZ, keeping the subnets there are.
+    p.edit_stack(
+        "azs  = 2 ",
+        &format!(
+            "azs  = 3\npublic_subnets  = [\"{}\", \"{}\", \"10.0.200.0/24\"]\nprivate_subnets = [\"{}\", \"{}\", \"10.0.201.0/24\"]\n",
+            cidr("public_a"),
+            cidr("public_b"),
+            cidr("private_a"),
+            cidr("private_b")
+        ),
+    );
+    let plan = p.run(&["plan", "--detailed-exitcode"]);
+    plan.code(2)
+        .stdout_has("+ aws.subnet.private_c")
+        .stdout_has("~ aws.eks_cluster.main");
+    assert!(
+        !plan.stdout.contains("-/+ aws.eks_cluster.main"),
+        "EKS moves a control plane to other subnets in place:\n{}",
+        plan.stdout
+    );
+    p.run(&["apply", "--auto-approve"]).success();
+    p.run(&["plan", "--detailed-exitcode"]).code(0);
+    let state = p.state();
+    assert_eq!(
+        state["resources"]["aws.eks_cluster.main"]["attributes"]["arn"], cluster,
+        "the same cluster"
+    );
+    assert_eq!(
+        state["resources"]["aws.eks_cluster.main"]["attributes"]["subnet_ids"]
+            .as_array()
+            .map(Vec::len),
+        Some(6)
+    );
+    assert!(aws.calls_of("UpdateClusterConfig") >= 1);
+}
