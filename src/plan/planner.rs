@@ -116,9 +116,11 @@ fn plan_apply(input: &PlanInput<'_>, current: &dyn Fn(&Address) -> Option<Live>)
             }
         };
 
+        let changed_by_update = spec.map(|s| s.changed_by_update).unwrap_or_default();
         for out in outputs {
             let value = match (&before, action) {
-                (Some(live), Action::NoOp | Action::Update) => {
+                (Some(live), Action::NoOp) => live.attrs.get(*out).cloned().map(Expr::Lit),
+                (Some(live), Action::Update) if !changed_by_update.contains(out) => {
                     live.attrs.get(*out).cloned().map(Expr::Lit)
                 }
                 _ => None,
@@ -400,6 +402,54 @@ mod tests {
         let c = plan_for(manifest("admin", "team"));
         assert_eq!(c[0].action, Action::Replace);
         assert_eq!(c[0].replace_because, ["manifest/roleRef"]);
+    }
+
+    #[test]
+    fn outputs_an_update_changes_are_known_only_after_apply() {
+        let cert = a("tls.certificate.hook");
+        let secret = a("k8s.secret.ns/hook");
+        let d = Desired::new(vec![
+            Resource::new(cert.clone())
+                .attr("common_name", "hook")
+                .attr("renewal_due", false),
+            Resource::new(secret.clone()).attr(
+                "manifest",
+                Expr::map([("data", Expr::reference(&cert, "cert_pem_base64"))]),
+            ),
+        ])
+        .unwrap();
+        let prior: BTreeMap<Address, ResourceState> = [
+            (
+                cert.clone(),
+                state(
+                    "hook@t",
+                    json!({"common_name": "hook", "renewal_due": false, "id": "hook@t", "cert_pem_base64": "OLD"}),
+                    &[],
+                    None,
+                ),
+            ),
+            (
+                secret.clone(),
+                state(
+                    "ns/hook",
+                    json!({"manifest": {"data": "OLD"}, "id": "ns/hook", "uid": "u"}),
+                    &["tls.certificate.hook"],
+                    None,
+                ),
+            ),
+        ]
+        .into();
+        // Fresh: nothing changes.
+        let (c, _) = run(&d, &prior, &live_of(&prior), Mode::Apply).unwrap();
+        assert!(c.iter().all(|c| c.action == Action::NoOp), "{c:?}");
+        // Due for renewal: the certificate updates, and what uses it with it.
+        let mut live = live_of(&prior);
+        if let Some(Some(l)) = live.get_mut(&cert) {
+            l.attrs.insert("renewal_due".into(), json!(true));
+        }
+        let (c, _) = run(&d, &prior, &live, Mode::Apply).unwrap();
+        assert_eq!(c[0].action, Action::Update);
+        assert_eq!(c[1].action, Action::Update, "{c:?}");
     }
 
     #[test]

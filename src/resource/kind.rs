@@ -12,6 +12,9 @@ pub struct KindSpec {
     pub outputs: &'static [&'static str],
     /// Attributes whose values are secrets and are never printed.
     pub sensitive: &'static [&'static str],
+    /// Outputs an in-place update may change (all others keep their values
+    /// through an update): known only after apply when the resource updates.
+    pub changed_by_update: &'static [&'static str],
 }
 
 const fn kind(
@@ -24,6 +27,7 @@ const fn kind(
         force_new,
         outputs,
         sensitive: &[],
+        changed_by_update: &[],
     }
 }
 
@@ -101,6 +105,8 @@ pub static KINDS: &[KindSpec] = &[
         ],
         outputs: &["id", "ami", "private_ip", "public_ip", "public_dns"],
         sensitive: &[],
+        // A new instance type means a stop and start: a new public address.
+        changed_by_update: &["public_ip", "public_dns"],
     },
     kind(
         "aws.ecr_repository",
@@ -151,6 +157,7 @@ pub static KINDS: &[KindSpec] = &[
         force_new: &[],
         outputs: K8S_OUT,
         sensitive: &["manifest"],
+        changed_by_update: &[],
     },
     kind("k8s.service", &[], K8S_OUT),
     kind("k8s.deployment", &["manifest/spec/selector"], K8S_OUT),
@@ -162,18 +169,38 @@ pub static KINDS: &[KindSpec] = &[
         key: "tls.certificate",
         force_new: &["common_name", "dns_names", "validity_days"],
         // The `_base64` forms are what Kubernetes `[]byte` fields (Secret
-        // data, webhook caBundle) take in JSON.
+        // data, webhook caBundle) take in JSON. `ca_bundle_*` is the CA plus,
+        // after the CA itself was renewed, the one before it.
         outputs: &[
             "id",
             "ca_pem",
+            "ca_key_pem",
+            "ca_not_after",
+            "ca_bundle_pem",
             "cert_pem",
             "key_pem",
             "not_after",
             "ca_pem_base64",
+            "ca_bundle_base64",
             "cert_pem_base64",
             "key_pem_base64",
         ],
-        sensitive: &["key_pem", "key_pem_base64"],
+        sensitive: &["key_pem", "key_pem_base64", "ca_key_pem"],
+        // A renewal (`renewal_due` back to false) is an update.
+        changed_by_update: &[
+            "id",
+            "ca_pem",
+            "ca_key_pem",
+            "ca_not_after",
+            "ca_bundle_pem",
+            "cert_pem",
+            "key_pem",
+            "not_after",
+            "ca_pem_base64",
+            "ca_bundle_base64",
+            "cert_pem_base64",
+            "key_pem_base64",
+        ],
     },
 ];
 

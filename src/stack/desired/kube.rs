@@ -345,7 +345,9 @@ impl Kube<'_, '_> {
                     "dns_names",
                     lit(json!([dns, format!("{dns}.cluster.local")])),
                 )
-                .attr("validity_days", 3650_u64),
+                .attr("validity_days", 3650_u64)
+                // Renewed (an update) when a read finds it due.
+                .attr("renewal_due", false),
         );
 
         let secret = k8s("secret", &format!("{KUBE_SYSTEM}/{WEBHOOK_SECRET}"))?;
@@ -455,7 +457,9 @@ impl Kube<'_, '_> {
         // Webhooks are registered once the controller serves them: with
         // failurePolicy Fail, an earlier registration would block every
         // Service creation in the cluster.
-        let ca = Expr::reference(&cert, "ca_pem_base64");
+        // The bundle: the CA, and after a CA renewal the previous one too,
+        // so the certificate the pods still serve stays trusted.
+        let ca = Expr::reference(&cert, "ca_bundle_base64");
         let client = |path: &str| {
             Expr::map([
                 ("caBundle", ca.clone()),
