@@ -116,7 +116,7 @@ pub static KINDS: &[KindSpec] = &[
     kind("aws.ecr_lifecycle_policy", &["repository"], &["id"]),
     kind(
         "aws.eks_cluster",
-        &["name", "role_arn"],
+        &["name", "role_arn", "subnet_ids"],
         &[
             "id",
             "arn",

@@ -402,23 +402,6 @@ pub async fn update_cluster(
             .map_err(|e| sdk_error(addr, "UpdateClusterVersion", &e))?;
         wait_update(aws, addr, name, out.update(), ctx).await?;
     }
-    // Subnets change in place (same VPC, at least two AZs), as their own
-    // kind of update.
-    if differs("subnet_ids") {
-        ctx.status("moving the control plane to the new subnets");
-        let vpc = VpcConfigRequest::builder()
-            .set_subnet_ids(Some(strings(desired, "subnet_ids")))
-            .build();
-        let out = aws
-            .eks
-            .update_cluster_config()
-            .name(name)
-            .resources_vpc_config(vpc)
-            .send()
-            .await
-            .map_err(|e| sdk_error(addr, "UpdateClusterConfig", &e))?;
-        wait_update(aws, addr, name, out.update(), ctx).await?;
-    }
     if differs("endpoint_public_access")
         || differs("endpoint_private_access")
         || differs("public_access_cidrs")
@@ -472,12 +455,7 @@ pub async fn update_cluster(
     if let Some(arn) = s_opt(&prior.attrs, "arn") {
         sync_tags(aws, addr, arn, prior, desired).await?;
     }
-    // Read back in the order asked for (lists EKS keeps as sets).
-    let asked = Live {
-        id: prior.id.clone(),
-        attrs: desired.clone(),
-    };
-    read_clusters(aws, &[(addr.clone(), asked)])
+    read_clusters(aws, &[(addr.clone(), prior.clone())])
         .await?
         .remove(addr)
         .ok_or_else(|| {
