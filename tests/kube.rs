@@ -102,7 +102,7 @@ async fn a_webhook_is_registered_only_once_its_service_has_a_ready_endpoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_custom_resource_waits_until_its_crd_is_established() {
-    let kube = KubeTest::start_with(&["--crd-delay", "1.5"]);
+    let kube = KubeTest::start_with(&["--crd-delay", "4"]);
     let provider = KubeProvider::new(Connection::Kubeconfig(kube.kubeconfig.clone()));
     let quiet = OpContext::silent();
     let started = Instant::now();

@@ -353,6 +353,11 @@ fn by_default_slipway_connects_through_the_eks_cluster_with_its_own_token() {
         );
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
+    // Apply brings it all back (waiting for the old cluster to finish
+    // deleting if it still is), into the new cluster.
+    p.run(&["apply", "--auto-approve"]).success();
+    p.run(&["plan", "--detailed-exitcode"]).code(0);
+    assert!(kube.get(&["namespace", "smallcase-blue"]).is_some());
     p.run(&["destroy", "--auto-approve", "--allow-protected"])
         .success();
     assert_eq!(p.state_count(), 0);
@@ -369,6 +374,8 @@ fn a_refused_token_is_one_clear_error_naming_the_aws_identity() {
         .stdout_has("AWS identity `arn:aws:")
         .stdout_has("has no access to EKS cluster `smallcase`")
         .stdout_has("associate-access-policy");
-    // Asked once, not once per object.
-    assert_eq!(kube.auth()["rejected"], 1, "{}", kube.auth());
+    // Asked again for a few seconds (a new access entry takes a moment),
+    // then given up for the whole run: not once per object.
+    let rejected = kube.auth()["rejected"].as_u64().unwrap_or(0);
+    assert!((2..=6).contains(&rejected), "{}", kube.auth());
 }

@@ -191,7 +191,20 @@ fn plan_destroy(
         .prior
         .iter()
         .filter(|(_, r)| targeted(r))
-        .filter_map(|(addr, prior)| current(addr).map(|live| delete(addr, prior, live)))
+        .filter_map(|(addr, prior)| {
+            current(addr).map(|live| {
+                let mut d = delete(addr, prior, live);
+                // A state written before serial groups were kept: the stack's.
+                if d.serial_group.is_none() {
+                    d.serial_group = input
+                        .desired
+                        .get_opt(addr)
+                        .and_then(|r| r.serial_group_opt())
+                        .map(str::to_string);
+                }
+                d
+            })
+        })
         .collect())
 }
 

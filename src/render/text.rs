@@ -89,8 +89,21 @@ fn change(s: &mut String, c: &Change, color: bool) {
             for k in &c.changed {
                 let old = before.and_then(|b| b.get(k));
                 let new = c.after.as_ref().and_then(|a| a.get(k));
+                // `manifest/roleRef`: a part of the attribute forces it.
+                let parts: Vec<&str> = c
+                    .replace_because
+                    .iter()
+                    .filter_map(|r| r.strip_prefix(k.as_str()))
+                    .filter_map(|rest| rest.strip_prefix('/'))
+                    .collect();
                 let forces = if c.replace_because.contains(k) {
                     paint(color, Paint::Red, " # forces replacement")
+                } else if !parts.is_empty() {
+                    paint(
+                        color,
+                        Paint::Red,
+                        &format!(" # forces replacement: {}", parts.join(", ")),
+                    )
                 } else {
                     String::new()
                 };
@@ -502,6 +515,26 @@ mod tests {
     #[test]
     fn renders_every_action() {
         insta::assert_snapshot!(plan(&sample(), false));
+    }
+
+    #[test]
+    fn a_part_of_an_attribute_that_forces_replacement_is_named() {
+        let mut p = sample();
+        let mut binding = change("k8s.role_binding.ns/deployer", Action::Replace);
+        binding.before = live(
+            "ns/deployer",
+            json!({"manifest": {"roleRef": {"name": "a"}}}),
+        );
+        binding.after = Some(BTreeMap::from([(
+            "manifest".to_string(),
+            Expr::Lit(json!({"roleRef": {"name": "b"}})),
+        )]));
+        binding.changed = vec!["manifest".into()];
+        binding.replace_because = vec!["manifest/roleRef".into()];
+        p.changes = vec![binding];
+        let text = plan(&p, false);
+        assert!(text.contains("-/+ k8s.role_binding.ns/deployer"), "{text}");
+        assert!(text.contains("# forces replacement: roleRef"), "{text}");
     }
 
     #[test]

@@ -347,6 +347,25 @@ async fn parallelism_is_bounded_and_serial_groups_run_one_at_a_time() {
     one_profile_at_a_time(&hooks);
 
     // Deletes too: the state remembers each profile's group.
+    for i in 0..3 {
+        let profile = state
+            .get_opt(&a(&format!("aws.eks_fargate_profile.p{i}")))
+            .unwrap();
+        assert_eq!(profile.serial_group.as_deref(), Some("eks:c"));
+    }
+    // A state written before groups were kept gets them from the stack.
+    let forgetful: Vec<_> = state
+        .resources()
+        .iter()
+        .map(|(a, r)| {
+            let mut r = r.clone();
+            r.serial_group = None;
+            (a.clone(), r)
+        })
+        .collect();
+    for (a, r) in forgetful {
+        state.set(&a, Some(r));
+    }
     let live = refresh(&fake, &state).await;
     let plan = plan_for(&desired, &state, &live, Mode::Destroy { env: None });
     let hooks = Recorder::default();

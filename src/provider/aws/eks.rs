@@ -241,12 +241,38 @@ async fn wait_cluster_active(
                 format!("cluster `{name}` failed to create; see its health in the EKS console"),
                 false,
             )),
+            Some(ClusterStatus::Deleting) => Err(ProviderError::new(
+                addr,
+                "ClusterDeleting",
+                format!("cluster `{name}` is being deleted (outside this run); run again once it is gone"),
+                true,
+            )),
             other => Ok(Err(Some(format!(
                 "{} ({})",
                 other.map_or("CREATING", |s| s.as_str()),
                 eta(started.elapsed(), CLUSTER_EXPECTED)
             )))),
         }
+    })
+    .await
+}
+
+/// Waits until DescribeCluster no longer finds the cluster.
+async fn wait_cluster_gone(
+    aws: &Aws,
+    addr: &Address,
+    name: &str,
+    ctx: &OpContext<'_>,
+) -> Result<(), ProviderError> {
+    let started = tokio::time::Instant::now();
+    aws.wait_reporting(addr, ctx, "deleted", aws.timeouts.eks_cluster, || async {
+        if describe_cluster(aws, addr, name).await?.is_none() {
+            return Ok(Ok(()));
+        }
+        Ok(Err(Some(format!(
+            "DELETING ({})",
+            eta(started.elapsed(), Duration::from_secs(5 * 60))
+        ))))
     })
     .await
 }
@@ -276,8 +302,8 @@ pub async fn create_cluster(
         // cluster-admin through an access entry, as on the console.
         .bootstrap_cluster_creator_admin_permissions(true)
         .build();
-    let created = aws
-        .retry_consistency(ctx, &["InvalidParameterException"], || async {
+    let create = || {
+        aws.retry_consistency(ctx, &["InvalidParameterException"], || async {
             aws.eks
                 .create_cluster()
                 .name(name)
@@ -299,8 +325,8 @@ pub async fn create_cluster(
                     err
                 })
         })
-        .await;
-    match created {
+    };
+    match create().await {
         Ok(()) => {}
         Err(e) if e.code == "ResourceInUseException" => {
             let existing = describe_cluster(aws, addr, name).await?;
@@ -309,6 +335,12 @@ pub async fn create_cluster(
                 .is_some_and(|c| owned(aws, addr, c.tags()))
             {
                 return Err(foreign(addr, "cluster", name));
+            }
+            // Ours but on its way out (deleted outside slipway, or by an
+            // earlier run): a new one once the name is free.
+            if existing.as_ref().and_then(|c| c.status()) == Some(&ClusterStatus::Deleting) {
+                wait_cluster_gone(aws, addr, name, ctx).await?;
+                create().await?;
             }
         }
         Err(e) => return Err(e),
@@ -567,6 +599,31 @@ async fn describe_profile(
     }
 }
 
+/// Whether each cluster is there and not being deleted (its access entries
+/// go with it), asked once per cluster.
+#[derive(Default)]
+struct Clusters(HashMap<String, bool>);
+
+impl Clusters {
+    async fn alive(
+        &mut self,
+        aws: &Aws,
+        addr: &Address,
+        name: &str,
+    ) -> Result<bool, ProviderError> {
+        if let Some(alive) = self.0.get(name) {
+            return Ok(*alive);
+        }
+        let alive = describe_cluster(aws, addr, name)
+            .await?
+            .is_some_and(|c| c.status() != Some(&ClusterStatus::Deleting));
+        self.0.insert(name.to_string(), alive);
+        Ok(alive)
+    }
+}
+
+/// (A cluster with Fargate profiles cannot be deleted: EKS wants them gone
+/// first, so profiles need no check of their cluster.)
 pub async fn read_profiles(aws: &Aws, items: &[(Address, Live)]) -> Found {
     let mut out = BTreeMap::new();
     for (a, prior) in items {
@@ -799,10 +856,14 @@ async fn describe_entry(
 
 pub async fn read_entries(aws: &Aws, items: &[(Address, Live)]) -> Found {
     let mut out = BTreeMap::new();
+    let mut clusters = Clusters::default();
     for (a, prior) in items {
         let Some((cluster, principal)) = prior.id.split_once('/') else {
             continue;
         };
+        if !clusters.alive(aws, a, cluster).await? {
+            continue;
+        }
         if let Some(e) = describe_entry(aws, a, cluster, principal).await? {
             out.insert(a.clone(), entry_live(cluster, &e, Some(&prior.attrs)));
         }
@@ -983,7 +1044,7 @@ pub async fn create_oidc(
             format!(
                 "cannot obtain the certificate thumbprint of the OIDC issuer `{url}`: {e}; slipway needs HTTPS access to the issuer to register it with IAM"
             ),
-            true,
+            e.retryable,
         )
     })?;
     let created = aws
@@ -1124,17 +1185,7 @@ pub async fn delete(
             })
             .await;
             r?;
-            let started = tokio::time::Instant::now();
-            aws.wait_reporting(addr, ctx, "deleted", aws.timeouts.eks_cluster, || async {
-                if describe_cluster(aws, addr, name).await?.is_none() {
-                    return Ok(Ok(()));
-                }
-                Ok(Err(Some(format!(
-                    "DELETING ({})",
-                    eta(started.elapsed(), Duration::from_secs(5 * 60))
-                ))))
-            })
-            .await
+            wait_cluster_gone(aws, addr, name, ctx).await
         }
         "eks_fargate_profile" => {
             let Some((cluster, name)) = profile_ids(&prior.id) else {

@@ -26,9 +26,31 @@ const ATTEMPT: Duration = Duration::from_secs(20);
 /// The largest discovery document read (they are a few hundred bytes).
 const MAX_DOCUMENT: usize = 1 << 20;
 
-/// The issuer's thumbprint; the error says what failed, for a message that
-/// names the issuer.
-pub async fn of_issuer(issuer: &str) -> Result<String, String> {
+/// Why the thumbprint could not be obtained.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThumbprintError {
+    /// What failed, for a message that names the issuer.
+    pub message: String,
+    /// Whether trying again later may help (a refused connection, a 5xx),
+    /// as opposed to an untrusted certificate or a missing document.
+    pub retryable: bool,
+}
+
+impl std::fmt::Display for ThumbprintError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+fn final_error(message: String) -> ThumbprintError {
+    ThumbprintError {
+        message,
+        retryable: false,
+    }
+}
+
+/// The issuer's thumbprint.
+pub async fn of_issuer(issuer: &str) -> Result<String, ThumbprintError> {
     let bundle = std::env::var_os("AWS_CA_BUNDLE").filter(|p| !p.is_empty());
     of_issuer_trusting(issuer, bundle.as_deref().map(std::path::Path::new)).await
 }
@@ -37,8 +59,8 @@ pub async fn of_issuer(issuer: &str) -> Result<String, String> {
 pub async fn of_issuer_trusting(
     issuer: &str,
     extra: Option<&std::path::Path>,
-) -> Result<String, String> {
-    let tls = connector(extra)?;
+) -> Result<String, ThumbprintError> {
+    let tls = connector(extra).map_err(final_error)?;
     let mut last = String::new();
     for attempt in 0..3u32 {
         if attempt > 0 {
@@ -46,12 +68,15 @@ pub async fn of_issuer_trusting(
         }
         match tokio::time::timeout(ATTEMPT, once(&tls, issuer)).await {
             Ok(Ok(t)) => return Ok(t),
-            Ok(Err(Failure::Final(e))) => return Err(e),
+            Ok(Err(Failure::Final(e))) => return Err(final_error(e)),
             Ok(Err(Failure::Transient(e))) => last = e,
             Err(_) => last = format!("no answer within {}s", ATTEMPT.as_secs()),
         }
     }
-    Err(last)
+    Err(ThumbprintError {
+        message: last,
+        retryable: true,
+    })
 }
 
 enum Failure {
@@ -193,10 +218,20 @@ async fn get(stream: TlsStream<TcpStream>, at: &Endpoint, path: &str) -> Result<
     let body = http_body_util::Limited::new(response.into_body(), MAX_DOCUMENT)
         .collect()
         .await
-        .map_err(|e| Failure::Transient(format!("GET `{url}`: {e}")))?
+        .map_err(|e| {
+            let text = format!("GET `{url}`: {e}");
+            if e.is::<http_body_util::LengthLimitError>() {
+                Failure::Final(format!("{text} (larger than {MAX_DOCUMENT} bytes)"))
+            } else {
+                Failure::Transient(text)
+            }
+        })?
         .to_bytes();
     driver.abort();
-    if status.is_server_error() {
+    if status.is_server_error()
+        || status == http::StatusCode::REQUEST_TIMEOUT
+        || status == http::StatusCode::TOO_MANY_REQUESTS
+    {
         return Err(Failure::Transient(format!("GET `{url}`: HTTP {status}")));
     }
     if !status.is_success() {
@@ -370,14 +405,14 @@ mod tests {
         let issuer = format!("https://localhost:{port}/id/T");
 
         let got = of_issuer_trusting(&issuer, Some(&bundle)).await;
-        assert_eq!(got.as_deref(), Ok(want.as_str()));
+        assert_eq!(got.as_ref().ok(), Some(&want));
 
         // Without the private root the issuer is not trusted, and the error says where to put it.
         let untrusted = of_issuer_trusting(&issuer, None).await;
         assert!(
             untrusted
                 .as_ref()
-                .is_err_and(|e| e.contains("AWS_CA_BUNDLE")),
+                .is_err_and(|e| e.message.contains("AWS_CA_BUNDLE") && !e.retryable),
             "{untrusted:?}"
         );
 
@@ -385,7 +420,9 @@ mod tests {
         let missing =
             of_issuer_trusting(&format!("https://localhost:{port}/id/NONE"), Some(&bundle)).await;
         assert!(
-            missing.as_ref().is_err_and(|e| e.contains("HTTP 404")),
+            missing
+                .as_ref()
+                .is_err_and(|e| e.message.contains("HTTP 404") && !e.retryable),
             "{missing:?}"
         );
     }

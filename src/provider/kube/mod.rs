@@ -30,6 +30,9 @@ use crate::resource::{Attrs, Live};
 /// The field manager of everything slipway applies.
 pub const FIELD_MANAGER: &str = "slipway";
 
+/// How long refused credentials are asked again before slipway gives up.
+const REFUSAL_GRACE: Duration = Duration::from_secs(16);
+
 /// The error code of a connection through an EKS cluster that does not exist.
 const CLUSTER_GONE: &str = "ClusterNotFound";
 
@@ -309,7 +312,23 @@ impl KubeProvider {
             )
         })?;
         // One cheap call now, so an unreachable cluster is one clear error.
-        match client.apiserver_version().await {
+        // A refusal is asked again for a little while: a new access entry
+        // takes some seconds to be honoured.
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_secs(1);
+        let version = loop {
+            match client.apiserver_version().await {
+                Err(kube::Error::Api(s))
+                    if (s.code == 401 || s.code == 403)
+                        && started.elapsed() + pause < REFUSAL_GRACE =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                other => break other,
+            }
+        };
+        match version {
             Ok(_) => Ok((client, about)),
             Err(kube::Error::Api(s)) if s.code == 401 || s.code == 403 => {
                 let who = self.caller().await;

@@ -18,14 +18,14 @@ pub(super) fn build(b: &mut Builder<'_>) -> Result<Shared, AddressError> {
     let cluster = eks_cluster(b, &net)?;
     let jenkins_role = jenkins_iam(b, &registry, &cluster)?;
     instances(b, &net, &sgs, &jenkins_role)?;
-    let (kube_system_profile, lb_controller_role, lb_controller_policy) =
+    let (kube_system_profile, lb_controller_role, lb_controller_permissions) =
         eks_extras(b, &net, &cluster, &jenkins_role)?;
     Ok(Shared {
         vpc: net.vpc,
         cluster,
         kube_system_profile,
         lb_controller_role,
-        lb_controller_policy,
+        lb_controller_permissions,
     })
 }
 
@@ -525,7 +525,7 @@ fn eks_extras(
     net: &Net,
     cluster: &Address,
     jenkins_role: &Address,
-) -> Result<(Address, Address, Address), AddressError> {
+) -> Result<(Address, Address, Vec<Address>), AddressError> {
     let s = b.s;
     let (pod_role, pod_attachments) = service_role(
         b,
@@ -653,5 +653,5 @@ fn eks_extras(
             .attr("role", Expr::reference(&role, "name"))
             .attr("policy_arn", arn(&policy_addr)),
     );
-    Ok((kube_system, role, attachment))
+    Ok((kube_system, role, vec![policy_addr, attachment]))
 }

@@ -448,9 +448,8 @@ impl Kube<'_, '_> {
             None,
             vec![("spec", Expr::map(spec))],
         );
-        let policy = &self.shared.lb_controller_policy;
-        let mut after: Vec<&Address> =
-            vec![&sa, &crb, &le_binding, &secret, &service, coredns, policy];
+        let mut after: Vec<&Address> = vec![&sa, &crb, &le_binding, &secret, &service, coredns];
+        after.extend(self.shared.lb_controller_permissions.iter());
         after.extend(crds.iter());
         self.push(&deployment, m, &after);
 

@@ -39,9 +39,10 @@ pub(super) struct Shared {
     pub cluster: Address,
     pub kube_system_profile: Address,
     pub lb_controller_role: Address,
-    /// The controller's policy on its role: the controller needs it until
-    /// it has cleaned up the load balancers it made.
-    pub lb_controller_policy: Address,
+    /// The controller's IAM policy and its attachment to the role: the
+    /// controller rolls out after they change, and needs them until it has
+    /// cleaned up the load balancers it made.
+    pub lb_controller_permissions: Vec<Address>,
 }
 
 pub(super) struct Builder<'a> {
