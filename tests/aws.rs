@@ -201,8 +201,10 @@ fn applies_from_empty_converges_and_a_no_op_refresh_is_cheap() {
     assert_eq!(aws.calls_of("DescribeInstances"), 1, "{calls}");
     assert_eq!(aws.calls_of("DescribeRepositories"), 1, "{calls}");
     let total = calls["total"].as_u64().unwrap();
+    // About one call per resource type; an access entry takes three (the
+    // entry, its access policies, whether its cluster is being deleted).
     assert!(
-        total <= 40,
+        total <= 42,
         "{total} calls to refresh ~45 AWS resources: {calls}"
     );
 }
@@ -466,5 +468,75 @@ fn a_fargate_profile_waits_while_eks_changes_another_one() {
         "EKS refused at least once: {}",
         aws.calls()
     );
+    p.run(&["plan", "--detailed-exitcode"]).code(0);
+}
+
+#[test]
+fn cluster_admins_get_admin_access_and_jenkins_gets_no_more_than_its_namespaces() {
+    let aws = launch();
+    let p = Project::reference_on(&aws);
+    p.edit_stack(
+        "[cluster]\n",
+        "[cluster]\nadmins = [\"arn:aws:iam::123456789012:role/ci\"]\n",
+    );
+    p.run(&["apply", "--auto-approve"]).success();
+    let rt = rt();
+    let policies = |principal: &str| {
+        rt.block_on(async {
+            aws.eks()
+                .await
+                .list_associated_access_policies()
+                .cluster_name("smallcase")
+                .principal_arn(principal)
+                .send()
+                .await
+                .unwrap()
+                .associated_access_policies()
+                .iter()
+                .map(|p| {
+                    (
+                        p.policy_arn().unwrap_or_default().to_string(),
+                        p.access_scope()
+                            .and_then(|s| s.r#type())
+                            .map(|t| t.as_str().to_string())
+                            .unwrap_or_default(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    assert_eq!(
+        policies("arn:aws:iam::123456789012:role/ci"),
+        vec![(
+            "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy".to_string(),
+            "cluster".to_string()
+        )]
+    );
+    let jenkins = "arn:aws:iam::123456789012:role/smallcase-jenkins";
+    assert!(policies(jenkins).is_empty());
+
+    // Someone opens the cluster to Jenkins: plan shows it, apply closes it.
+    rt.block_on(async {
+        aws.eks()
+            .await
+            .associate_access_policy()
+            .cluster_name("smallcase")
+            .principal_arn(jenkins)
+            .policy_arn("arn:aws:eks::aws:cluster-access-policy/AmazonEKSAdminViewPolicy")
+            .access_scope(
+                aws_sdk_eks::types::AccessScope::builder()
+                    .r#type(aws_sdk_eks::types::AccessScopeType::Cluster)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    });
+    p.run(&["plan", "--detailed-exitcode"])
+        .code(2)
+        .stdout_has("~ aws.eks_access_entry.jenkins")
+        .stdout_has("AmazonEKSAdminViewPolicy");
+    p.run(&["apply", "--auto-approve"]).success();
+    assert!(policies(jenkins).is_empty());
     p.run(&["plan", "--detailed-exitcode"]).code(0);
 }

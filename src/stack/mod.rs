@@ -138,6 +138,8 @@ struct Cluster {
     endpoint_public_access: bool,
     public_access_cidrs: Vec<Ipv4Net>,
     logging: Vec<String>,
+    /// IAM role or user ARNs given cluster-admin through access entries.
+    admins: Vec<String>,
 }
 
 impl Stack {

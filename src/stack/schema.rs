@@ -85,6 +85,7 @@ pub(super) const CLUSTER: TableKeys = TableKeys {
         "endpoint_public_access",
         "public_access_cidrs",
         "logging",
+        "admins",
     ],
     required: &["name", "version"],
 };
@@ -197,6 +198,7 @@ pub(super) struct RawCluster {
     pub endpoint_public_access: Option<bool>,
     pub public_access_cidrs: Option<Strings>,
     pub logging: Option<Strings>,
+    pub admins: Option<Strings>,
 }
 
 #[derive(Debug, Deserialize)]

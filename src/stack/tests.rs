@@ -773,3 +773,76 @@ fn schema_errors_read_well() {
     let syntax = BASE.replace("name = \"s\"\nregion", "name = s\nregion");
     insta::assert_snapshot!("syntax_error", errors(&syntax));
 }
+
+#[test]
+fn cluster_admins_get_admin_access_entries_and_bad_arns_are_explained() {
+    let with_admins = |list: &str| {
+        BASE.replace(
+            "version = \"1.31\"",
+            &format!("version = \"1.31\"\nadmins = [{list}]"),
+        )
+    };
+    let dir = project();
+    let src = with_admins(
+        "\"arn:aws:iam::123456789012:role/ci\", \"arn:aws:iam::123456789012:user/ops/alice\"",
+    );
+    let d = parse_in(dir.path(), &src).unwrap().desired().unwrap();
+    let ci = d
+        .get_opt(
+            &"aws.eks_access_entry.admin-role-123456789012-ci"
+                .parse()
+                .unwrap(),
+        )
+        .unwrap_or_else(|| panic!("no entry for the ci role"));
+    assert_eq!(
+        ci.attrs()["principal_arn"].known(),
+        Some(serde_json::json!("arn:aws:iam::123456789012:role/ci"))
+    );
+    assert_eq!(
+        ci.attrs()["access_policies"].known().unwrap()[0]["policy_arn"],
+        "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+    );
+    assert!(
+        d.get_opt(
+            &"aws.eks_access_entry.admin-user-123456789012-alice"
+                .parse()
+                .unwrap()
+        )
+        .is_some()
+    );
+    // Jenkins gets no access policy at all.
+    let jenkins = d
+        .get_opt(&"aws.eks_access_entry.jenkins".parse().unwrap())
+        .unwrap();
+    assert_eq!(
+        jenkins.attrs()["access_policies"].known(),
+        Some(serde_json::json!([]))
+    );
+
+    let out = errors(&with_admins(
+        "\"arn:aws:sts::123456789012:assumed-role/ci/session-1\"",
+    ));
+    assert!(
+        out.contains("is an assumed-role session, not an IAM principal")
+            && out.contains("hint: use the role's ARN: `arn:aws:iam::123456789012:role/ci`"),
+        "{out}"
+    );
+    assert_reports(
+        &with_admins("\"ci\""),
+        "\"ci\"",
+        "`ci` is not an IAM role or user ARN",
+    );
+    assert_reports(
+        &with_admins("\"arn:aws-cn:iam::123456789012:role/ci\""),
+        "\"arn:aws-cn",
+        "`arn:aws-cn:iam::123456789012:role/ci` is in partition `aws-cn`, the stack's region is in `aws`",
+    );
+    assert_reports(
+        &with_admins("\"arn:aws:iam::123456789012:role/s-jenkins\""),
+        "\"arn:aws:iam::123456789012:role/s-jenkins\"",
+        "`arn:aws:iam::123456789012:role/s-jenkins` is the stack's Jenkins role",
+    );
+    let twice = "\"arn:aws:iam::123456789012:role/ci\"";
+    let out = errors(&with_admins(&format!("{twice}, {twice}")));
+    assert!(out.contains("is listed twice"), "{out}");
+}

@@ -64,7 +64,9 @@ pub(super) fn validate(sink: &mut Sink<'_>, doc: RawDocument, stack_path: &Path)
     let network = network(sink, doc.network.unwrap_or_default());
     let jenkins = doc.jenkins.map(|j| jenkins(sink, j));
     let registry = doc.registry.map(|r| registry(sink, r));
-    let cluster = doc.cluster.map(|c| cluster(sink, c));
+    let cluster = doc
+        .cluster
+        .map(|c| cluster(sink, c, region.as_deref(), name.as_deref()));
     let ingress_policy =
         doc.ingress.as_ref().and_then(|i| {
             let Some(file) = &i.iam_policy_file else {
@@ -681,7 +683,12 @@ fn registry(sink: &mut Sink<'_>, raw: RawRegistry) -> Registry {
     }
 }
 
-fn cluster(sink: &mut Sink<'_>, raw: RawCluster) -> Cluster {
+fn cluster(
+    sink: &mut Sink<'_>,
+    raw: RawCluster,
+    region: Option<&str>,
+    stack: Option<&str>,
+) -> Cluster {
     let name = raw.name.get_ref();
     let ok = (1..=100).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
@@ -750,13 +757,112 @@ fn cluster(sink: &mut Sink<'_>, raw: RawCluster) -> Cluster {
         }
         None => ["api", "audit", "authenticator"].map(String::from).to_vec(),
     };
+    let admins = raw
+        .admins
+        .as_ref()
+        .map(|list| cluster_admins(sink, list, region, stack))
+        .unwrap_or_default();
     Cluster {
         name: name.clone(),
         version: version.clone(),
         endpoint_public_access: raw.endpoint_public_access.unwrap_or(true),
         public_access_cidrs,
         logging,
+        admins,
     }
+}
+
+/// `[cluster] admins`: IAM role or user ARNs of the stack's partition, each
+/// once. An STS assumed-role ARN (what `aws sts get-caller-identity` prints
+/// for a role) is refused with the role ARN to use instead.
+fn cluster_admins(
+    sink: &mut Sink<'_>,
+    list: &Strings,
+    region: Option<&str>,
+    stack: Option<&str>,
+) -> Vec<String> {
+    let jenkins = stack.map(|s| format!("role/{s}-jenkins"));
+    let partition = region.map(|r| {
+        if r.starts_with("cn-") {
+            "aws-cn"
+        } else if r.starts_with("us-gov-") {
+            "aws-us-gov"
+        } else {
+            "aws"
+        }
+    });
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for item in list.get_ref() {
+        let arn = item.get_ref();
+        let parts: Vec<&str> = arn.splitn(6, ':').collect();
+        let valid = parts.len() == 6
+            && parts[0] == "arn"
+            && parts[2] == "iam"
+            && parts[3].is_empty()
+            && parts[4].len() == 12
+            && parts[4].chars().all(|c| c.is_ascii_digit())
+            && (parts[5].starts_with("role/") || parts[5].starts_with("user/"))
+            && parts[5].len() > 5
+            && parts[5]
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-/".contains(c));
+        if parts.len() == 6 && parts[2] == "sts" && parts[5].starts_with("assumed-role/") {
+            let role = parts[5]
+                .trim_start_matches("assumed-role/")
+                .split('/')
+                .next()
+                .unwrap_or_default();
+            sink.err(
+                &item.span(),
+                format!("`{arn}` is an assumed-role session, not an IAM principal"),
+                format!(
+                    "use the role's ARN: `arn:{}:iam::{}:role/{role}` (with its path, if it has one)",
+                    parts[1], parts[4]
+                ),
+            );
+            continue;
+        }
+        if !valid {
+            sink.err(
+                &item.span(),
+                format!("`{arn}` is not an IAM role or user ARN"),
+                "write `arn:aws:iam::123456789012:role/NAME` or `arn:aws:iam::123456789012:user/NAME`",
+            );
+            continue;
+        }
+        if let Some(p) = partition
+            && parts[1] != p
+        {
+            sink.err(
+                &item.span(),
+                format!(
+                    "`{arn}` is in partition `{}`, the stack's region is in `{p}`",
+                    parts[1]
+                ),
+                format!("use an ARN starting with `arn:{p}:`"),
+            );
+            continue;
+        }
+        if jenkins.as_deref() == Some(parts[5]) {
+            sink.err(
+                &item.span(),
+                format!("`{arn}` is the stack's Jenkins role"),
+                "it has its own access entry, limited to the environment namespaces; list other principals here",
+            );
+            continue;
+        }
+        if !seen.insert(arn.as_str()) {
+            sink.err(
+                &item.span(),
+                format!("`{arn}` is listed twice"),
+                "list each admin once",
+            );
+            continue;
+        }
+        out.push(arn.clone());
+    }
+    out
 }
 
 fn valid_env_name(s: &str) -> bool {

@@ -834,6 +834,126 @@ fn entry_live(cluster: &str, e: &aws_sdk_eks::types::AccessEntry, prior: Option<
     )
 }
 
+/// An access scope as the state keeps it: `{"type": "cluster"}` or
+/// `{"type": "namespace", "namespaces": [sorted]}`.
+fn scope_value(scope: Option<&aws_sdk_eks::types::AccessScope>) -> Value {
+    let kind = scope
+        .and_then(|s| s.r#type())
+        .map_or("cluster", |t| t.as_str());
+    let mut namespaces: Vec<String> = scope.map(|s| s.namespaces().to_vec()).unwrap_or_default();
+    namespaces.sort();
+    if namespaces.is_empty() {
+        json!({"type": kind})
+    } else {
+        json!({"type": kind, "namespaces": namespaces})
+    }
+}
+
+/// The access policies associated with an entry, sorted by policy ARN.
+async fn entry_policies(
+    aws: &Aws,
+    addr: &Address,
+    cluster: &str,
+    principal: &str,
+) -> Result<Vec<Value>, ProviderError> {
+    let mut out = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let page = match aws
+            .eks
+            .list_associated_access_policies()
+            .cluster_name(cluster)
+            .principal_arn(principal)
+            .set_next_token(next.take())
+            .send()
+            .await
+        {
+            Ok(page) => page,
+            Err(e) if code_of(&e) == Some("ResourceNotFoundException") => return Ok(out),
+            Err(e) => return Err(sdk_error(addr, "ListAssociatedAccessPolicies", &e)),
+        };
+        for p in page.associated_access_policies() {
+            out.push(json!({
+                "policy_arn": p.policy_arn(),
+                "access_scope": scope_value(p.access_scope()),
+            }));
+        }
+        next = page.next_token().map(str::to_string);
+        if next.is_none() {
+            break;
+        }
+    }
+    out.sort_by(|a, b| a["policy_arn"].as_str().cmp(&b["policy_arn"].as_str()));
+    Ok(out)
+}
+
+/// Makes the entry's associated access policies exactly `access_policies`
+/// (when the attribute is given): associates what is missing or scoped
+/// differently, disassociates the rest.
+async fn sync_policies(
+    aws: &Aws,
+    addr: &Address,
+    cluster: &str,
+    principal: &str,
+    desired: &Attrs,
+) -> Result<(), ProviderError> {
+    use aws_sdk_eks::types::{AccessScope, AccessScopeType};
+    let Some(want) = desired.get("access_policies").and_then(Value::as_array) else {
+        return Ok(());
+    };
+    let have = entry_policies(aws, addr, cluster, principal).await?;
+    for w in want {
+        if have.contains(w) {
+            continue;
+        }
+        let policy = w["policy_arn"]
+            .as_str()
+            .ok_or_else(|| invalid(addr, "an access policy has no `policy_arn`"))?;
+        let scope = &w["access_scope"];
+        let namespaces: Vec<String> = scope["namespaces"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|n| n.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let access_scope = AccessScope::builder()
+            .r#type(AccessScopeType::from(
+                scope["type"].as_str().unwrap_or("cluster"),
+            ))
+            .set_namespaces((!namespaces.is_empty()).then_some(namespaces))
+            .build();
+        aws.eks
+            .associate_access_policy()
+            .cluster_name(cluster)
+            .principal_arn(principal)
+            .policy_arn(policy)
+            .access_scope(access_scope)
+            .send()
+            .await
+            .map_err(|e| sdk_error(addr, "AssociateAccessPolicy", &e))?;
+    }
+    for h in &have {
+        let arn = h["policy_arn"].as_str().unwrap_or_default();
+        if want.iter().any(|w| w["policy_arn"].as_str() == Some(arn)) {
+            continue;
+        }
+        absent_ok(
+            addr,
+            "DisassociateAccessPolicy",
+            aws.eks
+                .disassociate_access_policy()
+                .cluster_name(cluster)
+                .principal_arn(principal)
+                .policy_arn(arn)
+                .send()
+                .await,
+        )?;
+    }
+    Ok(())
+}
+
 async fn describe_entry(
     aws: &Aws,
     addr: &Address,
@@ -865,7 +985,12 @@ pub async fn read_entries(aws: &Aws, items: &[(Address, Live)]) -> Found {
             continue;
         }
         if let Some(e) = describe_entry(aws, a, cluster, principal).await? {
-            out.insert(a.clone(), entry_live(cluster, &e, Some(&prior.attrs)));
+            let mut found = entry_live(cluster, &e, Some(&prior.attrs));
+            found.attrs.insert(
+                "access_policies".into(),
+                Value::Array(entry_policies(aws, a, cluster, principal).await?),
+            );
+            out.insert(a.clone(), found);
         }
     }
     Ok(out)
@@ -915,6 +1040,7 @@ pub async fn create_entry(
         }
         Err(e) => return Err(e),
     }
+    sync_policies(aws, addr, cluster, principal, desired).await?;
     let prior = Live {
         id: format!("{cluster}/{principal}"),
         attrs: desired.clone(),
@@ -953,6 +1079,7 @@ pub async fn update_entry(
             .await
             .map_err(|e| sdk_error(addr, "UpdateAccessEntry", &e))?;
     }
+    sync_policies(aws, addr, cluster, principal, desired).await?;
     if let Some(arn) = s_opt(&prior.attrs, "arn") {
         sync_tags(aws, addr, arn, prior, desired).await?;
     }

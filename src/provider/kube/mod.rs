@@ -334,7 +334,7 @@ impl KubeProvider {
                 let who = self.caller().await;
                 let hint = match &self.connection {
                     Connection::Eks { cluster, .. } => format!(
-                        "{who} has no access to EKS cluster `{cluster}`: only the identity that created it is given admin access automatically; give this one an access entry with the AmazonEKSClusterAdminPolicy (`aws eks create-access-entry` and `aws eks associate-access-policy`), or run slipway as the creator"
+                        "{who} has no access to EKS cluster `{cluster}`: only the identity that created it is given admin access automatically; list this identity's IAM role or user ARN in the stack's `[cluster] admins` and apply as the creator, or give it an access entry with the AmazonEKSClusterAdminPolicy yourself (`aws eks create-access-entry` and `aws eks associate-access-policy`)"
                     ),
                     Connection::Kubeconfig(path) => format!(
                         "the credentials of kubeconfig `{}` were refused",

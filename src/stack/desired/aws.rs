@@ -570,6 +570,8 @@ fn eks_extras(
             .attr("tags", b.tags(&oidc, &b.named("eks-oidc"), &[])),
     );
 
+    // Jenkins: the deployers group, bound in the environment namespaces
+    // only, and no access policy (one added outside shows as drift).
     let entry = aws("eks_access_entry", "jenkins")?;
     b.push(
         Resource::new(entry.clone())
@@ -577,8 +579,27 @@ fn eks_extras(
             .attr("principal_arn", arn(jenkins_role))
             .attr("kubernetes_groups", lit(json!([DEPLOYERS_GROUP])))
             .attr("type", "STANDARD")
+            .attr("access_policies", lit(json!([])))
             .attr("tags", b.tags(&entry, &b.named("jenkins"), &[])),
     );
+    // `[cluster] admins`: cluster-admin for the identities CI and cron run
+    // slipway as (the cluster's creator has it already).
+    let admin_policy = json!([{
+        "policy_arn": format!("arn:{}:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy", b.partition()),
+        "access_scope": {"type": "cluster"},
+    }]);
+    for principal in &s.cluster.admins {
+        let entry = aws("eks_access_entry", &admin_name(principal))?;
+        b.push(
+            Resource::new(entry.clone())
+                .attr("cluster_name", Expr::reference(cluster, "name"))
+                .attr("principal_arn", principal.as_str())
+                .attr("kubernetes_groups", lit(json!([])))
+                .attr("type", "STANDARD")
+                .attr("access_policies", lit(admin_policy.clone()))
+                .attr("tags", b.tags(&entry, &b.named("admin"), &[])),
+        );
+    }
 
     // The load balancer controller: pinned policy + IRSA role.
     let release = s.ingress;
@@ -654,4 +675,28 @@ fn eks_extras(
             .attr("policy_arn", arn(&policy_addr)),
     );
     Ok((kube_system, role, vec![policy_addr, attachment]))
+}
+
+/// `admin-<account>-<name>`: the address of an admin's access entry, from
+/// its IAM ARN (`arn:aws:iam::123456789012:role/path/ci` →
+/// `admin-123456789012-ci`).
+fn admin_name(principal: &str) -> String {
+    let account = principal.split(':').nth(4).unwrap_or_default();
+    let name = principal.rsplit('/').next().unwrap_or_default();
+    let kind = if principal.contains(":user/") {
+        "user"
+    } else {
+        "role"
+    };
+    let clean: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("admin-{kind}-{account}-{clean}")
 }
