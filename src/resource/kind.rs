@@ -17,6 +17,25 @@ pub struct KindSpec {
     pub changed_by_update: &'static [&'static str],
 }
 
+/// A certificate's outputs. The `_base64` forms are what Kubernetes
+/// `[]byte` fields (Secret data, webhook caBundle) take in JSON;
+/// `ca_bundle_*` is the CA plus, after the CA itself was renewed, the one
+/// before it.
+const TLS_OUT: &[&str] = &[
+    "id",
+    "ca_pem",
+    "ca_key_pem",
+    "ca_not_after",
+    "ca_bundle_pem",
+    "cert_pem",
+    "key_pem",
+    "not_after",
+    "ca_pem_base64",
+    "ca_bundle_base64",
+    "cert_pem_base64",
+    "key_pem_base64",
+];
+
 const fn kind(
     key: &'static str,
     force_new: &'static [&'static str],
@@ -168,39 +187,11 @@ pub static KINDS: &[KindSpec] = &[
     KindSpec {
         key: "tls.certificate",
         force_new: &["common_name", "dns_names", "validity_days"],
-        // The `_base64` forms are what Kubernetes `[]byte` fields (Secret
-        // data, webhook caBundle) take in JSON. `ca_bundle_*` is the CA plus,
-        // after the CA itself was renewed, the one before it.
-        outputs: &[
-            "id",
-            "ca_pem",
-            "ca_key_pem",
-            "ca_not_after",
-            "ca_bundle_pem",
-            "cert_pem",
-            "key_pem",
-            "not_after",
-            "ca_pem_base64",
-            "ca_bundle_base64",
-            "cert_pem_base64",
-            "key_pem_base64",
-        ],
+        outputs: TLS_OUT,
         sensitive: &["key_pem", "key_pem_base64", "ca_key_pem"],
-        // A renewal (`renewal_due` back to false) is an update.
-        changed_by_update: &[
-            "id",
-            "ca_pem",
-            "ca_key_pem",
-            "ca_not_after",
-            "ca_bundle_pem",
-            "cert_pem",
-            "key_pem",
-            "not_after",
-            "ca_pem_base64",
-            "ca_bundle_base64",
-            "cert_pem_base64",
-            "key_pem_base64",
-        ],
+        // A renewal (`renewal_due` back to false) is an update that makes
+        // every output anew.
+        changed_by_update: TLS_OUT,
     },
 ];
 
