@@ -142,6 +142,17 @@ struct Cluster {
     admins: Vec<String>,
 }
 
+/// `aws`, `aws-cn` or `aws-us-gov`: the ARN partition of a region.
+pub(crate) fn partition_of(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    }
+}
+
 impl Stack {
     /// Reads, parses and validates; collects all problems, not just the first.
     pub fn load(path: &Path) -> Result<Stack, StackError> {

@@ -782,15 +782,7 @@ fn cluster_admins(
     stack: Option<&str>,
 ) -> Vec<String> {
     let jenkins = stack.map(|s| format!("role/{s}-jenkins"));
-    let partition = region.map(|r| {
-        if r.starts_with("cn-") {
-            "aws-cn"
-        } else if r.starts_with("us-gov-") {
-            "aws-us-gov"
-        } else {
-            "aws"
-        }
-    });
+    let partition = region.map(super::partition_of);
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for item in list.get_ref() {

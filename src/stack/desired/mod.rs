@@ -83,13 +83,7 @@ impl Builder<'_> {
 
     /// `aws`, `aws-cn` or `aws-us-gov`: the ARN partition of the region.
     pub fn partition(&self) -> &'static str {
-        if self.s.region.starts_with("cn-") {
-            "aws-cn"
-        } else if self.s.region.starts_with("us-gov-") {
-            "aws-us-gov"
-        } else {
-            "aws"
-        }
+        super::partition_of(&self.s.region)
     }
 
     /// The ARN of an AWS managed IAM policy.
