@@ -63,3 +63,24 @@ pub fn fake_kinds_opt() -> Option<Vec<String>> {
             .collect(),
     )
 }
+
+/// The kubectl that renders overlays (`kubectl kustomize`); default
+/// `kubectl` on the `PATH`.
+pub const KUBECTL: &str = "SLIPWAY_KUBECTL";
+
+/// Jenkins sets these in every build; a release records them.
+pub const BUILD_URL: &str = "BUILD_URL";
+pub const JOB_NAME: &str = "JOB_NAME";
+
+pub fn kubectl() -> String {
+    std::env::var(KUBECTL)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "kubectl".to_string())
+}
+
+/// The Jenkins build URL and job name, when running in Jenkins.
+pub fn jenkins_build_opt() -> (Option<String>, Option<String>) {
+    let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    (get(BUILD_URL), get(JOB_NAME))
+}

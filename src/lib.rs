@@ -6,6 +6,7 @@ pub mod addr;
 pub mod apply;
 pub mod cli;
 pub mod clock;
+pub mod deploy;
 pub mod env;
 pub mod graph;
 pub mod plan;

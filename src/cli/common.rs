@@ -61,6 +61,9 @@ pub fn report_error(printer: &Printer, err: &anyhow::Error) {
         if let Some(StateError::Lock(l)) = e.downcast_ref::<StateError>() {
             return l.hint();
         }
+        if let Some(d) = e.downcast_ref::<crate::deploy::DeployError>() {
+            return d.hint();
+        }
         if let Some(a) = e.downcast_ref::<AwsSetupError>() {
             return Some(a.hint().to_string());
         }

@@ -3,6 +3,7 @@
 
 mod apply;
 mod common;
+mod deploy;
 mod drift;
 mod graph;
 mod plan;
@@ -22,8 +23,7 @@ pub enum Exit {
     Ok = 0,
     /// An error (printed on stderr).
     Error = 1,
-    /// `plan --detailed-exitcode`: changes pending; `drift`: drift found;
-    /// or the verb is not available yet.
+    /// `plan --detailed-exitcode`: changes pending; `drift`: drift found.
     Changes = 2,
     /// The run was interrupted by SIGINT/SIGTERM after saving state.
     Interrupted = 130,
@@ -84,22 +84,19 @@ pub enum Command {
     Destroy(apply::DestroyArgs),
     /// Report what changed outside slipway (read-only; for cron)
     Drift,
-    /// Deploy a branch to its environment (the pipeline's deploy stage)
-    Deploy(Later),
-    /// Put the image running in one environment into another
-    Promote(Later),
+    /// Deploy a branch's image to its environment (the pipeline's deploy stage)
+    Deploy(deploy::DeployArgs),
+    /// Put the exact image running in one environment into another
+    Promote(deploy::PromoteArgs),
     /// Redeploy an environment's previous release
-    Rollback(Later),
+    Rollback(deploy::RollbackArgs),
+    /// List an environment's release history (kept in the cluster)
+    Releases(deploy::ReleasesArgs),
+    /// Print the multibranch Jenkinsfile that runs this stack's pipeline
+    Jenkinsfile(deploy::JenkinsfileArgs),
     /// Inspect the state and its lock
     #[command(subcommand)]
     State(state::StateCommand),
-}
-
-/// Arguments of verbs that are not available yet.
-#[derive(Debug, Args)]
-pub struct Later {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub args: Vec<String>,
 }
 
 /// Runs the parsed command line.
@@ -123,9 +120,11 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Apply(args) => apply::run_apply(&ctx, args).await,
         Command::Destroy(args) => apply::run_destroy(&ctx, args).await,
         Command::Drift => drift::run(&ctx).await,
-        Command::Deploy(_) => Ok(not_yet(&printer, "deploy")),
-        Command::Promote(_) => Ok(not_yet(&printer, "promote")),
-        Command::Rollback(_) => Ok(not_yet(&printer, "rollback")),
+        Command::Deploy(args) => deploy::run_deploy(&ctx, args).await,
+        Command::Promote(args) => deploy::run_promote(&ctx, args).await,
+        Command::Rollback(args) => deploy::run_rollback(&ctx, args).await,
+        Command::Releases(args) => deploy::run_releases(&ctx, args).await,
+        Command::Jenkinsfile(args) => deploy::run_jenkinsfile(&ctx, args),
         Command::State(cmd) => state::run(&ctx, cmd),
     };
     match result {
@@ -135,13 +134,4 @@ pub async fn run(cli: Cli) -> Exit {
             Exit::Error
         }
     }
-}
-
-fn not_yet(printer: &Printer, verb: &str) -> Exit {
-    printer.error(
-        &format!("`slipway {verb}` is not available in this version of slipway"),
-        &[],
-        Some("it arrives with the deployment work; nothing was done"),
-    );
-    Exit::Changes
 }

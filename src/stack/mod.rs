@@ -45,6 +45,8 @@ pub struct Environment {
     namespace: String,
     overlay: PathBuf,
     protected: bool,
+    promote_from: Option<String>,
+    min_soak: Option<std::time::Duration>,
 }
 
 impl Environment {
@@ -69,6 +71,16 @@ impl Environment {
     /// Whether tearing it down needs an explicit flag.
     pub fn protected(&self) -> bool {
         self.protected
+    }
+
+    /// The environment whose verified releases alone may be deployed here.
+    pub fn promote_from(&self) -> Option<&str> {
+        self.promote_from.as_deref()
+    }
+
+    /// How long a digest must have run in `promote_from` before it may come here.
+    pub fn min_soak(&self) -> Option<std::time::Duration> {
+        self.min_soak
     }
 }
 

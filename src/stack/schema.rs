@@ -96,7 +96,14 @@ pub(super) const INGRESS: TableKeys = TableKeys {
 };
 pub(super) const ENVIRONMENT: TableKeys = TableKeys {
     path: "environments.NAME",
-    allowed: &["branch", "namespace", "overlay", "protected"],
+    allowed: &[
+        "branch",
+        "namespace",
+        "overlay",
+        "protected",
+        "promote_from",
+        "min_soak",
+    ],
     required: &["branch", "namespace", "overlay"],
 };
 
@@ -215,4 +222,6 @@ pub(super) struct RawEnvironment {
     pub namespace: S<String>,
     pub overlay: S<String>,
     pub protected: Option<bool>,
+    pub promote_from: Option<S<String>>,
+    pub min_soak: Option<S<String>>,
 }

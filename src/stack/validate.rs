@@ -958,15 +958,97 @@ fn environments(
         }
         let overlay = root.join(env.overlay.get_ref());
         check_overlay(sink, &env.overlay, &overlay, root);
+        let min_soak = env.min_soak.as_ref().and_then(|m| {
+            crate::clock::parse_duration(m.get_ref())
+                .map_err(|e| {
+                    sink.err(
+                        &m.span(),
+                        e,
+                        "for example `min_soak = \"30m\"` (units s, m, h, d)",
+                    )
+                })
+                .ok()
+        });
+        if let (Some(m), None) = (&env.min_soak, &env.promote_from) {
+            sink.err(
+                &m.span(),
+                format!("environment `{n}` has `min_soak` but no `promote_from`"),
+                "name the environment releases must soak in with `promote_from`, or drop `min_soak`",
+            );
+        }
         out.push(Environment {
             name: n.to_string(),
             branch: branch.to_string(),
             namespace: ns.to_string(),
             overlay,
             protected: env.protected.unwrap_or(false),
+            promote_from: env.promote_from.as_ref().map(|p| p.get_ref().clone()),
+            min_soak,
         });
     }
+    promotion_chain(sink, raw);
     out
+}
+
+/// Each `promote_from` names another known environment, and following them
+/// never comes back to where it started.
+fn promotion_chain(sink: &mut Sink<'_>, raw: &[(S<String>, super::schema::RawEnvironment)]) {
+    let from: BTreeMap<&str, &S<String>> = raw
+        .iter()
+        .filter_map(|(n, e)| Some((n.get_ref().as_str(), e.promote_from.as_ref()?)))
+        .collect();
+    let known: Vec<&str> = raw.iter().map(|(n, _)| n.get_ref().as_str()).collect();
+    for (name, upstream) in &from {
+        let up = upstream.get_ref().as_str();
+        if up == *name {
+            sink.err(
+                &upstream.span(),
+                format!("environment `{name}` cannot promote from itself"),
+                "name the environment its releases must come from, like `promote_from = \"green\"`",
+            );
+            continue;
+        }
+        if !known.contains(&up) {
+            sink.err(
+                &upstream.span(),
+                format!("`promote_from` of environment `{name}` names `{up}`, which is not an environment of this stack"),
+                format!("use one of {}", known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")),
+            );
+            continue;
+        }
+        // Walk upstream; coming back to `name` is a cycle, reported once,
+        // at its first environment by name.
+        let mut chain = vec![*name];
+        let mut at = up;
+        loop {
+            if at == *name {
+                if chain.iter().min() == Some(name) {
+                    chain.push(name);
+                    sink.err(
+                        &upstream.span(),
+                        format!(
+                            "promotion cycle: {}",
+                            chain
+                                .iter()
+                                .map(|s| format!("`{s}`"))
+                                .collect::<Vec<_>>()
+                                .join(" promotes from ")
+                        ),
+                        "the chain of `promote_from` must end at an environment that takes builds directly (like `develop`)",
+                    );
+                }
+                break;
+            }
+            if chain.contains(&at) {
+                break;
+            }
+            chain.push(at);
+            match from.get(at) {
+                Some(next) => at = next.get_ref().as_str(),
+                None => break,
+            }
+        }
+    }
 }
 
 const KUSTOMIZATION_FILES: &[&str] = &["kustomization.yaml", "kustomization.yml", "Kustomization"];

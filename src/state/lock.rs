@@ -243,7 +243,7 @@ pub fn hostname() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
-fn current_user() -> String {
+pub fn current_user() -> String {
     crate::env::user_opt().unwrap_or_else(|| {
         // SAFETY: getuid has no preconditions.
         format!("uid {}", unsafe { libc::getuid() })

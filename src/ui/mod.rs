@@ -75,6 +75,17 @@ impl Printer {
         }
     }
 
+    /// Redraws the current terminal line with `text` (empty: clears it);
+    /// for progress that replaces itself.
+    pub fn info_inline(&self, text: &str) {
+        if self.verbosity == Verbosity::Quiet || self.json {
+            return;
+        }
+        let mut stdout = std::io::stdout().lock();
+        let _ = write!(stdout, "\r\x1b[2K{text}");
+        let _ = stdout.flush();
+    }
+
     /// Details shown with `-v`, on stderr.
     pub fn debug(&self, text: &str) {
         if self.verbosity == Verbosity::Verbose {

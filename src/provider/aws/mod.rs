@@ -12,6 +12,7 @@ mod ecr;
 mod eks;
 mod error;
 mod iam;
+mod images;
 mod instance;
 mod network;
 mod policy;
@@ -33,6 +34,7 @@ use crate::addr::Address;
 use crate::resource::{Attrs, Live};
 pub use error::AwsSetupError;
 use error::not_supported;
+pub use images::{DeployAws, Image, Retag, TargetHealth};
 
 /// The kinds this provider manages.
 pub const KINDS: &[&str] = &[
@@ -189,6 +191,15 @@ impl AwsProvider {
 
     pub fn account_id(&self) -> &str {
         &self.account
+    }
+
+    /// ECR images and load balancer target health, for the deploy stage.
+    pub fn deploy_clients(&self) -> DeployAws {
+        let region = self
+            .config
+            .region()
+            .map_or(String::new(), |r| r.to_string());
+        DeployAws::new(&self.config, &region)
     }
 
     pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {

@@ -9,6 +9,7 @@
 //! current context. It is made on first use, so a plan of an empty stack
 //! needs no cluster.
 
+pub mod app;
 pub mod token;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -241,6 +242,14 @@ impl KubeProvider {
             refused: Mutex::new(None),
             _token_dir: Mutex::new(None),
         }
+    }
+
+    /// The cluster, scoped to `namespace`, for the deploy stage's own
+    /// objects; connects as for the platform's objects.
+    pub async fn app_cluster(&self, namespace: &str) -> Result<app::AppCluster, ProviderError> {
+        let addr = app::object_addr("namespace", namespace, namespace);
+        let (client, _) = self.client(&addr).await?;
+        Ok(app::AppCluster::new(client.clone(), namespace))
     }
 
     /// The client, connecting on first use; the string names the endpoint
@@ -837,13 +846,13 @@ fn has_ready_endpoint(slice: &k8s_openapi::api::discovery::v1::EndpointSlice) ->
 
 /// Where a Deployment's rollout is, by the rules `kubectl rollout status` uses.
 #[derive(Debug, PartialEq)]
-enum Rollout {
+pub enum Rollout {
     Done,
     Waiting(String),
     Failed(String),
 }
 
-fn rollout(d: &Value) -> Rollout {
+pub fn rollout(d: &Value) -> Rollout {
     let n = |p: &str| d.pointer(p).and_then(Value::as_i64).unwrap_or(0);
     let generation = n("/metadata/generation");
     let observed = n("/status/observedGeneration");

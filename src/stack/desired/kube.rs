@@ -175,6 +175,18 @@ impl Kube<'_, '_> {
                         "get", "list", "watch", "create", "update", "patch", "delete"
                     ]
                 ),
+                // The deploy stage's lock and the controller's target
+                // group bindings (read to find the ALB's targets).
+                rule(
+                    &["coordination.k8s.io"],
+                    &["leases"],
+                    &["get", "list", "watch", "create", "update", "delete"]
+                ),
+                rule(
+                    &["elbv2.k8s.aws"],
+                    &["targetgroupbindings"],
+                    &["get", "list", "watch"]
+                ),
                 rule(
                     &["autoscaling"],
                     &["horizontalpodautoscalers"],

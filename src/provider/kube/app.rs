@@ -1,0 +1,280 @@
+//! The application's objects in one environment's namespace, for the deploy
+//! stage: server-side apply under the deploy stage's own field manager,
+//! reads and lists by label, conditional creates, replaces and deletes.
+//! Objects go in and come out as JSON; kube-rs types stay here.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::{ApiCapabilities, ApiResource, Scope};
+use serde_json::Value;
+
+use super::{api_error, err, is_not_found, unserved};
+use crate::addr::{Address, Domain};
+use crate::provider::ProviderError;
+
+/// A connected cluster, scoped to one namespace.
+pub struct AppCluster {
+    client: kube::Client,
+    namespace: String,
+    kinds: Mutex<HashMap<(String, String), (ApiResource, ApiCapabilities)>>,
+}
+
+/// Where a kind lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KindScope {
+    Namespaced,
+    Cluster,
+}
+
+/// The address an object's errors are reported against:
+/// `k8s.<kind>.<namespace>/<name>`.
+pub fn object_addr(kind: &str, namespace: &str, name: &str) -> Address {
+    let kind: String = kind
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    let kind = if kind.starts_with(|c: char| c.is_ascii_lowercase()) {
+        kind
+    } else {
+        "object".to_string()
+    };
+    Address::new(Domain::K8s, &kind, &format!("{namespace}/{name}"))
+        .or_else(|_| Address::new(Domain::K8s, &kind, namespace))
+        .unwrap_or_else(|_| Address::domain_wide(Domain::K8s))
+}
+
+fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+}
+
+impl AppCluster {
+    pub(super) fn new(client: kube::Client, namespace: &str) -> Self {
+        AppCluster {
+            client,
+            namespace: namespace.to_string(),
+            kinds: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    async fn resource_opt(
+        &self,
+        addr: &Address,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<Option<(ApiResource, ApiCapabilities)>, ProviderError> {
+        let key = (api_version.to_string(), kind.to_string());
+        if let Some(found) = self.kinds.lock().ok().and_then(|k| k.get(&key).cloned()) {
+            return Ok(Some(found));
+        }
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        match kube::discovery::pinned_kind(&self.client, &gvk).await {
+            Ok(found) => {
+                if let Ok(mut k) = self.kinds.lock() {
+                    k.insert(key, found.clone());
+                }
+                Ok(Some(found))
+            }
+            Err(kube::Error::Discovery(_)) => Ok(None),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(api_error(addr, "discovery", &e)),
+        }
+    }
+
+    /// Whether the API server serves this kind, and where; `None` when it
+    /// does not.
+    pub async fn scope_opt(
+        &self,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<Option<KindScope>, ProviderError> {
+        let addr = object_addr(kind, &self.namespace, "discovery");
+        Ok(self
+            .resource_opt(&addr, api_version, kind)
+            .await?
+            .map(|(_, caps)| match caps.scope {
+                Scope::Namespaced => KindScope::Namespaced,
+                Scope::Cluster => KindScope::Cluster,
+            }))
+    }
+
+    async fn api(
+        &self,
+        addr: &Address,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<Api<DynamicObject>, ProviderError> {
+        let (ar, caps) = self
+            .resource_opt(addr, api_version, kind)
+            .await?
+            .ok_or_else(|| unserved(addr, kind, api_version))?;
+        Ok(match caps.scope {
+            Scope::Namespaced => Api::namespaced_with(self.client.clone(), &self.namespace, &ar),
+            Scope::Cluster => Api::all_with(self.client.clone(), &ar),
+        })
+    }
+
+    fn target(manifest: &Value) -> (String, String, String) {
+        (
+            str_at(manifest, "/apiVersion").to_string(),
+            str_at(manifest, "/kind").to_string(),
+            str_at(manifest, "/metadata/name").to_string(),
+        )
+    }
+
+    /// Server-side applies `manifest` under `manager`, taking over fields
+    /// other managers hold (`--force-conflicts`); with `dry_run` the server
+    /// computes the result and persists nothing.
+    pub async fn apply(
+        &self,
+        manifest: &Value,
+        manager: &str,
+        dry_run: bool,
+    ) -> Result<Value, ProviderError> {
+        let (api_version, kind, name) = Self::target(manifest);
+        let addr = object_addr(&kind, &self.namespace, &name);
+        let api = self.api(&addr, &api_version, &kind).await?;
+        let mut pp = PatchParams::apply(manager).force();
+        pp.dry_run = dry_run;
+        let obj = api
+            .patch(&name, &pp, &Patch::Apply(manifest))
+            .await
+            .map_err(|e| api_error(&addr, "server-side apply", &e))?;
+        Ok(serde_json::to_value(obj).unwrap_or(Value::Null))
+    }
+
+    /// One object, or `None` when it does not exist.
+    pub async fn get_opt(
+        &self,
+        api_version: &str,
+        kind: &str,
+        name: &str,
+    ) -> Result<Option<Value>, ProviderError> {
+        let addr = object_addr(kind, &self.namespace, name);
+        let api = match self.api(&addr, api_version, kind).await {
+            Err(e) if e.code == "KindUnknown" => return Ok(None),
+            other => other?,
+        };
+        api.get_opt(name)
+            .await
+            .map(|o| o.map(|o| serde_json::to_value(o).unwrap_or(Value::Null)))
+            .map_err(|e| api_error(&addr, "get", &e))
+    }
+
+    /// The namespace's objects of a kind matching a label selector; none
+    /// when the kind is not served.
+    pub async fn list(
+        &self,
+        api_version: &str,
+        kind: &str,
+        selector: &str,
+    ) -> Result<Vec<Value>, ProviderError> {
+        let addr = object_addr(kind, &self.namespace, "list");
+        let api = match self.api(&addr, api_version, kind).await {
+            Err(e) if e.code == "KindUnknown" => return Ok(Vec::new()),
+            other => other?,
+        };
+        let list = api
+            .list(&ListParams::default().labels(selector))
+            .await
+            .map_err(|e| api_error(&addr, "list", &e))?;
+        Ok(list
+            .items
+            .into_iter()
+            .map(|o| serde_json::to_value(o).unwrap_or(Value::Null))
+            .collect())
+    }
+
+    /// Like [`AppCluster::list`], for a `Kind.group` in the group's
+    /// preferred version; also returns that apiVersion.
+    pub async fn list_group_kind(
+        &self,
+        group: &str,
+        kind: &str,
+        selector: &str,
+    ) -> Result<(String, Vec<Value>), ProviderError> {
+        let api_version = if group.is_empty() {
+            "v1".to_string()
+        } else {
+            let addr = object_addr(kind, &self.namespace, "discovery");
+            match kube::discovery::group(&self.client, group).await {
+                Ok(g) => format!("{group}/{}", g.preferred_version_or_latest()),
+                Err(e) if is_not_found(&e) => return Ok((String::new(), Vec::new())),
+                Err(kube::Error::Discovery(_)) => return Ok((String::new(), Vec::new())),
+                Err(e) => return Err(api_error(&addr, "discovery", &e)),
+            }
+        };
+        let items = self.list(&api_version, kind, selector).await?;
+        Ok((api_version, items))
+    }
+
+    /// Creates the object; `AlreadyExists` is an error with that code.
+    pub async fn create(&self, manifest: &Value, manager: &str) -> Result<Value, ProviderError> {
+        let (api_version, kind, name) = Self::target(manifest);
+        let addr = object_addr(&kind, &self.namespace, &name);
+        let api = self.api(&addr, &api_version, &kind).await?;
+        let obj: DynamicObject = serde_json::from_value(manifest.clone())
+            .map_err(|e| err(&addr, "InvalidManifest", e.to_string(), false))?;
+        let pp = PostParams {
+            field_manager: Some(manager.to_string()),
+            ..PostParams::default()
+        };
+        api.create(&pp, &obj)
+            .await
+            .map(|o| serde_json::to_value(o).unwrap_or(Value::Null))
+            .map_err(|e| api_error(&addr, "create", &e))
+    }
+
+    /// Replaces the object; the manifest's `metadata.resourceVersion` makes
+    /// it conditional (a `Conflict` when someone changed it meanwhile).
+    pub async fn replace(&self, manifest: &Value, manager: &str) -> Result<Value, ProviderError> {
+        let (api_version, kind, name) = Self::target(manifest);
+        let addr = object_addr(&kind, &self.namespace, &name);
+        let api = self.api(&addr, &api_version, &kind).await?;
+        let obj: DynamicObject = serde_json::from_value(manifest.clone())
+            .map_err(|e| err(&addr, "InvalidManifest", e.to_string(), false))?;
+        let pp = PostParams {
+            field_manager: Some(manager.to_string()),
+            ..PostParams::default()
+        };
+        api.replace(&name, &pp, &obj)
+            .await
+            .map(|o| serde_json::to_value(o).unwrap_or(Value::Null))
+            .map_err(|e| api_error(&addr, "replace", &e))
+    }
+
+    /// Deletes the object (its dependents in the background) if it still is
+    /// the one with `uid` and, when given, `resource_version`; `false` when
+    /// it was gone already.
+    pub async fn delete(
+        &self,
+        api_version: &str,
+        kind: &str,
+        name: &str,
+        uid: Option<&str>,
+        resource_version: Option<&str>,
+    ) -> Result<bool, ProviderError> {
+        let addr = object_addr(kind, &self.namespace, name);
+        let api = self.api(&addr, api_version, kind).await?;
+        let mut dp = DeleteParams::background();
+        if uid.is_some() || resource_version.is_some() {
+            dp = dp.preconditions(kube::api::Preconditions {
+                uid: uid.map(str::to_string),
+                resource_version: resource_version.map(str::to_string),
+            });
+        }
+        match api.delete(name, &dp).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(api_error(&addr, "delete", &e)),
+        }
+    }
+}

@@ -1,0 +1,476 @@
+//! The deploy stage against the local AWS (images put into ECR through the
+//! API) and the Kubernetes test server (rollouts, the ALB controller's
+//! target groups and readiness gates): branches land in their namespaces
+//! pinned by digest, the promotion policy holds, promotion re-tags without
+//! moving a layer, rollback restores, pruning removes only what the overlay
+//! dropped, failures name the pod's reason, deploys to one environment
+//! never interleave.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::kubetest::KubeTest;
+use common::localaws::LocalAws;
+use common::{Project, Run};
+use serde_json::{Value, json};
+
+const REPO: &str = "smallcase/app";
+
+fn put_image(aws: &LocalAws, tag: &str, seed: &str) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(root.join("scripts/put-image"))
+        .args(["--repository", REPO, "--tag", tag, "--seed", seed])
+        .envs(aws.env())
+        .output()
+        .expect("scripts/put-image runs");
+    assert!(
+        out.status.success(),
+        "put-image failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The platform, applied: namespaces, the controller, its CRDs.
+fn platform(stack_edit: Option<(&str, &str)>) -> (LocalAws, KubeTest, Project) {
+    let aws = LocalAws::start(&["--time-scale", "0.002"]);
+    let kube = KubeTest::start(&aws.endpoint);
+    kube.seed_eks_defaults();
+    let p = Project::platform_on(&aws, &kube);
+    if let Some((from, to)) = stack_edit {
+        p.edit_stack(from, to);
+    }
+    p.run(&["apply", "--auto-approve"])
+        .success()
+        .stdout_has("Apply complete!");
+    (aws, kube, p)
+}
+
+fn image_of(kube: &KubeTest, ns: &str) -> Option<String> {
+    kube.get(&["-n", ns, "deployment", "app"]).map(|d| {
+        d["spec"]["template"]["spec"]["containers"][0]["image"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    })
+}
+
+fn releases(p: &Project, env: &str) -> Vec<Value> {
+    p.run(&["releases", "--env", env, "--json"])
+        .success()
+        .json()["releases"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn deploy(p: &Project, args: &[&str]) -> Run {
+    let mut all = vec!["deploy", "--timeout", "90s"];
+    all.extend_from_slice(args);
+    p.run(&all)
+}
+
+#[test]
+fn branches_land_in_their_namespaces_and_only_verified_digests_reach_production() {
+    let (aws, kube, p) = platform(None);
+    let a = put_image(&aws, "develop-aaaaaaa", "a");
+
+    // develop: its own namespace, the image pinned by digest, nothing else touched.
+    let run = deploy(
+        &p,
+        &[
+            "--branch",
+            "develop",
+            "--image-tag",
+            "develop-aaaaaaa",
+            "--commit",
+            "aaaaaaa1234",
+        ],
+    );
+    run.success().stdout_has("Deployed release 1 of `develop`");
+    let image = image_of(&kube, "smallcase-develop").unwrap();
+    assert!(image.ends_with(&format!("/{REPO}@{a}")), "{image}");
+    assert!(image_of(&kube, "smallcase-green").is_none());
+    assert!(image_of(&kube, "smallcase-blue").is_none());
+    let d = kube
+        .get(&["-n", "smallcase-develop", "deployment", "app"])
+        .unwrap();
+    let managers: Vec<&str> = d["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["manager"].as_str())
+        .collect();
+    assert!(
+        managers.contains(&"slipway-deploy") && !managers.contains(&"slipway"),
+        "{managers:?}"
+    );
+    assert!(
+        d["metadata"]["labels"]["applyset.kubernetes.io/part-of"]
+            .as_str()
+            .unwrap()
+            .starts_with("applyset-")
+    );
+    // A deploy ends when the ALB's targets are the new pods, healthy.
+    assert!(
+        run.stdout.contains("every new pod a healthy target"),
+        "{}",
+        run.stdout
+    );
+    let r = &releases(&p, "develop")[0];
+    assert_eq!(r["result"], "succeeded");
+    assert_eq!(r["verified"], true);
+    assert_eq!(r["digest"], a.as_str());
+    assert_eq!(r["commit"], "aaaaaaa1234");
+    assert!(
+        r["address"]
+            .as_str()
+            .unwrap()
+            .ends_with(".elb.amazonaws.com")
+    );
+    // The platform does not see the application's objects.
+    p.run(&["plan", "--detailed-exitcode"]).code(0);
+
+    // Straight to production: refused, saying where the digest has been.
+    let refused = deploy(&p, &["--branch", "master", "--image-digest", &a, "--yes"]);
+    refused
+        .code(1)
+        .stderr_has("`green`: never")
+        .stderr_has("`develop`: revision 1 succeeded (verified)");
+    assert!(image_of(&kube, "smallcase-blue").is_none());
+
+    // staging takes what develop verified; master takes it from green by promotion.
+    deploy(
+        &p,
+        &["--branch", "staging", "--image-tag", "develop-aaaaaaa"],
+    )
+    .success();
+    let puts = aws.calls_of("PutImage");
+    let uploads = aws.calls_of("InitiateLayerUpload") + aws.calls_of("UploadLayerPart");
+    p.run(&[
+        "promote",
+        "--from",
+        "green",
+        "--to",
+        "blue",
+        "--yes",
+        "--timeout",
+        "90s",
+    ])
+    .success()
+    .stdout_has("Deployed release 1 of `blue`");
+    assert_eq!(
+        aws.calls_of("PutImage"),
+        puts + 1,
+        "one registry-side re-tag"
+    );
+    assert_eq!(
+        aws.calls_of("InitiateLayerUpload") + aws.calls_of("UploadLayerPart"),
+        uploads,
+        "no layer moved"
+    );
+    assert_eq!(
+        image_of(&kube, "smallcase-blue"),
+        image_of(&kube, "smallcase-green")
+    );
+    let blue = &releases(&p, "blue")[0];
+    assert_eq!(blue["kind"], "promote");
+    assert_eq!(blue["promoted_from"]["environment"], "green");
+    assert_eq!(blue["tag"], "master-aaaaaaa");
+
+    // A newer develop image, forced into blue: allowed, and recorded.
+    let b = put_image(&aws, "develop-bbbbbbb", "b");
+    deploy(
+        &p,
+        &["--branch", "develop", "--image-tag", "develop-bbbbbbb"],
+    )
+    .success();
+    deploy(&p, &["--env", "blue", "--image-digest", &b, "--yes"]).code(1);
+    deploy(
+        &p,
+        &["--env", "blue", "--image-digest", &b, "--force", "--yes"],
+    )
+    .code(1)
+    .stderr_has("--reason");
+    deploy(
+        &p,
+        &[
+            "--env",
+            "blue",
+            "--image-digest",
+            &b,
+            "--force",
+            "--reason",
+            "hotfix INC-1",
+            "--yes",
+        ],
+    )
+    .success();
+    let blue = releases(&p, "blue");
+    assert_eq!(blue[1]["forced"], true);
+    assert_eq!(blue[1]["reason"], "hotfix INC-1");
+    assert!(image_of(&kube, "smallcase-blue").unwrap().ends_with(&b));
+
+    // Rollback restores the previous digest, and is recorded as one.
+    p.run(&["rollback", "--env", "blue", "--yes", "--timeout", "90s"])
+        .success();
+    assert!(image_of(&kube, "smallcase-blue").unwrap().ends_with(&a));
+    let blue = releases(&p, "blue");
+    assert_eq!(blue[2]["kind"], "rollback");
+    assert_eq!(blue[2]["rollback_to"], 1);
+    assert_eq!(blue[1]["result"], "rolled_back");
+    let text = p
+        .run(&["releases", "--env", "blue"])
+        .success()
+        .stdout
+        .clone();
+    assert!(
+        text.contains("FORCED: hotfix INC-1") && text.contains("rollback"),
+        "{text}"
+    );
+
+    // Unmapped branches and missing images are clear errors.
+    deploy(&p, &["--branch", "feature/x", "--image-tag", "x"])
+        .code(1)
+        .stderr_has("`master` → `blue`");
+    deploy(&p, &["--branch", "develop", "--image-tag", "nope"])
+        .code(1)
+        .stderr_has("has no image with tag `nope`")
+        .stderr_has("ap-south-1");
+}
+
+fn kubetest_config(kube: &KubeTest, config: Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("c.json");
+    std::fs::write(&f, config.to_string()).unwrap();
+    let out = kube.kubectl(&[
+        "create",
+        "--raw",
+        "/_kubetest/config",
+        "-f",
+        f.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn failures_prune_dry_run_moved_tags_and_the_lock() {
+    let (aws, kube, p) = platform(Some((
+        "keep_images  = 30",
+        "keep_images  = 30\ntag_mutability = \"MUTABLE\"",
+    )));
+    let ns = "smallcase-develop";
+
+    // kubectl is checked before anything is changed.
+    let mut c = p.command(&["deploy", "--branch", "develop", "--image-tag", "x"]);
+    let out = c
+        .env("SLIPWAY_KUBECTL", "/nonexistent/kubectl")
+        .output()
+        .unwrap();
+    p.finish(&["deploy"], out)
+        .code(1)
+        .stderr_has("install kubectl 1.22");
+
+    // An extra object in the overlay, deployed; an unrelated object beside it.
+    std::fs::write(
+        p.path("k8s/base/settings.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  greeting: hello\n",
+    )
+    .unwrap();
+    let kustomization = p.path("k8s/base/kustomization.yaml");
+    let base = std::fs::read_to_string(&kustomization).unwrap();
+    std::fs::write(
+        &kustomization,
+        base.replace(
+            "  - ingress.yaml\n",
+            "  - ingress.yaml\n  - settings.yaml\n",
+        ),
+    )
+    .unwrap();
+    let first = put_image(&aws, "develop-1111111", "one");
+    deploy(
+        &p,
+        &["--branch", "develop", "--image-tag", "develop-1111111"],
+    )
+    .success();
+    assert!(kube.get(&["-n", ns, "configmap", "settings"]).is_some());
+    let out = kube.kubectl(&[
+        "-n",
+        ns,
+        "create",
+        "configmap",
+        "unrelated",
+        "--from-literal=a=b",
+    ]);
+    assert!(out.status.success());
+
+    // Dry run: the diff, nothing changed.
+    std::fs::write(&kustomization, &base).unwrap();
+    let moved = put_image(&aws, "develop-1111111", "two");
+    assert_ne!(moved, first);
+    let dry = deploy(
+        &p,
+        &[
+            "--branch",
+            "develop",
+            "--image-tag",
+            "develop-1111111",
+            "--dry-run",
+        ],
+    );
+    dry.success()
+        .stdout_has(&moved)
+        .stdout_has("ConfigMap/settings (pruned")
+        .stdout_has("nothing was changed");
+    assert!(image_of(&kube, ns).unwrap().ends_with(&first));
+    assert!(kube.get(&["-n", ns, "configmap", "settings"]).is_some());
+
+    // The tag moved to a new digest: it rolls out; the dropped object is
+    // pruned, the unrelated one survives.
+    deploy(
+        &p,
+        &["--branch", "develop", "--image-tag", "develop-1111111"],
+    )
+    .success();
+    assert!(image_of(&kube, ns).unwrap().ends_with(&moved));
+    assert!(kube.get(&["-n", ns, "configmap", "settings"]).is_none());
+    assert!(kube.get(&["-n", ns, "configmap", "unrelated"]).is_some());
+
+    // A rollout that fails names the pod's reason, exits 1, is recorded failed.
+    let bad = put_image(&aws, "develop-2222222", "crash");
+    kubetest_config(&kube, json!({"crashing_images": [format!("*{bad}")]}));
+    let run = deploy(
+        &p,
+        &["--branch", "develop", "--image-tag", "develop-2222222"],
+    );
+    run.code(1).stderr_has("CrashLoopBackOff");
+    let history = releases(&p, "develop");
+    let last = history.last().unwrap();
+    assert_eq!(last["result"], "failed");
+    assert_eq!(last["verified"], false);
+    // The old pods still serve.
+    let pods = kube.get(&["-n", ns, "pods"]).unwrap();
+    assert!(pods["items"].as_array().unwrap().iter().any(|p| {
+        p["spec"]["containers"][0]["image"]
+            .as_str()
+            .unwrap()
+            .ends_with(&moved)
+            && p["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+    }));
+    // A failed release vouches for nothing downstream.
+    deploy(&p, &["--branch", "staging", "--image-digest", &bad])
+        .code(1)
+        .stderr_has("revision 3 failed (not verified)");
+
+    // One deploy per environment: a held lease makes the next one wait, then fail naming the holder.
+    let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "slipway-deploy", "namespace": ns},
+        "spec": {"holderIdentity": "jenkins@agent-1 (pid 7)", "leaseDurationSeconds": 3600,
+                 "acquireTime": "2026-01-01T00:00:00.000000Z", "renewTime": "2099-01-01T00:00:00.000000Z"}});
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("lease.json");
+    std::fs::write(&f, lease.to_string()).unwrap();
+    assert!(
+        kube.kubectl(&["apply", "-f", f.to_str().unwrap()])
+            .status
+            .success()
+    );
+    deploy(
+        &p,
+        &[
+            "--branch",
+            "develop",
+            "--image-digest",
+            &first,
+            "--lock-timeout",
+            "1s",
+        ],
+    )
+    .code(1)
+    .stderr_has("held by jenkins@agent-1 (pid 7)");
+    assert!(
+        kube.kubectl(&["-n", ns, "delete", "lease", "slipway-deploy"])
+            .status
+            .success()
+    );
+
+    // Two at once never interleave: one waits for the other's lease.
+    let spawn = |digest: &str| {
+        p.command(&[
+            "deploy",
+            "--timeout",
+            "90s",
+            "--branch",
+            "develop",
+            "--image-digest",
+            digest,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+    };
+    let one = spawn(&first);
+    let two = spawn(&moved);
+    let (one, two) = (
+        one.wait_with_output().unwrap(),
+        two.wait_with_output().unwrap(),
+    );
+    let one = p.finish(&["deploy (first of two)"], one);
+    let two = p.finish(&["deploy (second of two)"], two);
+    one.success();
+    two.success();
+    assert!(
+        one.stdout.contains("waiting for the deploy lock")
+            || two.stdout.contains("waiting for the deploy lock"),
+        "neither waited:\n{}\n{}",
+        one.stdout,
+        two.stdout
+    );
+    let history = releases(&p, "develop");
+    let (x, y) = (&history[history.len() - 2], &history[history.len() - 1]);
+    assert!(
+        x["finished_at"].as_str().unwrap() <= y["started_at"].as_str().unwrap(),
+        "{x}\n{y}"
+    );
+}
+
+#[test]
+fn the_example_jenkinsfile_is_what_slipway_generates() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args(["--stack", "stacks/smallcase.toml", "jenkinsfile"])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let generated = String::from_utf8(out.stdout).unwrap();
+    let committed = std::fs::read_to_string(root.join("examples/flask-app/Jenkinsfile")).unwrap();
+    assert_eq!(
+        committed, generated,
+        "examples/flask-app/Jenkinsfile is stale: run `slipway --stack stacks/smallcase.toml jenkinsfile > examples/flask-app/Jenkinsfile`"
+    );
+    for needle in [
+        "aws ecr get-login-password",
+        "deploy --branch \"$BRANCH_NAME\" --image-tag \"$IMAGE_TAG\"",
+        "--image-tag \"develop-$SHORT_SHA\"",
+        "promote --from green --to blue --yes",
+        "when { branch 'master' }",
+        "post {",
+    ] {
+        assert!(generated.contains(needle), "{needle} missing:\n{generated}");
+    }
+}
