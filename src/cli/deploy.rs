@@ -182,6 +182,26 @@ async fn connect(
     Ok((aws.deploy_clients(), KubeProvider::new(connection)))
 }
 
+/// Ctrl-C or SIGTERM stops the deploy's waits; it then records the release
+/// as failed and releases the lock before exiting.
+fn on_interrupt(cancel: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    tokio::spawn(async move {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+        cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+}
+
 fn request(environment: &str, image: ImageRef, opts: &ReleaseOpts) -> Request {
     Request {
         environment: environment.to_string(),
@@ -225,6 +245,7 @@ pub async fn run_deploy(ctx: &Ctx<'_>, args: &DeployArgs) -> Result<Exit> {
     let (aws, kube) = connect(ctx, &stack).await?;
     let reporter = Reporter::new(&ctx.printer);
     let d = Deployer::new(&stack, &kube, aws, &reporter);
+    on_interrupt(d.cancel_handle());
     let env = match (&args.branch, &args.env) {
         (Some(b), Some(e)) => {
             let by_branch = d.environment_for_branch(b)?;
@@ -295,6 +316,7 @@ pub async fn run_promote(ctx: &Ctx<'_>, args: &PromoteArgs) -> Result<Exit> {
     let (aws, kube) = connect(ctx, &stack).await?;
     let reporter = Reporter::new(&ctx.printer);
     let d = Deployer::new(&stack, &kube, aws, &reporter);
+    on_interrupt(d.cancel_handle());
     let target = d.environment(&args.to)?;
     d.environment(&args.from)?;
     if target.protected() && !args.opts.dry_run {
@@ -317,6 +339,7 @@ pub async fn run_rollback(ctx: &Ctx<'_>, args: &RollbackArgs) -> Result<Exit> {
     let (aws, kube) = connect(ctx, &stack).await?;
     let reporter = Reporter::new(&ctx.printer);
     let d = Deployer::new(&stack, &kube, aws, &reporter);
+    on_interrupt(d.cancel_handle());
     let env = d.environment(&args.env)?;
     if env.protected() && !args.opts.dry_run {
         confirm(
@@ -336,6 +359,13 @@ fn finish(
     done: Result<Done, deploy::DeployError>,
 ) -> Result<Exit> {
     let p = &ctx.printer;
+    let done = match done {
+        Err(deploy::DeployError::Interrupted) => {
+            p.error(&deploy::DeployError::Interrupted.to_string(), &[], None);
+            return Ok(Exit::Interrupted);
+        }
+        other => other,
+    };
     match done? {
         Done::Released(r) => {
             if p.json() {

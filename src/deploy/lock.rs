@@ -84,6 +84,7 @@ pub async fn acquire(
     environment: &str,
     holder: &str,
     wait: Duration,
+    cancel: &std::sync::atomic::AtomicBool,
     on_wait: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<Lock, DeployError> {
     let ns = cluster.namespace().to_string();
@@ -118,6 +119,9 @@ pub async fn acquire(
                 }
             }
             Some((who, held)) => {
+                if cancel.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(DeployError::Interrupted);
+                }
                 if started.elapsed() >= wait {
                     return Err(DeployError::Locked {
                         environment: environment.to_string(),

@@ -17,6 +17,7 @@ pub mod wait;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -55,6 +56,8 @@ pub enum DeployError {
     },
     #[error("{message}")]
     Failed { message: String, hint: String },
+    #[error("interrupted; the release is recorded as failed and the lock released")]
+    Interrupted,
     #[error(transparent)]
     Provider(#[from] ProviderError),
 }
@@ -71,7 +74,7 @@ impl DeployError {
             DeployError::Locked { .. } => Some(
                 "wait for the other deploy to finish, or give `--lock-timeout` a longer duration".into(),
             ),
-            DeployError::Provider(_) => None,
+            DeployError::Provider(_) | DeployError::Interrupted => None,
         }
     }
 }
@@ -140,6 +143,7 @@ pub struct Deployer<'a> {
     aws: DeployAws,
     report: &'a dyn Report,
     clusters: tokio::sync::Mutex<BTreeMap<String, Arc<AppCluster>>>,
+    cancel: Arc<AtomicBool>,
 }
 
 /// An applied object, for pruning: group-kind, name, uid.
@@ -182,6 +186,21 @@ impl<'a> Deployer<'a> {
             aws,
             report,
             clusters: tokio::sync::Mutex::new(BTreeMap::new()),
+            cancel: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Set it to stop waiting: the release then ends as failed
+    /// ([`DeployError::Interrupted`]), recorded, with the lock released.
+    pub fn cancel_handle(&self) -> Arc<AtomicBool> {
+        self.cancel.clone()
+    }
+
+    fn check_cancel(&self) -> Result<(), DeployError> {
+        if self.cancel.load(Ordering::SeqCst) {
+            Err(DeployError::Interrupted)
+        } else {
+            Ok(())
         }
     }
 
@@ -420,6 +439,7 @@ impl<'a> Deployer<'a> {
             env.name(),
             &holder,
             req.lock_timeout,
+            &self.cancel,
             &|w| self.report.waiting(w),
         )
         .await?;
@@ -587,6 +607,7 @@ impl<'a> Deployer<'a> {
             .await?;
         let mut applied: Vec<Applied> = Vec::new();
         for obj in objects {
+            self.check_cancel()?;
             let live = cluster.apply(obj, FIELD_MANAGER, false).await?;
             self.report
                 .step(&format!("applied {}", render::describe(obj)));
@@ -667,6 +688,7 @@ impl<'a> Deployer<'a> {
                         message: format!("Deployment `{name}` disappeared during the rollout"),
                         hint: "something deleted it; deploy again".into(),
                     })?;
+                self.check_cancel()?;
                 let pods = self.new_pods(cluster, &selector, image).await?;
                 let problems: Vec<String> = pods.iter().filter_map(wait::pod_problem).collect();
                 match crate::provider::kube::rollout(&live) {
@@ -749,6 +771,7 @@ impl<'a> Deployer<'a> {
         let name = s(ing, "/metadata/name");
         let backends: BTreeSet<String> = ingress_services(ing);
         loop {
+            self.check_cancel()?;
             let pending = self
                 .ingress_pending(cluster, name, &backends, image)
                 .await?;

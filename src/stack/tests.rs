@@ -846,3 +846,37 @@ fn cluster_admins_get_admin_access_entries_and_bad_arns_are_explained() {
     let out = errors(&with_admins(&format!("{twice}, {twice}")));
     assert!(out.contains("is listed twice"), "{out}");
 }
+
+#[test]
+fn promotion_chains_name_known_environments_and_do_not_loop() {
+    let develop = "\n[environments.develop]\nbranch = \"develop\"\nnamespace = \"s-develop\"\noverlay = \"k8s/overlays/develop\"\n";
+    // A good chain parses, with its soak.
+    let good = format!(
+        "{}promote_from = \"green\"\nmin_soak = \"1h30m\"\n{GREEN}promote_from = \"develop\"\n{develop}",
+        BASE
+    );
+    let dir = project();
+    let s = parse_in(dir.path(), &good).unwrap();
+    let blue = s.environment_opt("blue").unwrap();
+    assert_eq!(blue.promote_from(), Some("green"));
+    assert_eq!(blue.min_soak().map(|d| d.as_secs()), Some(5400));
+    assert_eq!(s.environment_opt("develop").unwrap().promote_from(), None);
+
+    let unknown = format!("{BASE}promote_from = \"staging\"\n");
+    assert!(errors(&unknown).contains(
+        "`promote_from` of environment `blue` names `staging`, which is not an environment"
+    ));
+    let itself = format!("{BASE}promote_from = \"blue\"\n");
+    assert!(errors(&itself).contains("cannot promote from itself"));
+    let cycle = format!("{BASE}promote_from = \"green\"\n{GREEN}promote_from = \"blue\"\n");
+    let e = errors(&cycle);
+    assert!(
+        e.contains("promotion cycle: `blue` promotes from `green` promotes from `blue`"),
+        "{e}"
+    );
+    assert_eq!(e.matches("promotion cycle").count(), 1, "{e}");
+    let soak = format!("{BASE}min_soak = \"30m\"\n");
+    assert!(errors(&soak).contains("has `min_soak` but no `promote_from`"));
+    let bad = format!("{BASE}promote_from = \"green\"\nmin_soak = \"half an hour\"\n{GREEN}");
+    assert!(errors(&bad).contains("is not a duration"));
+}
