@@ -454,13 +454,28 @@ fn a_broken_or_newer_state_is_refused_and_never_overwritten() {
 }
 
 #[test]
-fn verbs_from_later_work_say_so_and_exit_2() {
+fn deploy_stage_verbs_need_their_image_and_environment() {
     let p = Project::reference();
-    for verb in ["deploy", "promote", "rollback"] {
-        p.run(&[verb, "master"])
-            .code(2)
-            .stderr_has("not available in this version");
-    }
+    p.run(&["deploy", "--branch", "develop"])
+        .code(2)
+        .stderr_has("--image-tag");
+    p.run(&["deploy", "--image-tag", "develop-1"])
+        .code(2)
+        .stderr_has("--branch");
+    p.run(&["promote", "--from", "green"])
+        .code(2)
+        .stderr_has("--to");
+    p.run(&[
+        "deploy",
+        "--branch",
+        "develop",
+        "--image-tag",
+        "x",
+        "--timeout",
+        "soon",
+    ])
+    .code(2)
+    .stderr_has("is not a duration");
 }
 
 #[test]

@@ -101,6 +101,12 @@ mod tests {
         assert_eq!(id.len(), "applyset-".len() + 43 + "-v1".len());
         assert!(!id.contains('=') && !id.contains('+') && !id.contains('/'));
         assert_ne!(id, super::id("smallcase-green"));
+        // What `KUBECTL_APPLYSET=true kubectl apply --applyset=configmap/slipway-applyset
+        // -n demo-ns --prune --server-side` (kubectl 1.32) labels its parent with.
+        assert_eq!(
+            super::id("demo-ns"),
+            "applyset-7VomEzPBg536LGU_yKbJOmmkLMFlcDDk-OSt3mtQ6Ko-v1"
+        );
     }
 
     #[test]
