@@ -95,7 +95,13 @@ fn branches_land_in_their_namespaces_and_only_verified_digests_reach_production(
     assert!(image_of(&kube, "smallcase-green").is_none());
     assert!(image_of(&kube, "smallcase-blue").is_none());
     let d = kube
-        .get(&["-n", "smallcase-develop", "deployment", "app"])
+        .get(&[
+            "-n",
+            "smallcase-develop",
+            "deployment",
+            "app",
+            "--show-managed-fields",
+        ])
         .unwrap();
     let managers: Vec<&str> = d["metadata"]["managedFields"]
         .as_array()
@@ -144,7 +150,14 @@ fn branches_land_in_their_namespaces_and_only_verified_digests_reach_production(
     // staging takes what develop verified; master takes it from green by promotion.
     deploy(
         &p,
-        &["--branch", "staging", "--image-tag", "develop-aaaaaaa"],
+        &[
+            "--branch",
+            "staging",
+            "--image-tag",
+            "develop-aaaaaaa",
+            "--commit",
+            "aaaaaaa1234",
+        ],
     )
     .success();
     let puts = aws.calls_of("PutImage");
@@ -241,6 +254,20 @@ fn branches_land_in_their_namespaces_and_only_verified_digests_reach_production(
         .stderr_has("ap-south-1");
 }
 
+/// `kubectl apply --server-side` of one object (kubetest speaks JSON, not
+/// the protobuf `kubectl create` sends).
+fn kube_apply(kube: &KubeTest, obj: Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("obj.json");
+    std::fs::write(&f, obj.to_string()).unwrap();
+    let out = kube.kubectl(&["apply", "--server-side", "-f", f.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn kubetest_config(kube: &KubeTest, config: Value) {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("c.json");
@@ -300,15 +327,11 @@ fn failures_prune_dry_run_moved_tags_and_the_lock() {
     )
     .success();
     assert!(kube.get(&["-n", ns, "configmap", "settings"]).is_some());
-    let out = kube.kubectl(&[
-        "-n",
-        ns,
-        "create",
-        "configmap",
-        "unrelated",
-        "--from-literal=a=b",
-    ]);
-    assert!(out.status.success());
+    kube_apply(
+        &kube,
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "unrelated", "namespace": ns}, "data": {"a": "b"}}),
+    );
 
     // Dry run: the diff, nothing changed.
     std::fs::write(&kustomization, &base).unwrap();
@@ -344,7 +367,8 @@ fn failures_prune_dry_run_moved_tags_and_the_lock() {
 
     // A rollout that fails names the pod's reason, exits 1, is recorded failed.
     let bad = put_image(&aws, "develop-2222222", "crash");
-    kubetest_config(&kube, json!({"crashing_images": [format!("*{bad}")]}));
+    let bad_image = format!("123456789012.dkr.ecr.ap-south-1.amazonaws.com/{REPO}@{bad}");
+    kubetest_config(&kube, json!({"crashing_images": [bad_image]}));
     let run = deploy(
         &p,
         &["--branch", "develop", "--image-tag", "develop-2222222"],
@@ -376,14 +400,7 @@ fn failures_prune_dry_run_moved_tags_and_the_lock() {
         "metadata": {"name": "slipway-deploy", "namespace": ns},
         "spec": {"holderIdentity": "jenkins@agent-1 (pid 7)", "leaseDurationSeconds": 3600,
                  "acquireTime": "2026-01-01T00:00:00.000000Z", "renewTime": "2099-01-01T00:00:00.000000Z"}});
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("lease.json");
-    std::fs::write(&f, lease.to_string()).unwrap();
-    assert!(
-        kube.kubectl(&["apply", "-f", f.to_str().unwrap()])
-            .status
-            .success()
-    );
+    kube_apply(&kube, lease);
     deploy(
         &p,
         &[
