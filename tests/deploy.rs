@@ -395,6 +395,25 @@ fn failures_prune_dry_run_moved_tags_and_the_lock() {
         .code(1)
         .stderr_has("revision 3 failed (not verified)");
 
+    // Traffic decides: while the load balancer finds the new pods unhealthy
+    // the deploy does not finish, and at its timeout it fails saying so.
+    aws.configure(json!({"unhealthy_targets": ["10.0.0.0/8"]}));
+    let sick = put_image(&aws, "develop-3333333", "sick");
+    p.run(&[
+        "deploy",
+        "--branch",
+        "develop",
+        "--image-digest",
+        &sick,
+        "--timeout",
+        "8s",
+    ])
+    .code(1)
+    .stderr_has("readiness gate");
+    aws.configure(json!({"unhealthy_targets": []}));
+    assert!(image_of(&kube, ns).unwrap().ends_with(&sick));
+    assert_eq!(releases(&p, "develop").last().unwrap()["result"], "failed");
+
     // One deploy per environment: a held lease makes the next one wait, then fail naming the holder.
     let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
         "metadata": {"name": "slipway-deploy", "namespace": ns},

@@ -2,7 +2,8 @@
 
 `/healthz` is the Kubernetes readiness probe and the load balancer's health
 check; `/` names the environment (`APP_ENV`, which the pods take from their
-`slipway.dev/environment` label) and the version (`APP_VERSION`).
+`slipway.dev/environment` label) and the version (`APP_VERSION`). Any other
+path, or any other error, is answered in JSON.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ import os
 from html import escape
 
 from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+NAME = "smallcase app"
 
 
 def create_app() -> Flask:
@@ -25,14 +29,16 @@ def create_app() -> Flask:
         env = escape(os.environ.get("APP_ENV") or "local")
         version = escape(os.environ.get("APP_VERSION") or "dev")
         return (
-            "<!doctype html>\n<html><head><title>smallcase app</title></head>\n"
-            f"<body><h1>smallcase app</h1><p>Environment: <strong>{env}</strong></p>"
-            f"<p>Version: {version}</p></body></html>\n"
+            "<!doctype html>\n"
+            f'<html lang="en"><head><meta charset="utf-8"><title>{NAME}</title></head>\n'
+            f"<body><h1>{NAME}</h1>\n"
+            f"<p>Environment: <strong>{env}</strong></p>\n"
+            f"<p>Version: <code>{version}</code></p></body></html>\n"
         )
 
-    @app.errorhandler(404)
-    def not_found(_error):
-        return jsonify(error="not found"), 404
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        return jsonify(error=(error.name or "error").lower()), error.code
 
     return app
 

@@ -50,9 +50,16 @@ def parse_args(argv):
                    help="seconds a deleted namespace stays Terminating before its content is deleted")
     p.add_argument("--crd-delay", type=float, default=0.0, metavar="S",
                    help="seconds until a new CRD is Established and its kinds are served (default 0: at once)")
-    p.add_argument("--time-scale", type=float, default=1.0, metavar="F", help="multiplies progressDeadlineSeconds")
+    p.add_argument("--time-scale", type=float, default=1.0, metavar="F",
+                   help="multiplies progressDeadlineSeconds, the crash-loop back-off and the readiness-probe period")
     p.add_argument("--unpullable-image", action="append", default=[], metavar="IMAGE",
-                   help="image whose pods fail with ErrImagePull/ImagePullBackOff (repeatable)")
+                   help="image whose pods fail with ErrImagePull/ImagePullBackOff (repeatable; * wildcards)")
+    p.add_argument("--crashing-image", action="append", default=[], metavar="IMAGE",
+                   help="image whose containers crash (CrashLoopBackOff; repeatable; * wildcards)")
+    p.add_argument("--unready-image", action="append", default=[], metavar="IMAGE",
+                   help="image whose containers run but fail their readiness probe (repeatable; * wildcards)")
+    p.add_argument("--unschedulable-namespace", action="append", default=[], metavar="NS",
+                   help="namespace whose pods stay Pending, Unschedulable (repeatable; * wildcards)")
     p.add_argument("--no-stdin-watch", action="store_true", help="do not stop when stdin reaches EOF")
     p.add_argument("--verbose", action="store_true", help="log every request to stderr")
     args = p.parse_args(argv)
@@ -148,6 +155,9 @@ def main(argv=None) -> int:
         "crd_delay": args.crd_delay,
         "time_scale": args.time_scale,
         "unpullable_images": list(args.unpullable_image),
+        "crashing_images": list(args.crashing_image),
+        "unready_images": list(args.unready_image),
+        "unschedulable_namespaces": list(args.unschedulable_namespace),
         "_ca_pem": ca_pem.decode(),
     }
     store = Store(config)

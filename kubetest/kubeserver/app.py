@@ -550,9 +550,17 @@ class App:
                     upd = json.loads(req.get_data() or b"{}")
                 except ValueError:
                     raise bad_request("config must be JSON") from None
-                unknown = set(upd) - set(self.config)
+                if not isinstance(upd, dict):
+                    raise bad_request("config must be a JSON object")
+                unknown = {k for k in upd if k not in self.config or k.startswith("_")}
                 if unknown:
                     raise bad_request(f"unknown config keys: {sorted(unknown)}")
+                for k, v in upd.items():
+                    if isinstance(self.config[k], list):
+                        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                            raise bad_request(f"config key {k} must be a list of strings")
+                    elif isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                        raise bad_request(f"config key {k} must be a non-negative number")
                 self.config.update(upd)
                 if self.on_config:
                     self.on_config()
@@ -741,4 +749,11 @@ PRINTERS = {
     ("", "secrets"): [NAME, ("Type", "string", 0, lambda o: o.get("type", "Opaque")),
                       ("Data", "integer", 0, lambda o: len(o.get("data") or {})), AGE],
     ("", "serviceaccounts"): [NAME, ("Secrets", "integer", 0, lambda o: len(o.get("secrets") or [])), AGE],
+    ("", "events"): [
+        ("Last Seen", "string", 0, lambda o: human_age(o.get("lastTimestamp") or o["metadata"].get("creationTimestamp"))),
+        ("Type", "string", 0, lambda o: o.get("type", "")), ("Reason", "string", 0, lambda o: o.get("reason", "")),
+        ("Object", "string", 0, lambda o: f"{(o.get('involvedObject') or {}).get('kind', '').lower()}/"
+                                          f"{(o.get('involvedObject') or {}).get('name', '')}"),
+        ("Message", "string", 0, lambda o: o.get("message", "")),
+    ],
 }

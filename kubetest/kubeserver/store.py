@@ -384,6 +384,9 @@ class Store:
         self.crd_established: set = set()  # uids of CRDs whose kinds are served
         self.crd_pending: dict[str, float] = {}  # uid -> monotonic time it becomes Established
         self.closed = False
+        # Mutating admission: hook(rt, namespace, obj) may change an object being created (after defaulting,
+        # before it is stored); the ALB controller's pod webhook injects readiness gates this way.
+        self.admission: list = []
         self._ip = 10
         self._pod_ip = 0
         for rt in builtin_types():
@@ -540,6 +543,7 @@ class Store:
         if rt.namespaced:
             md["namespace"] = ns
         apply_defaults(rt, obj, self._alloc_ip)
+        self._admit(rt, ns, obj)
         md["uid"] = str(uuid.uuid4())
         md["creationTimestamp"] = now_ts()
         if rt.generation:
@@ -549,6 +553,10 @@ class Store:
         stored = self._store(rt, obj, "ADDED")
         self._after_write(rt, None, stored)
         return stored
+
+    def _admit(self, rt: RT, ns, obj: dict) -> None:
+        for hook in self.admission:
+            hook(rt, ns, obj)
 
     def create(self, rt: RT, ns, body: dict, manager: str, dry_run: bool = False, managed=None) -> dict:
         if not isinstance(body, dict):
@@ -578,6 +586,7 @@ class Store:
             if rt.status_sub:
                 obj.pop("status", None)
             apply_defaults(rt, obj, self._alloc_ip if not dry_run else (lambda: "10.96.255.254"))
+            self._admit(rt, ns, obj)
             md["uid"] = str(uuid.uuid4())
             md["creationTimestamp"] = now_ts()
             if rt.generation:

@@ -10,6 +10,7 @@ import time
 import uuid
 from pathlib import Path
 
+import boto3
 import pytest
 import requests
 import urllib3
@@ -146,6 +147,70 @@ def kube(localaws, tmp_path_factory):
 @pytest.fixture()
 def ns(kube):
     return kube.namespace()
+
+
+DEP = "/apis/apps/v1/namespaces/{ns}/deployments"
+
+
+@pytest.fixture()
+def controller(kube):
+    """The load balancer controller's Deployment, available: the simulated
+    ALB controller acts only while it runs."""
+    base = DEP.format(ns="kube-system")
+    code, _ = kube.post(base, deployment("aws-load-balancer-controller", replicas=1))
+    assert code in (201, 409)
+    kube.wait(base + "/aws-load-balancer-controller",
+              lambda c, o: ((o or {}).get("status") or {}).get("availableReplicas") == 1, timeout=10)
+    return base + "/aws-load-balancer-controller"
+
+
+def aws_clients(localaws):
+    kw = dict(endpoint_url=localaws, region_name="ap-south-1", aws_access_key_id="testing",
+              aws_secret_access_key="testing")
+    return boto3.client("ec2", **kw), boto3.client("elbv2", **kw)
+
+
+def tagged_subnets(ec2, cidr="10.42"):
+    vpc = ec2.create_vpc(CidrBlock=f"{cidr}.0.0/16")["Vpc"]["VpcId"]
+    for i, az in enumerate(("ap-south-1a", "ap-south-1b")):
+        sn = ec2.create_subnet(VpcId=vpc, CidrBlock=f"{cidr}.{i}.0/24", AvailabilityZone=az)["Subnet"]["SubnetId"]
+        ec2.create_tags(Resources=[sn], Tags=[{"Key": "kubernetes.io/role/elb", "Value": "1"}])
+    return vpc
+
+
+@pytest.fixture()
+def aws(localaws, controller):
+    ec2, elb = aws_clients(localaws)
+    tagged_subnets(ec2)
+    return elb
+
+
+# The CRD slipway's platform installs for the controller (trimmed: no schema).
+TGB_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "targetgroupbindings.elbv2.k8s.aws"},
+    "spec": {"group": "elbv2.k8s.aws", "scope": "Namespaced",
+             "names": {"plural": "targetgroupbindings", "singular": "targetgroupbinding",
+                       "kind": "TargetGroupBinding", "listKind": "TargetGroupBindingList"},
+             "versions": [{"name": n, "served": True, "storage": n == "v1beta1", "subresources": {"status": {}},
+                           "schema": {"openAPIV3Schema": {"type": "object",
+                                                          "x-kubernetes-preserve-unknown-fields": True}}}
+                          for n in ("v1alpha1", "v1beta1")]}}
+
+
+@pytest.fixture()
+def tgb_crd(kube):
+    code, out = kube.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", TGB_CRD)
+    assert code in (201, 409), out
+    kube.wait("/apis/elbv2.k8s.aws/v1beta1", lambda c, o: c == 200, timeout=10)
+
+
+def realism(localaws, patch):
+    """Merge `patch` into the local AWS's runtime config; returns the config before."""
+    before = requests.get(f"{localaws}/_realism/config", timeout=10).json()
+    r = requests.post(f"{localaws}/_realism/config", json=patch, timeout=10)
+    assert r.status_code == 200, r.text
+    return before
 
 
 def deployment(name, image="nginx:1.27", replicas=2, labels=None):

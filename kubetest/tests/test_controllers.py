@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import time
 
-import boto3
-import pytest
-
 from conftest import deployment
 
 DEP = "/apis/apps/v1/namespaces/{ns}/deployments"
@@ -73,30 +70,6 @@ def test_unpullable_image_fails_the_rollout(kube, ns):
         assert r.returncode != 0 and "exceeded its progress deadline" in r.stderr
     finally:
         kube.config(unpullable_images=[])
-
-
-@pytest.fixture()
-def controller(kube):
-    """The load balancer controller's Deployment, available: the simulated
-    ALB controller acts only while it runs."""
-    base = DEP.format(ns="kube-system")
-    code, _ = kube.post(base, deployment("aws-load-balancer-controller", replicas=1))
-    assert code in (201, 409)
-    kube.wait(base + "/aws-load-balancer-controller",
-              lambda c, o: ((o or {}).get("status") or {}).get("availableReplicas") == 1, timeout=10)
-    return base + "/aws-load-balancer-controller"
-
-
-@pytest.fixture()
-def aws(localaws, controller):
-    kw = dict(endpoint_url=localaws, region_name="ap-south-1", aws_access_key_id="testing",
-              aws_secret_access_key="testing")
-    ec2, elb = boto3.client("ec2", **kw), boto3.client("elbv2", **kw)
-    vpc = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
-    for i, az in enumerate(("ap-south-1a", "ap-south-1b")):
-        sn = ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.42.{i}.0/24", AvailabilityZone=az)["Subnet"]["SubnetId"]
-        ec2.create_tags(Resources=[sn], Tags=[{"Key": "kubernetes.io/role/elb", "Value": "1"}])
-    return elb
 
 
 def _alb_for(elb, stack):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import ipaddress
 import re
 import threading
 from typing import Any
@@ -23,6 +24,13 @@ DEFAULT_DURATIONS: dict[str, float] = {
     "ec2_instance_stop": 30,
     "ec2_instance_terminate": 30,
     "elbv2_load_balancer_create": 120,
+    # A registered target is `initial` for its first health checks: the AWS
+    # Load Balancer Controller's target groups check every 15 s and need 2
+    # successes (healthy threshold), so ~30 s.
+    "elbv2_target_healthy": 30,
+    # A deregistered target is `draining` for the target group's
+    # deregistration delay (deregistration_delay.timeout_seconds, default 300).
+    "elbv2_target_deregister": 300,
 }
 
 FAULT_KINDS = ("throttle", "500", "503", "drop")
@@ -45,6 +53,9 @@ DEFAULTS: dict[str, Any] = {
     # the Kubernetes API server EKS reports for that cluster (see eks_endpoint.py).
     # Set as a whole: a new value replaces the previous map; {} removes every override.
     "eks_api_servers": {},
+    # ELBv2 target ids (IPs or instance ids; an entry with "/" is a CIDR block
+    # matching IP targets) whose health checks fail once past `initial`.
+    "unhealthy_targets": [],
 }
 
 # Keys whose value is replaced as a whole by an update (not deep-merged).
@@ -90,6 +101,18 @@ def _check(cfg: dict[str, Any]) -> None:
         if isinstance(f["max"], bool) or not isinstance(f["max"], int) or f["max"] < 0:
             raise ConfigError("faults.max must be null or a non-negative integer")
     _check_api_servers(cfg["eks_api_servers"])
+    _check_targets(cfg["unhealthy_targets"])
+
+
+def _check_targets(targets: Any) -> None:
+    if not isinstance(targets, list) or not all(isinstance(t, str) and t for t in targets):
+        raise ConfigError("unhealthy_targets must be a list of target ids (IPs, instance ids or CIDR blocks)")
+    for t in targets:
+        if "/" in t:
+            try:
+                ipaddress.ip_network(t, strict=False)
+            except ValueError:
+                raise ConfigError(f"unhealthy_targets: {t!r} is not a CIDR block") from None
 
 
 def _check_api_servers(servers: Any) -> None:
@@ -192,6 +215,10 @@ class Config:
     @property
     def eks_api_servers(self) -> dict[str, dict[str, str]]:
         return self._cfg["eks_api_servers"]
+
+    @property
+    def unhealthy_targets(self) -> list[str]:
+        return self._cfg["unhealthy_targets"]
 
     def duration(self, kind: str) -> float:
         """Scaled duration in seconds of a lifecycle phase."""

@@ -101,6 +101,121 @@ def _patch_oidc_thumbprint_length() -> None:
     IAMBackend.update_open_id_connect_provider_thumbprint = update_thumbprint
 
 
+def _patch_ecr_images() -> None:
+    """ECR images as ECR keeps them. The digest is `sha256:` + the hex SHA-256
+    of the exact manifest bytes (moto hashes the layer digests, or makes one
+    up, or takes the client's `imageDigest` as it is), so one manifest always
+    has one digest; a client's `imageDigest` that differs is
+    ImageDigestDoesNotMatchException. PutImage of a manifest already there
+    adds the tag to that image (one image, several tags); a tag already on
+    that image is ImageAlreadyExistsException. A tag on another image moves
+    to the new one in a MUTABLE repository (the other image stays, untagged
+    if that was its last tag -- moto deletes it) and is
+    ImageTagAlreadyExistsException in an IMMUTABLE one (moto raises
+    ImageAlreadyExistsException); exclusion filters are wildcards. An unknown
+    repository is RepositoryNotFoundException and a manifest that is not JSON
+    InvalidParameterException (moto: a 500). BatchGetImage answers each image
+    with the imageId asked for (moto: the image's last tag) and failures with
+    the imageId asked for."""
+    import fnmatch
+    import hashlib
+    import json
+
+    from moto.core.exceptions import ServiceException
+    from moto.ecr import models as m
+    from moto.ecr.exceptions import ImageAlreadyExistsException, InvalidParameterException, RepositoryNotFoundException
+
+    class ImageTagAlreadyExistsException(ServiceException):
+        code = "ImageTagAlreadyExistsException"
+
+    class ImageDigestDoesNotMatchException(ServiceException):
+        code = "ImageDigestDoesNotMatchException"
+
+    Backend, Image, Mutability = m.ECRBackend, m.Image, m.RepoTagMutability
+
+    def digest_of(manifest: str) -> str:
+        return "sha256:" + hashlib.sha256(manifest.encode("utf-8")).hexdigest()
+
+    def create_digest(self: Any) -> None:
+        self._image_digest = digest_of(self.image_manifest)
+
+    def tag_immutable(repo: Any, tag: str) -> bool:
+        excluded = any(fnmatch.fnmatchcase(tag, f.get("filter", ""))
+                       for f in repo.image_tag_mutability_exclusion_filters or [])
+        mode = repo.image_tag_mutability
+        if mode == Mutability.IMMUTABLE_WITH_EXCLUSION:
+            return not excluded
+        if mode == Mutability.MUTABLE_WITH_EXCLUSION:
+            return excluded
+        return mode == Mutability.IMMUTABLE
+
+    def put_image(self: Any, repository_name: str, image_manifest: str, image_tag: str | None,
+                  image_manifest_mediatype: str | None = None, digest: str | None = None) -> Any:
+        repo = self.repositories.get(repository_name)
+        if repo is None:
+            raise RepositoryNotFoundException(repository_name, self.account_id)
+        try:
+            parsed = json.loads(image_manifest)
+        except (TypeError, ValueError):
+            raise InvalidParameterException(
+                "Invalid parameter at 'ImageManifest' failed to satisfy constraint: 'Invalid JSON syntax'") from None
+        if not image_manifest_mediatype:
+            if not isinstance(parsed, dict) or "mediaType" not in parsed:
+                raise InvalidParameterException("image manifest mediatype not provided in manifest or parameter")
+            image_manifest_mediatype = parsed["mediaType"]
+        computed = digest_of(image_manifest)
+        if digest and digest != computed:
+            raise ImageDigestDoesNotMatchException(
+                "The specified image digest does not match the digest that Amazon ECR calculated for the image.")
+        image = next((i for i in repo.images if i.get_image_digest() == computed), None)
+        if image is not None and (image_tag in image.image_tags or (not image_tag and not image.image_tags)):
+            raise ImageAlreadyExistsException(registry_id=repo.registry_id, image_tag=image_tag or "null",
+                                              digest=computed, repository_name=repository_name)
+        if image_tag:
+            holder = next((i for i in repo.images if image_tag in i.image_tags and i is not image), None)
+            if holder is not None:
+                if tag_immutable(repo, image_tag):
+                    raise ImageTagAlreadyExistsException(
+                        f"The image tag '{image_tag}' already exists in the '{repository_name}' repository "
+                        "and cannot be overwritten because the repository is immutable.")
+                holder.remove_tag(image_tag)  # the other image stays, untagged if that was its last tag
+                if not holder.image_tags:
+                    holder.image_tag = None
+        if image is None:
+            image = Image(self.account_id, image_tag, image_manifest, repository_name, image_manifest_mediatype,
+                          computed, registry_id=repo.registry_id)
+            repo.images.append(image)
+        else:
+            image.update_tag(image_tag)
+        return image
+
+    orig_batch_get = Backend.batch_get_image
+
+    def batch_get_image(self: Any, repository_name: str, registry_id: str | None = None,
+                        image_ids: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        result = orig_batch_get(self, repository_name, registry_id, image_ids)  # moto's errors
+        repo = self.repositories[repository_name]
+        images, failures = [], []
+        for wanted in image_ids or []:
+            tag, dig = wanted.get("imageTag"), wanted.get("imageDigest")
+            found = next((i for i in repo.images if (not tag or tag in i.image_tags)
+                          and (not dig or i.get_image_digest() == dig)), None)
+            if found is None:
+                failures.append({"imageId": dict(wanted), "failureCode": "ImageNotFound",
+                                 "failureReason": "Requested image not found"})
+                continue
+            images.append({"registryId": repo.registry_id, "repositoryName": repository_name,
+                           "imageId": {**({"imageTag": tag} if tag else {}), "imageDigest": found.get_image_digest()},
+                           "imageManifest": found.image_manifest,
+                           "imageManifestMediaType": found.image_manifest_media_type})
+        result.update(images=images, failures=failures)
+        return result
+
+    Image._create_digest = create_digest
+    Backend.put_image = put_image
+    Backend.batch_get_image = batch_get_image
+
+
 _applied = False
 
 
@@ -110,4 +225,5 @@ def apply() -> None:
         _patch_security_group_rule_description()
         _patch_eks_tagging()
         _patch_oidc_thumbprint_length()
+        _patch_ecr_images()
         _applied = True

@@ -356,6 +356,109 @@ def _patch_elbv2() -> None:
     LB.__init__ = init
     LB.state = property(state_get, state_set)
 
+    # Targets: moto reports every registered target `healthy` at once and
+    # forgets a deregistered one. As on AWS, a registered target is
+    # `initial` (Elb.RegistrationInProgress) until its first health checks
+    # pass (durations.elbv2_target_healthy), then `healthy` -- or `unhealthy`
+    # (Target.ResponseCodeMismatch) if it is in the config's
+    # `unhealthy_targets`; a deregistered one is `draining`
+    # (Target.DeregistrationInProgress) for the deregistration delay
+    # (durations.elbv2_target_deregister), still listed by
+    # DescribeTargetHealth without Targets, and then gone (`unused`,
+    # Target.NotRegistered). Instance and ip target groups; the state is
+    # computed at every read from the deadline fixed at (de)registration.
+    TG, Health, Backend = m.FakeTargetGroup, m.FakeHealthStatus, m.ELBv2Backend
+
+    def modelled(tg: Any) -> bool:
+        return tg.target_type in ("ip", "instance")
+
+    def draining(tg: Any) -> dict[str, Any]:
+        """Target id -> (target, deadline) of the targets still draining; expired ones dropped."""
+        d = tg.__dict__.setdefault("_rl_draining", {})
+        t = now()
+        for tid in [k for k, (_target, done) in d.items() if t >= done]:
+            del d[tid]
+        return d
+
+    orig_register = TG.register
+
+    def register(self: Any, targets: list[dict[str, Any]]) -> None:
+        new = [t["Id"] for t in targets if t["Id"] not in self.targets]
+        orig_register(self, targets)
+        healthy_at = self.__dict__.setdefault("_rl_healthy_at", {})
+        for tid in new:
+            # (re-)registration, also of a draining target: health checks start over
+            healthy_at[tid] = _deadline("elbv2_target_healthy")
+            draining(self).pop(tid, None)
+
+    orig_deregister = TG.deregister
+
+    def deregister(self: Any, targets: list[dict[str, Any]]) -> None:
+        d = draining(self)
+        # a target already draining stays so (AWS accepts the call)
+        todo = [t for t in targets if not (t["Id"] not in self.targets and t["Id"] in d)]
+        orig_deregister(self, todo)  # moto's InvalidTargetError for unknown targets
+        for t in todo:
+            target = self.deregistered_targets.get(t["Id"]) or {"Id": t["Id"], "Port": t.get("Port", self.port)}
+            d[t["Id"]] = (dict(target), _deadline("elbv2_target_deregister"))
+            self.__dict__.get("_rl_healthy_at", {}).pop(t["Id"], None)
+
+    orig_health_for = TG.health_for
+
+    def health_for(self: Any, target: dict[str, Any], ec2_backend: Any) -> Any:
+        if not modelled(self):
+            return orig_health_for(self, target, ec2_backend)
+        tid = target["Id"]
+        if tid not in self.targets:
+            d = draining(self)
+            if tid in d:
+                return Health(tid, d[tid][0]["Port"], self.health_check_port, "draining",
+                              "Target.DeregistrationInProgress", "Target deregistration is in progress")
+            if tid not in self.terminated_targets:
+                # AWS: `unused` for any target not registered (moto: `unavailable` for IPs never registered)
+                return Health(tid, target.get("Port", self.port), self.health_check_port, "unused",
+                              "Target.NotRegistered", "Target is not registered to the target group")
+        health = orig_health_for(self, target, ec2_backend)
+        if health.status != "healthy":
+            return health  # e.g. a stopped instance
+        if now() < self.__dict__.get("_rl_healthy_at", {}).get(tid, 0.0):
+            return Health(tid, health.port, self.health_check_port, "initial",
+                          "Elb.RegistrationInProgress", "Target registration is in progress")
+        if unhealthy(tid):
+            return Health(tid, health.port, self.health_check_port, "unhealthy",
+                          "Target.ResponseCodeMismatch", "Health checks failed with these codes: [503]")
+        return health
+
+    orig_describe_health = Backend.describe_target_health
+
+    def describe_target_health(self: Any, target_group_arn: str, targets: list[dict[str, Any]]) -> Any:
+        tg = self.target_groups.get(target_group_arn)
+        if not targets and tg is not None and modelled(tg):
+            # without Targets, AWS lists the registered targets and those still draining
+            targets = list(tg.targets.values()) + [t for t, _done in draining(tg).values()]
+        return orig_describe_health(self, target_group_arn, targets)
+
+    TG.register = register
+    TG.deregister = deregister
+    TG.health_for = health_for
+    Backend.describe_target_health = describe_target_health
+
+
+def unhealthy(target_id: str) -> bool:
+    """Whether `target_id` is in the config's `unhealthy_targets` (an id, or an IP in a CIDR block)."""
+    import ipaddress
+
+    for entry in CONFIG.unhealthy_targets:
+        if entry == target_id:
+            return True
+        if "/" in entry:
+            try:
+                if ipaddress.ip_address(target_id) in ipaddress.ip_network(entry, strict=False):
+                    return True
+            except ValueError:
+                continue
+    return False
+
 
 _applied = False
 
