@@ -502,7 +502,7 @@ fn the_example_jenkinsfile_is_what_slipway_generates() {
     for needle in [
         "aws ecr get-login-password",
         "deploy --branch \"$BRANCH_NAME\" --image-tag \"$IMAGE_TAG\"",
-        "--image-tag \"develop-$SHORT_SHA\"",
+        "--image-tag \"develop-$MERGED_SHORT_SHA\"",
         "promote --from green --to blue --yes",
         "when { branch 'master' }",
         "post {",

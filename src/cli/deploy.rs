@@ -19,6 +19,15 @@ fn duration(s: &str) -> Result<Duration, String> {
     crate::clock::parse_duration(s)
 }
 
+/// A git commit id: 7 to 40 hex digits (the promotion tag takes its first 7).
+fn commit_sha(s: &str) -> Result<String, String> {
+    if (7..=40).contains(&s.len()) && s.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(s.to_ascii_lowercase())
+    } else {
+        Err(format!("`{s}` is not a git commit id (7 to 40 hex digits)"))
+    }
+}
+
 /// Options every releasing verb shares.
 #[derive(Debug, Args)]
 pub struct ReleaseOpts {
@@ -48,7 +57,7 @@ pub struct DeployArgs {
     #[arg(long, value_name = "DIGEST")]
     pub image_digest: Option<String>,
     /// The git commit the image was built from (recorded)
-    #[arg(long, value_name = "SHA")]
+    #[arg(long, value_name = "SHA", value_parser = commit_sha)]
     pub commit: Option<String>,
     /// Deploy even if the promotion policy refuses (asks on a terminal; recorded)
     #[arg(long)]

@@ -69,8 +69,12 @@ pub fn render(stack: &Stack, stack_path: &str, app_dir: &str) -> String {
       steps {{
         checkout scm
         script {{
-          env.SHORT_SHA = sh(script: 'git rev-parse --short=7 HEAD', returnStdout: true).trim()
+          env.SHORT_SHA = env.GIT_COMMIT.take(7)
           env.IMAGE_TAG = "${{env.BRANCH_NAME}}-${{env.SHORT_SHA}}"
+          // A merge commit (develop merged into staging) was never built:
+          // the image to take is the one built for the merged commit.
+          env.MERGED_SHA = sh(script: 'git rev-parse --verify --quiet HEAD^2 || git rev-parse HEAD', returnStdout: true).trim()
+          env.MERGED_SHORT_SHA = env.MERGED_SHA.take(7)
         }}
       }}
     }}
@@ -126,7 +130,7 @@ pub fn render(stack: &Stack, stack_path: &str, app_dir: &str) -> String {
             Route::SameCommit { upstream } => (
                 format!("Deploy {} (the image {} verified)", env.name(), upstream.name()),
                 format!(
-                    "slipway --stack \"$SLIPWAY_STACK\" deploy --branch \"$BRANCH_NAME\" --image-tag \"{}-$SHORT_SHA\" --commit \"$GIT_COMMIT\"",
+                    "slipway --stack \"$SLIPWAY_STACK\" deploy --branch \"$BRANCH_NAME\" --image-tag \"{}-$MERGED_SHORT_SHA\" --commit \"$MERGED_SHA\"",
                     upstream.branch()
                 ),
             ),

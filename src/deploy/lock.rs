@@ -6,6 +6,7 @@
 //! both believe they hold it.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -84,18 +85,23 @@ pub async fn acquire(
     environment: &str,
     holder: &str,
     wait: Duration,
-    cancel: &std::sync::atomic::AtomicBool,
+    cancel: &AtomicBool,
+    lost: Arc<AtomicBool>,
     on_wait: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<Lock, DeployError> {
     let ns = cluster.namespace().to_string();
     let started = tokio::time::Instant::now();
+    // A holder's clock may differ from ours: a lease counts as expired only
+    // when its times say so and we have also seen it unchanged for its
+    // whole duration, as client-go's leader election judges it.
+    let mut seen: Option<(String, tokio::time::Instant)> = None;
     loop {
         let now_text = crate::clock::now_micro();
         match cluster
             .create(&lease(&ns, holder, &now_text, None), MANAGER)
             .await
         {
-            Ok(l) => return Ok(start(cluster, l)),
+            Ok(l) => return Ok(start(cluster, l, lost)),
             Err(e) if e.code == "AlreadyExists" => {}
             Err(e) => return Err(e.into()),
         }
@@ -105,7 +111,40 @@ pub async fn acquire(
         else {
             continue; // released meanwhile
         };
-        match live_holder(&cur, crate::clock::now_unix()) {
+        let version = rv(&cur).unwrap_or_default();
+        let unchanged_since = match &seen {
+            Some((v, at)) if *v == version => *at,
+            _ => {
+                let now = tokio::time::Instant::now();
+                seen = Some((version.clone(), now));
+                now
+            }
+        };
+        let duration = cur
+            .pointer("/spec/leaseDurationSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(LEASE_SECONDS)
+            .max(0) as u64;
+        let holder_empty = cur
+            .pointer("/spec/holderIdentity")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty);
+        let observed_stale = unchanged_since.elapsed() >= Duration::from_secs(duration);
+        let live = live_holder(&cur, crate::clock::now_unix())
+            .filter(|_| !observed_stale)
+            .or_else(|| {
+                // Expired by its times, but renewed before our eyes: alive.
+                (!holder_empty && !observed_stale).then(|| {
+                    (
+                        cur.pointer("/spec/holderIdentity")
+                            .and_then(Value::as_str)
+                            .unwrap_or("?")
+                            .to_string(),
+                        0,
+                    )
+                })
+            });
+        match live {
             None => {
                 // Expired (or released by emptying it): take it over, if
                 // nobody else does first.
@@ -113,13 +152,13 @@ pub async fn acquire(
                     .replace(&lease(&ns, holder, &now_text, rv(&cur).as_deref()), MANAGER)
                     .await;
                 match took {
-                    Ok(l) => return Ok(start(cluster, l)),
+                    Ok(l) => return Ok(start(cluster, l, lost)),
                     Err(e) if e.code == "Conflict" || e.code == "NotFound" => continue,
                     Err(e) => return Err(e.into()),
                 }
             }
             Some((who, held)) => {
-                if cancel.load(std::sync::atomic::Ordering::SeqCst) {
+                if cancel.load(Ordering::SeqCst) {
                     return Err(DeployError::Interrupted);
                 }
                 if started.elapsed() >= wait {
@@ -140,17 +179,32 @@ pub async fn acquire(
     }
 }
 
-fn start(cluster: Arc<AppCluster>, held: Value) -> Lock {
+fn start(cluster: Arc<AppCluster>, held: Value, lost: Arc<AtomicBool>) -> Lock {
     let lease_cell = Arc::new(Mutex::new(held));
     let (c, l) = (cluster.clone(), lease_cell.clone());
     let renewer = tokio::spawn(async move {
+        let mut last_renewed = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(RENEW_EVERY).await;
             let mut cur = l.lock().await;
             let mut next = cur.clone();
             next["spec"]["renewTime"] = json!(crate::clock::now_micro());
-            if let Ok(written) = c.replace(&next, MANAGER).await {
-                *cur = written;
+            match c.replace(&next, MANAGER).await {
+                Ok(written) => {
+                    *cur = written;
+                    last_renewed = tokio::time::Instant::now();
+                }
+                // Someone took it over or removed it: this run no longer
+                // holds the lock and must stop writing.
+                Err(e) if e.code == "Conflict" || e.code == "NotFound" => {
+                    lost.store(true, Ordering::SeqCst);
+                    return;
+                }
+                Err(_) if last_renewed.elapsed() >= Duration::from_secs(LEASE_SECONDS as u64) => {
+                    lost.store(true, Ordering::SeqCst);
+                    return;
+                }
+                Err(_) => {}
             }
         }
     });
@@ -167,7 +221,8 @@ impl Lock {
         self.renewer.abort();
         let cur = self.lease.lock().await;
         let uid = cur.pointer("/metadata/uid").and_then(Value::as_str);
-        let _ = self
+        let holder = cur.pointer("/spec/holderIdentity").and_then(Value::as_str);
+        let deleted = self
             .cluster
             .delete(
                 "coordination.k8s.io/v1",
@@ -177,6 +232,26 @@ impl Lock {
                 rv(&cur).as_deref(),
             )
             .await;
+        // A renewal may have landed after the version we kept: delete it if
+        // it is still ours.
+        if matches!(&deleted, Err(e) if e.code == "Conflict")
+            && let Ok(Some(now)) = self
+                .cluster
+                .get_opt("coordination.k8s.io/v1", "Lease", LEASE_NAME)
+                .await
+            && now.pointer("/spec/holderIdentity").and_then(Value::as_str) == holder
+        {
+            let _ = self
+                .cluster
+                .delete(
+                    "coordination.k8s.io/v1",
+                    "Lease",
+                    LEASE_NAME,
+                    now.pointer("/metadata/uid").and_then(Value::as_str),
+                    rv(&now).as_deref(),
+                )
+                .await;
+        }
     }
 }
 

@@ -32,6 +32,9 @@ use history::{Kind, Outcome, Release, Source};
 /// The field manager of everything the deploy stage writes (the platform's
 /// is `slipway`).
 pub const FIELD_MANAGER: &str = "slipway-deploy";
+/// How often waits ask the API server and ELBv2 again.
+const POLL: Duration = Duration::from_secs(1);
+
 /// Label on every applied object: the revision that applied it last.
 pub const RELEASE_REVISION_LABEL: &str = "slipway.dev/release";
 
@@ -56,7 +59,9 @@ pub enum DeployError {
     },
     #[error("{message}")]
     Failed { message: String, hint: String },
-    #[error("interrupted; the release is recorded as failed and the lock released")]
+    #[error(
+        "interrupted; a release already started is recorded as failed, and the lock is released"
+    )]
     Interrupted,
     #[error(transparent)]
     Provider(#[from] ProviderError),
@@ -74,7 +79,14 @@ impl DeployError {
             DeployError::Locked { .. } => Some(
                 "wait for the other deploy to finish, or give `--lock-timeout` a longer duration".into(),
             ),
-            DeployError::Provider(_) | DeployError::Interrupted => None,
+            DeployError::Provider(e) => match e.code.as_str() {
+                "Forbidden" | "AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation" => Some(
+                    "the identity slipway runs as lacks a permission the deploy stage needs: ECR on the stack's repository, `elasticloadbalancing:DescribeTargetHealth`, and the `slipway-deployer` Role in the environment's namespace (docs/deploy.md)".into(),
+                ),
+                _ if e.retryable => Some("a temporary failure: running the same command again may succeed".into()),
+                _ => None,
+            },
+            DeployError::Interrupted => None,
         }
     }
 }
@@ -144,6 +156,8 @@ pub struct Deployer<'a> {
     report: &'a dyn Report,
     clusters: tokio::sync::Mutex<BTreeMap<String, Arc<AppCluster>>>,
     cancel: Arc<AtomicBool>,
+    /// Set when this run lost the environment's lock while holding it.
+    lost: Arc<AtomicBool>,
 }
 
 /// An applied object, for pruning: group-kind, name, uid.
@@ -187,6 +201,7 @@ impl<'a> Deployer<'a> {
             report,
             clusters: tokio::sync::Mutex::new(BTreeMap::new()),
             cancel: Arc::new(AtomicBool::new(false)),
+            lost: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -197,6 +212,12 @@ impl<'a> Deployer<'a> {
     }
 
     fn check_cancel(&self) -> Result<(), DeployError> {
+        if self.lost.load(Ordering::SeqCst) {
+            return Err(DeployError::Failed {
+                message: "this deploy lost the environment's lock (it could not renew its Lease, or another run took it over) and stopped".into(),
+                hint: "check `kubectl get lease slipway-deploy` in the namespace and the API server's health; then deploy again".into(),
+            });
+        }
         if self.cancel.load(Ordering::SeqCst) {
             Err(DeployError::Interrupted)
         } else {
@@ -271,6 +292,33 @@ impl<'a> Deployer<'a> {
         Ok(history::sorted(out))
     }
 
+    /// One more than the highest revision recorded, by the records' labels
+    /// (so that a record this slipway cannot read still holds its number).
+    async fn next_revision(
+        &self,
+        cluster: &AppCluster,
+        env: &Environment,
+    ) -> Result<u64, DeployError> {
+        let cms = cluster
+            .list(
+                "v1",
+                "ConfigMap",
+                &format!("{}={}", history::RELEASE_LABEL, env.name()),
+            )
+            .await?;
+        Ok(cms
+            .iter()
+            .filter_map(|c| {
+                c.pointer("/metadata/labels")
+                    .and_then(|l| l.get(history::REVISION_LABEL))
+                    .and_then(Value::as_str)
+                    .and_then(|r| r.parse::<u64>().ok())
+            })
+            .max()
+            .unwrap_or(0)
+            + 1)
+    }
+
     async fn histories(&self) -> Result<BTreeMap<String, Vec<Release>>, DeployError> {
         let mut out = BTreeMap::new();
         for env in self.stack.environments() {
@@ -329,38 +377,8 @@ impl<'a> Deployer<'a> {
         let (uri, digest) = self.resolve(&req.image).await?;
         self.report.step(&format!("image {uri}@{digest}"));
         let histories = self.histories().await?;
-        // Rollback is never blocked by the promotion policy.
-        if req.kind != Kind::Rollback {
-            match policy::check(
-                env,
-                self.stack.environments(),
-                &histories,
-                &digest,
-                crate::clock::now_unix(),
-            ) {
-                Ok(policy::Allowed::Unrestricted) => {}
-                Ok(policy::Allowed::Verified {
-                    environment,
-                    revision,
-                    soaked_secs,
-                }) => self.report.step(&format!(
-                    "promotion policy: verified in `{environment}` (revision {revision}, ran there {})",
-                    crate::clock::human_duration(soaked_secs)
-                )),
-                Err(why) if req.force => {
-                    self.report.step(&format!(
-                        "promotion policy overridden with --force ({}): {why}",
-                        req.reason.as_deref().unwrap_or("no reason given")
-                    ));
-                }
-                Err(why) => {
-                    return Err(refused(
-                        why,
-                        "deploy it to the upstream environment first and let it be verified there, or `slipway promote`; `--force --reason TEXT` overrides the policy and is recorded",
-                    ));
-                }
-            }
-        }
+        self.check_policy(req, env, &histories, &digest)?;
+        self.check_cancel()?;
         let cluster = self.cluster(env).await?;
         let revision = histories
             .get(env.name())
@@ -440,6 +458,7 @@ impl<'a> Deployer<'a> {
             &holder,
             req.lock_timeout,
             &self.cancel,
+            self.lost.clone(),
             &|w| self.report.waiting(w),
         )
         .await?;
@@ -450,6 +469,50 @@ impl<'a> Deployer<'a> {
             .await;
         lock.release().await;
         result.map(|r| Done::Released(Box::new(r)))
+    }
+
+    /// The promotion policy for this request (rollback is never blocked by it).
+    fn check_policy(
+        &self,
+        req: &Request,
+        env: &Environment,
+        histories: &BTreeMap<String, Vec<Release>>,
+        digest: &str,
+    ) -> Result<(), DeployError> {
+        if req.kind == Kind::Rollback {
+            return Ok(());
+        }
+        match policy::check(
+            env,
+            self.stack.environments(),
+            histories,
+            digest,
+            crate::clock::now_unix(),
+        ) {
+            Ok(policy::Allowed::Unrestricted) => Ok(()),
+            Ok(policy::Allowed::Verified {
+                environment,
+                revision,
+                soaked_secs,
+            }) => {
+                self.report.step(&format!(
+                    "promotion policy: verified in `{environment}` (revision {revision}, ran there {})",
+                    crate::clock::human_duration(soaked_secs)
+                ));
+                Ok(())
+            }
+            Err(why) if req.force => {
+                self.report.step(&format!(
+                    "promotion policy overridden with --force ({}): {why}",
+                    req.reason.as_deref().unwrap_or("no reason given")
+                ));
+                Ok(())
+            }
+            Err(why) => Err(refused(
+                why,
+                "deploy it to the upstream environment first and let it be verified there, or `slipway promote`; `--force --reason TEXT` overrides the policy and is recorded",
+            )),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -464,9 +527,12 @@ impl<'a> Deployer<'a> {
         build_url: Option<String>,
         job_name: Option<String>,
     ) -> Result<Release, DeployError> {
-        // Read again under the lock: another deploy may have finished meanwhile.
-        let history = self.history(env).await?;
-        let revision = history.last().map_or(1, |r| r.revision + 1);
+        // Read again under the lock: another deploy may have finished
+        // meanwhile, upstream or here.
+        let histories = self.histories().await?;
+        self.check_policy(req, env, &histories, digest)?;
+        let history = histories.get(env.name()).cloned().unwrap_or_default();
+        let revision = self.next_revision(cluster, env).await?;
         for o in &mut objects {
             o["metadata"]["labels"][RELEASE_REVISION_LABEL] = json!(revision.to_string());
         }
@@ -617,17 +683,27 @@ impl<'a> Deployer<'a> {
                 s(&live, "/metadata/uid").to_string(),
             ));
         }
+        // Prune only once traffic reaches the new release (Argo CD's
+        // PruneLast): the old objects may still serve until then.
+        let address = self.verify(cluster, objects, image, timeout).await?;
         for p in self.prune_candidates(cluster, ns, &union, &applied).await? {
             // Only the very object listed: a namesake made since survives.
-            cluster
+            match cluster
                 .delete(&p.api_version, &p.kind, &p.name, Some(&p.uid), None)
-                .await?;
-            self.report.step(&format!("pruned {}/{}", p.kind, p.name));
+                .await
+            {
+                Ok(_) => self.report.step(&format!("pruned {}/{}", p.kind, p.name)),
+                Err(e) if e.code == "Conflict" => self.report.step(&format!(
+                    "kept {}/{}: it was replaced since it was listed",
+                    p.kind, p.name
+                )),
+                Err(e) => return Err(e.into()),
+            }
         }
         cluster
             .apply(&applyset::parent(ns, &current), FIELD_MANAGER, false)
             .await?;
-        self.verify(cluster, objects, image, timeout).await
+        Ok(address)
     }
 
     /// Members of the ApplySet (by label, in the listed kinds) that this
@@ -681,15 +757,25 @@ impl<'a> Deployer<'a> {
                     .unwrap_or(&Value::Null),
             );
             loop {
-                let live = cluster
-                    .get_opt("apps/v1", "Deployment", name)
-                    .await?
-                    .ok_or_else(|| DeployError::Failed {
-                        message: format!("Deployment `{name}` disappeared during the rollout"),
-                        hint: "something deleted it; deploy again".into(),
-                    })?;
                 self.check_cancel()?;
-                let pods = self.new_pods(cluster, &selector, image).await?;
+                let read = async {
+                    let live = cluster.get_opt("apps/v1", "Deployment", name).await?;
+                    let pods = self.new_pods(cluster, &selector, image).await?;
+                    Ok::<_, ProviderError>((live, pods))
+                };
+                let (live, pods) = match read.await {
+                    Ok(v) => v,
+                    Err(e) if e.retryable && tokio::time::Instant::now() < deadline => {
+                        self.report.waiting(&format!("{e}; asking again"));
+                        tokio::time::sleep(POLL).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let live = live.ok_or_else(|| DeployError::Failed {
+                    message: format!("Deployment `{name}` disappeared during the rollout"),
+                    hint: "something deleted it; deploy again".into(),
+                })?;
                 let problems: Vec<String> = pods.iter().filter_map(wait::pod_problem).collect();
                 match crate::provider::kube::rollout(&live) {
                     Rollout::Done => {
@@ -717,7 +803,7 @@ impl<'a> Deployer<'a> {
                                 .map(|p| format!("; {p}"))
                                 .unwrap_or_default()
                         ));
-                        tokio::time::sleep(Duration::from_millis(250)).await;
+                        tokio::time::sleep(POLL).await;
                     }
                 }
             }
@@ -746,12 +832,18 @@ impl<'a> Deployer<'a> {
         cluster: &AppCluster,
         selector: &str,
         image: &str,
-    ) -> Result<Vec<Value>, DeployError> {
+    ) -> Result<Vec<Value>, ProviderError> {
         Ok(cluster
             .list("v1", "Pod", selector)
             .await?
             .into_iter()
             .filter(|p| p.pointer("/metadata/deletionTimestamp").is_none())
+            .filter(|p| {
+                !matches!(
+                    p.pointer("/status/phase").and_then(Value::as_str),
+                    Some("Failed" | "Succeeded")
+                )
+            })
             .filter(|p| {
                 p.pointer("/spec/containers")
                     .and_then(Value::as_array)
@@ -772,9 +864,15 @@ impl<'a> Deployer<'a> {
         let backends: BTreeSet<String> = ingress_services(ing);
         loop {
             self.check_cancel()?;
-            let pending = self
-                .ingress_pending(cluster, name, &backends, image)
-                .await?;
+            let pending = match self.ingress_pending(cluster, name, &backends, image).await {
+                Ok(p) => p,
+                Err(DeployError::Provider(e))
+                    if e.retryable && tokio::time::Instant::now() < deadline =>
+                {
+                    Err((None, format!("{e}; asking again")))
+                }
+                Err(e) => return Err(e),
+            };
             let (host, what) = match pending {
                 Ok(host) => {
                     self.report.step(&format!(
@@ -796,7 +894,7 @@ impl<'a> Deployer<'a> {
                 });
             }
             self.report.waiting(&format!("Ingress `{name}`: {what}"));
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            tokio::time::sleep(POLL).await;
         }
     }
 
@@ -831,8 +929,22 @@ impl<'a> Deployer<'a> {
             .await?;
         let mut pending = Vec::new();
         for svc in backends {
+            // The controller's bindings for this Ingress (it labels them
+            // with the Ingress's stack), else any for the Service.
+            let ns = cluster.namespace();
+            let ours = |b: &&Value| {
+                let labels = b.pointer("/metadata/labels");
+                let stack = labels
+                    .and_then(|l| l.get("ingress.k8s.aws/stack-name"))
+                    .and_then(Value::as_str);
+                let stack_ns = labels
+                    .and_then(|l| l.get("ingress.k8s.aws/stack-namespace"))
+                    .and_then(Value::as_str);
+                stack.is_none_or(|n| n == name) && stack_ns.is_none_or(|n| n == ns)
+            };
             let Some(b) = bindings
                 .iter()
+                .filter(ours)
                 .find(|b| s(b, "/spec/serviceRef/name") == svc)
             else {
                 pending.push(format!("no target group for Service `{svc}` yet"));
@@ -844,7 +956,16 @@ impl<'a> Deployer<'a> {
             };
             let selector = selector_of(service.pointer("/spec/selector").unwrap_or(&Value::Null));
             let pods = self.new_pods(cluster, &selector, image).await?;
-            let targets = self.aws.target_health(s(b, "/spec/targetGroupARN")).await?;
+            let targets = match self.aws.target_health(s(b, "/spec/targetGroupARN")).await {
+                Ok(t) => t,
+                Err(e) if e.code == "TargetGroupNotFound" => {
+                    pending.push(format!(
+                        "target group of Service `{svc}` does not exist (yet)"
+                    ));
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             if let Some(p) = wait::targets_pending(&wait::pod_ips(&pods), &targets) {
                 pending.push(format!("target group of Service `{svc}`: {p}"));
             }
@@ -930,6 +1051,11 @@ impl<'a> Deployer<'a> {
                 format!("deploy to `{from}` first (`slipway deploy --env {from} …`)"),
             )
         })?;
+        // What it provably runs: the record must agree with the cluster (a
+        // failed deploy may have left another image rolling out).
+        self.check_runs(source, current).await?;
+        req.kind = Kind::Promote;
+        self.check_policy(&req, target, &self.histories().await?, &current.digest)?;
         let tag = promotion_tag(target, current);
         if !req.dry_run {
             let how = self
@@ -962,6 +1088,47 @@ impl<'a> Deployer<'a> {
             revision: current.revision,
         });
         self.release(&req).await
+    }
+
+    /// Refuses when the environment's Deployments run another image than
+    /// its current release says.
+    async fn check_runs(&self, env: &Environment, current: &Release) -> Result<(), DeployError> {
+        let cluster = self.cluster(env).await?;
+        let selector = format!(
+            "{}={}",
+            applyset::PART_OF_LABEL,
+            applyset::id(env.namespace())
+        );
+        let uri = current.image.split('@').next().unwrap_or("");
+        for d in cluster.list("apps/v1", "Deployment", &selector).await? {
+            let containers = d
+                .pointer("/spec/template/spec/containers")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for c in containers {
+                let image = c["image"].as_str().unwrap_or("");
+                if image.starts_with(&format!("{uri}@")) && image != current.image {
+                    return Err(refused(
+                        format!(
+                            "Deployment `{}` in `{}` runs `{image}`, but the current release of `{}` (revision {}) is `{}`: a failed or interrupted deploy left it there",
+                            s(&d, "/metadata/name"),
+                            env.namespace(),
+                            env.name(),
+                            current.revision,
+                            current.image
+                        ),
+                        format!(
+                            "deploy to `{}` again, or `slipway rollback --env {} --to {}`, so that what runs there is a verified release",
+                            env.name(),
+                            env.name(),
+                            current.revision
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// `slipway rollback`: a previous succeeded release's digest, deployed
@@ -1009,8 +1176,12 @@ pub fn promotion_tag(target: &Environment, source: &Release) -> String {
             }
         })
         .collect();
-    let suffix = match source.commit.as_deref().filter(|c| c.len() >= 7) {
-        Some(c) => c[..7].to_string(),
+    let suffix: String = match source
+        .commit
+        .as_deref()
+        .filter(|c| c.len() >= 7 && c.chars().all(|x| x.is_ascii_hexdigit()))
+    {
+        Some(c) => c.chars().take(7).collect(),
         None => source
             .digest
             .trim_start_matches("sha256:")
@@ -1104,6 +1275,12 @@ pub fn diff_lines(before: &Value, after: &Value) -> Vec<String> {
         let mut v = v.clone();
         if let Some(m) = v.as_object_mut() {
             m.remove("status");
+        }
+        if let Some(labels) = v
+            .pointer_mut("/metadata/labels")
+            .and_then(Value::as_object_mut)
+        {
+            labels.remove(RELEASE_REVISION_LABEL);
         }
         if let Some(md) = v.get_mut("metadata").and_then(Value::as_object_mut) {
             for k in [

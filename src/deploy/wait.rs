@@ -33,13 +33,30 @@ pub fn pod_problem(pod: &Value) -> Option<String> {
             c["message"].as_str().unwrap_or("")
         ));
     }
-    let statuses = pod
-        .pointer("/status/containerStatuses")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    for s in &statuses {
+    // Init containers first: the others wait for them (`Init:CrashLoopBackOff`).
+    let statuses: Vec<(&str, Value)> = ["initContainerStatuses", "containerStatuses"]
+        .iter()
+        .flat_map(|list| {
+            let what = if *list == "initContainerStatuses" {
+                "init container"
+            } else {
+                "container"
+            };
+            pod.pointer(&format!("/status/{list}"))
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |s| (what, s))
+        })
+        .collect();
+    for (what, s) in &statuses {
         let cname = s["name"].as_str().unwrap_or("?");
+        if *what == "init container"
+            && s.pointer("/state/terminated/exitCode") == Some(&Value::from(0))
+        {
+            continue;
+        }
         if let Some(w) = s.pointer("/state/waiting") {
             let reason = w["reason"].as_str().unwrap_or("Waiting");
             if reason == "ContainerCreating" || reason == "PodInitializing" {
@@ -58,7 +75,7 @@ pub fn pod_problem(pod: &Value) -> Option<String> {
                 })
                 .unwrap_or_default();
             return Some(format!(
-                "pod `{name}` container `{cname}`: {reason}{}{}{last}",
+                "pod `{name}` {what} `{cname}`: {reason}{}{}{last}",
                 if msg.is_empty() {
                     String::new()
                 } else {
@@ -71,7 +88,7 @@ pub fn pod_problem(pod: &Value) -> Option<String> {
                 },
             ));
         }
-        if s.pointer("/state/running").is_some() && s["ready"] == false {
+        if *what == "container" && s.pointer("/state/running").is_some() && s["ready"] == false {
             return Some(format!(
                 "pod `{name}` container `{cname}` is running but not ready: its readiness probe fails"
             ));
@@ -166,6 +183,16 @@ mod tests {
         let probe = json!({"metadata": {"name": "app-3"}, "status": {"phase": "Running",
             "containerStatuses": [{"name": "app", "ready": false, "state": {"running": {}}}]}});
         assert!(pod_problem(&probe).unwrap().contains("readiness probe"));
+        let init = json!({"metadata": {"name": "app-4"}, "status": {"phase": "Pending",
+            "initContainerStatuses": [{"name": "migrate", "ready": false, "restartCount": 2,
+              "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+              "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}],
+            "containerStatuses": [{"name": "app", "ready": false, "state": {"waiting": {"reason": "PodInitializing"}}}]}});
+        let p = pod_problem(&init).unwrap();
+        assert!(
+            p.contains("init container `migrate`: CrashLoopBackOff") && p.contains("exit code 1"),
+            "{p}"
+        );
         let ready = json!({"metadata": {"name": "a"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}});
         assert_eq!(pod_problem(&ready), None);
     }

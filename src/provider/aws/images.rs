@@ -158,6 +158,22 @@ impl DeployAws {
         tag: &str,
     ) -> Result<Retag, ProviderError> {
         let addr = repo_addr(repository);
+        // ECR answers a repeat with ImageTagAlreadyExists in repositories
+        // with immutable tags: ask what the tag names first.
+        if let Some(img) = self.image_opt(repository, Some(tag), None).await? {
+            if img.digest == digest {
+                return Ok(Retag::AlreadyThere);
+            }
+            return Err(ProviderError::new(
+                &addr,
+                "ImageTagAlreadyExistsException",
+                format!(
+                    "tag `{tag}` in `{repository}` already names `{}`, not `{digest}`",
+                    img.digest
+                ),
+                false,
+            ));
+        }
         let got = self
             .ecr
             .batch_get_image()
@@ -202,14 +218,18 @@ impl DeployAws {
             Ok(_) => Ok(Retag::Tagged),
             Err(e) if code_of(&e) == Some("ImageAlreadyExistsException") => Ok(Retag::AlreadyThere),
             Err(e) if code_of(&e) == Some("ImageTagAlreadyExistsException") => {
-                Err(ProviderError::new(
-                    &addr,
-                    "ImageTagAlreadyExistsException",
-                    format!(
-                        "tag `{tag}` already names another image in `{repository}`, whose tags are immutable"
-                    ),
-                    false,
-                ))
+                // Someone tagged it meanwhile: fine if it names this image.
+                match self.image_opt(repository, Some(tag), None).await? {
+                    Some(img) if img.digest == digest => Ok(Retag::AlreadyThere),
+                    _ => Err(ProviderError::new(
+                        &addr,
+                        "ImageTagAlreadyExistsException",
+                        format!(
+                            "tag `{tag}` already names another image in `{repository}`, whose tags are immutable"
+                        ),
+                        false,
+                    )),
+                }
             }
             Err(e) => Err(sdk_error(&addr, "PutImage", &e)),
         }

@@ -408,6 +408,15 @@ fn jenkins_iam(
                         ("Action", Expr::str("eks:DescribeCluster")),
                         ("Resource", arn(cluster)),
                     ]),
+                    // `deploy` waits until the load balancer's targets are
+                    // the new pods, healthy; the action has no resource-level
+                    // permissions.
+                    lit(json!({
+                        "Sid": "ReadTargetHealth",
+                        "Effect": "Allow",
+                        "Action": "elasticloadbalancing:DescribeTargetHealth",
+                        "Resource": "*",
+                    })),
                 ]),
             ),
     );
