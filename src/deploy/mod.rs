@@ -430,10 +430,16 @@ impl<'a> Deployer<'a> {
         }
         objects.sort_by_key(|o| apply_order(s(o, "/kind")));
         self.report.step(&format!(
-            "rendered {} objects from `{}`; {pinned} container(s) pinned by digest",
+            "rendered {} objects from `{}`; {} container(s) pinned by digest",
             objects.len(),
-            env.overlay().display()
+            env.overlay().display(),
+            pinned.count
         ));
+        for other in &pinned.unpinned {
+            self.report.step(&format!(
+                "warning: {other} is not pinned by digest, so it may change without a release; pin it in the overlay (`image@sha256:…`)"
+            ));
+        }
         if req.dry_run {
             return self
                 .dry_run(&cluster, &objects, digest)

@@ -39,8 +39,11 @@ pub fn check(
     let history = histories.get(upstream).unwrap_or(&empty);
     let min_soak = target.min_soak().map_or(0, |d| d.as_secs() as i64);
     let mut best: Option<(u64, i64)> = None;
+    // Only the digest's newest release upstream speaks for it: one that was
+    // rolled back, or failed when deployed again, vouches for nothing.
+    let newest = history.iter().rposition(|r| r.digest == digest);
     for (i, r) in history.iter().enumerate() {
-        if r.digest != digest || r.result != Outcome::Succeeded || !r.verified {
+        if Some(i) != newest || r.result != Outcome::Succeeded || !r.verified {
             continue;
         }
         let Some(done) = r
@@ -259,6 +262,14 @@ overlay = "k8s/develop"
         ]);
         assert!(check(blue, s.environments(), &h, "sha256:a", 100).is_err());
         assert!(check(blue, s.environments(), &h, "sha256:b", 100).is_err());
+        // An older success does not outweigh a later rollback of the same digest.
+        let h = histories(vec![
+            release("green", 1, "sha256:c", Outcome::Succeeded, true, (0, 10)),
+            release("green", 2, "sha256:d", Outcome::Succeeded, true, (20, 30)),
+            release("green", 3, "sha256:c", Outcome::RolledBack, true, (40, 50)),
+        ]);
+        assert!(check(blue, s.environments(), &h, "sha256:c", 100).is_err());
+        assert!(check(blue, s.environments(), &h, "sha256:d", 100).is_ok());
     }
 
     #[test]

@@ -147,12 +147,23 @@ fn is_app_image(image: &str, pin: &Pin<'_>) -> bool {
     name == short || name == pin.repository || name == pin.repository_uri
 }
 
-/// Applies the rules to the rendered objects; returns how many containers
-/// were pinned. Refuses an object for another namespace; cluster-scoped
-/// objects are refused by the caller, which asks the API server.
-pub fn prepare(objects: &mut [Value], pin: &Pin<'_>) -> Result<usize, DeployError> {
+/// What [`prepare`] did to the images.
+#[derive(Debug, Default)]
+pub struct Pinned {
+    /// Containers now running the application image by digest.
+    pub count: usize,
+    /// `Kind/name container: image` of other images not pinned by digest,
+    /// which may change under the same release.
+    pub unpinned: Vec<String>,
+}
+
+/// Applies the rules to the rendered objects. Refuses an object for another
+/// namespace; cluster-scoped objects are refused by the caller, which asks
+/// the API server.
+pub fn prepare(objects: &mut [Value], pin: &Pin<'_>) -> Result<Pinned, DeployError> {
     let image = format!("{}@{}", pin.repository_uri, pin.digest);
     let mut pinned = 0;
+    let mut unpinned = Vec::new();
     for obj in objects.iter_mut() {
         let what = describe(obj);
         if !obj.is_object()
@@ -208,6 +219,13 @@ pub fn prepare(objects: &mut [Value], pin: &Pin<'_>) -> Result<usize, DeployErro
                 if app {
                     c["image"] = json!(image);
                     pinned += 1;
+                } else if let Some(other) = c.get("image").and_then(Value::as_str)
+                    && !other.contains("@sha256:")
+                {
+                    unpinned.push(format!(
+                        "{what} container `{}`: `{other}`",
+                        c.get("name").and_then(Value::as_str).unwrap_or("?")
+                    ));
                 }
             }
         }
@@ -223,7 +241,10 @@ pub fn prepare(objects: &mut [Value], pin: &Pin<'_>) -> Result<usize, DeployErro
             ),
         });
     }
-    Ok(pinned)
+    Ok(Pinned {
+        count: pinned,
+        unpinned,
+    })
 }
 
 #[cfg(test)]
@@ -268,7 +289,12 @@ spec:
     fn app_containers_are_pinned_by_digest_and_others_left_alone() {
         let labels = vec![("slipway.dev/release".to_string(), "3".to_string())];
         let mut objs = parse(RENDERED).unwrap();
-        assert_eq!(prepare(&mut objs, &pin(&labels)).unwrap(), 2);
+        let done = prepare(&mut objs, &pin(&labels)).unwrap();
+        assert_eq!(done.count, 2);
+        assert_eq!(
+            done.unpinned,
+            vec!["Deployment/app container `proxy`: `public.ecr.aws/nginx/nginx:1.27`"]
+        );
         let d = &objs[1];
         let want = "123456789012.dkr.ecr.ap-south-1.amazonaws.com/smallcase/app@sha256:abc";
         assert_eq!(
