@@ -273,13 +273,7 @@ impl<'a> Deployer<'a> {
     /// An environment's releases, oldest first.
     pub async fn history(&self, env: &Environment) -> Result<Vec<Release>, DeployError> {
         let cluster = self.cluster(env).await?;
-        let cms = cluster
-            .list(
-                "v1",
-                "ConfigMap",
-                &format!("{}={}", history::RELEASE_LABEL, env.name()),
-            )
-            .await?;
+        let cms = record_config_maps(&cluster, env).await?;
         let mut out = Vec::new();
         for cm in &cms {
             match history::from_config_map(cm) {
@@ -299,13 +293,7 @@ impl<'a> Deployer<'a> {
         cluster: &AppCluster,
         env: &Environment,
     ) -> Result<u64, DeployError> {
-        let cms = cluster
-            .list(
-                "v1",
-                "ConfigMap",
-                &format!("{}={}", history::RELEASE_LABEL, env.name()),
-            )
-            .await?;
+        let cms = record_config_maps(cluster, env).await?;
         Ok(cms
             .iter()
             .filter_map(|c| {
@@ -1208,6 +1196,20 @@ fn rollout_failed(name: &str, why: &str, problems: &[String]) -> DeployError {
         message: format!("the rollout of Deployment `{name}` failed: {why}{detail}"),
         hint: "the previous pods keep serving; fix the image or the overlay and deploy again, or `slipway rollback`".into(),
     }
+}
+
+/// The ConfigMaps holding an environment's release records.
+async fn record_config_maps(
+    cluster: &AppCluster,
+    env: &Environment,
+) -> Result<Vec<Value>, ProviderError> {
+    cluster
+        .list(
+            "v1",
+            "ConfigMap",
+            &format!("{}={}", history::RELEASE_LABEL, env.name()),
+        )
+        .await
 }
 
 /// The Services an Ingress routes to.
