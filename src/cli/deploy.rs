@@ -174,21 +174,39 @@ impl Report for Reporter {
     }
 }
 
-async fn connect(
-    ctx: &Ctx<'_>,
-    stack: &crate::stack::Stack,
-) -> Result<(
-    crate::provider::aws::DeployAws,
-    crate::provider::kube::KubeProvider,
-)> {
-    use crate::provider::aws::AwsProvider;
-    use crate::provider::kube::{Connection, KubeProvider};
-    let aws = AwsProvider::connect(stack.name(), stack.region()).await?;
-    let connection = match &ctx.global.kubeconfig {
-        Some(path) => Connection::Kubeconfig(path.clone()),
-        None => Connection::eks(&aws, stack.cluster_name(), stack.region()),
-    };
-    Ok((aws.deploy_clients(), KubeProvider::new(connection)))
+/// What the deploy stage's verbs work with: the stack and connections to
+/// its ECR, load balancers and cluster.
+struct Session {
+    stack: crate::stack::Stack,
+    aws: crate::provider::aws::DeployAws,
+    kube: crate::provider::kube::KubeProvider,
+    reporter: Reporter,
+}
+
+impl Session {
+    async fn open(ctx: &Ctx<'_>) -> Result<Self> {
+        use crate::provider::aws::AwsProvider;
+        use crate::provider::kube::{Connection, KubeProvider};
+        let stack = ctx.load_stack()?;
+        let aws = AwsProvider::connect(stack.name(), stack.region()).await?;
+        let connection = match &ctx.global.kubeconfig {
+            Some(path) => Connection::Kubeconfig(path.clone()),
+            None => Connection::eks(&aws, stack.cluster_name(), stack.region()),
+        };
+        Ok(Session {
+            aws: aws.deploy_clients(),
+            kube: KubeProvider::new(connection),
+            reporter: Reporter::new(&ctx.printer),
+            stack,
+        })
+    }
+
+    /// The deployer; Ctrl-C and SIGTERM stop its waits.
+    fn deployer(&self) -> Deployer<'_> {
+        let d = Deployer::new(&self.stack, &self.kube, self.aws.clone(), &self.reporter);
+        on_interrupt(d.cancel_handle());
+        d
+    }
 }
 
 /// Ctrl-C or SIGTERM stops the deploy's waits; it then records the release
@@ -250,11 +268,8 @@ fn confirm(ctx: &Ctx<'_>, yes: bool, question: &str, flag_hint: &str) -> Result<
 }
 
 pub async fn run_deploy(ctx: &Ctx<'_>, args: &DeployArgs) -> Result<Exit> {
-    let stack = ctx.load_stack()?;
-    let (aws, kube) = connect(ctx, &stack).await?;
-    let reporter = Reporter::new(&ctx.printer);
-    let d = Deployer::new(&stack, &kube, aws, &reporter);
-    on_interrupt(d.cancel_handle());
+    let session = Session::open(ctx).await?;
+    let d = session.deployer();
     let env = match (&args.branch, &args.env) {
         (Some(b), Some(e)) => {
             let by_branch = d.environment_for_branch(b)?;
@@ -317,15 +332,12 @@ pub async fn run_deploy(ctx: &Ctx<'_>, args: &DeployArgs) -> Result<Exit> {
     req.commit = args.commit.clone();
     req.force = args.force;
     req.reason = args.reason.clone();
-    finish(ctx, &stack, d.release(&req).await)
+    finish(ctx, &session.stack, d.release(&req).await)
 }
 
 pub async fn run_promote(ctx: &Ctx<'_>, args: &PromoteArgs) -> Result<Exit> {
-    let stack = ctx.load_stack()?;
-    let (aws, kube) = connect(ctx, &stack).await?;
-    let reporter = Reporter::new(&ctx.printer);
-    let d = Deployer::new(&stack, &kube, aws, &reporter);
-    on_interrupt(d.cancel_handle());
+    let session = Session::open(ctx).await?;
+    let d = session.deployer();
     let target = d.environment(&args.to)?;
     d.environment(&args.from)?;
     if target.protected() && !args.opts.dry_run {
@@ -340,15 +352,16 @@ pub async fn run_promote(ctx: &Ctx<'_>, args: &PromoteArgs) -> Result<Exit> {
         )?;
     }
     let req = request(&args.to, ImageRef::default(), &args.opts);
-    finish(ctx, &stack, d.promote(&args.from, &args.to, req).await)
+    finish(
+        ctx,
+        &session.stack,
+        d.promote(&args.from, &args.to, req).await,
+    )
 }
 
 pub async fn run_rollback(ctx: &Ctx<'_>, args: &RollbackArgs) -> Result<Exit> {
-    let stack = ctx.load_stack()?;
-    let (aws, kube) = connect(ctx, &stack).await?;
-    let reporter = Reporter::new(&ctx.printer);
-    let d = Deployer::new(&stack, &kube, aws, &reporter);
-    on_interrupt(d.cancel_handle());
+    let session = Session::open(ctx).await?;
+    let d = session.deployer();
     let env = d.environment(&args.env)?;
     if env.protected() && !args.opts.dry_run {
         confirm(
@@ -359,7 +372,7 @@ pub async fn run_rollback(ctx: &Ctx<'_>, args: &RollbackArgs) -> Result<Exit> {
         )?;
     }
     let req = request(&args.env, ImageRef::default(), &args.opts);
-    finish(ctx, &stack, d.rollback(args.to, req).await)
+    finish(ctx, &session.stack, d.rollback(args.to, req).await)
 }
 
 fn finish(
@@ -443,10 +456,8 @@ fn release_json(r: &Release) -> Value {
 }
 
 pub async fn run_releases(ctx: &Ctx<'_>, args: &ReleasesArgs) -> Result<Exit> {
-    let stack = ctx.load_stack()?;
-    let (aws, kube) = connect(ctx, &stack).await?;
-    let reporter = Reporter::new(&ctx.printer);
-    let d = Deployer::new(&stack, &kube, aws, &reporter);
+    let session = Session::open(ctx).await?;
+    let d = session.deployer();
     let env = d.environment(&args.env)?;
     let history = d.history(env).await?;
     let p = &ctx.printer;

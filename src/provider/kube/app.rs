@@ -218,24 +218,22 @@ impl AppCluster {
 
     /// Creates the object; `AlreadyExists` is an error with that code.
     pub async fn create(&self, manifest: &Value, manager: &str) -> Result<Value, ProviderError> {
-        let (api_version, kind, name) = Self::target(manifest);
-        let addr = object_addr(&kind, &self.namespace, &name);
-        let api = self.api(&addr, &api_version, &kind).await?;
-        let obj: DynamicObject = serde_json::from_value(manifest.clone())
-            .map_err(|e| err(&addr, "InvalidManifest", e.to_string(), false))?;
-        let pp = PostParams {
-            field_manager: Some(manager.to_string()),
-            ..PostParams::default()
-        };
-        api.create(&pp, &obj)
-            .await
-            .map(|o| serde_json::to_value(o).unwrap_or(Value::Null))
-            .map_err(|e| api_error(&addr, "create", &e))
+        self.write(manifest, manager, false).await
     }
 
     /// Replaces the object; the manifest's `metadata.resourceVersion` makes
     /// it conditional (a `Conflict` when someone changed it meanwhile).
     pub async fn replace(&self, manifest: &Value, manager: &str) -> Result<Value, ProviderError> {
+        self.write(manifest, manager, true).await
+    }
+
+    /// POST (create) or PUT (replace) of a whole object.
+    async fn write(
+        &self,
+        manifest: &Value,
+        manager: &str,
+        replace: bool,
+    ) -> Result<Value, ProviderError> {
         let (api_version, kind, name) = Self::target(manifest);
         let addr = object_addr(&kind, &self.namespace, &name);
         let api = self.api(&addr, &api_version, &kind).await?;
@@ -245,10 +243,14 @@ impl AppCluster {
             field_manager: Some(manager.to_string()),
             ..PostParams::default()
         };
-        api.replace(&name, &pp, &obj)
-            .await
+        let (op, written) = if replace {
+            ("replace", api.replace(&name, &pp, &obj).await)
+        } else {
+            ("create", api.create(&pp, &obj).await)
+        };
+        written
             .map(|o| serde_json::to_value(o).unwrap_or(Value::Null))
-            .map_err(|e| api_error(&addr, "replace", &e))
+            .map_err(|e| api_error(&addr, op, &e))
     }
 
     /// Deletes the object (its dependents in the background) if it still is
