@@ -84,3 +84,27 @@ pub fn jenkins_build_opt() -> (Option<String>, Option<String>) {
     let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     (get(BUILD_URL), get(JOB_NAME))
 }
+
+/// The HTTP proxy for the HTTPS connection slipway makes itself (the EKS
+/// OIDC issuer's thumbprint), upper-case name first, as the AWS SDK reads
+/// them for the AWS API calls.
+pub const HTTPS_PROXY: [&str; 2] = ["HTTPS_PROXY", "https_proxy"];
+/// Hosts reached without that proxy: comma-separated domains (each also
+/// matching its subdomains), IP addresses and networks; `*` for every host.
+pub const NO_PROXY: [&str; 2] = ["NO_PROXY", "no_proxy"];
+
+/// `HTTPS_PROXY` (or `https_proxy`), if set to a non-empty value.
+pub fn https_proxy_opt() -> Option<String> {
+    first_set(&HTTPS_PROXY)
+}
+
+/// `NO_PROXY` (or `no_proxy`), if set to a non-empty value.
+pub fn no_proxy_opt() -> Option<String> {
+    first_set(&NO_PROXY)
+}
+
+fn first_set(names: &[&str]) -> Option<String> {
+    names
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+}

@@ -59,6 +59,11 @@ impl std::fmt::Display for RefreshError {
 /// Reads the live objects of everything in `state`.
 pub async fn refresh(providers: &Providers, state: &State) -> Result<Refreshed, RefreshError> {
     let mut errors = Vec::new();
+    // A connection that lives in a resource (Kubernetes, in the cluster)
+    // goes where the state says it is.
+    for (addr, r) in state.resources() {
+        providers.observed(addr, Some(&r.live()));
+    }
     for addr in state.resources().keys() {
         if let Err(e) = providers.for_addr(addr) {
             errors.push(e);

@@ -540,3 +540,70 @@ fn cluster_admins_get_admin_access_and_jenkins_gets_no_more_than_its_namespaces(
     assert!(policies(jenkins).is_empty());
     p.run(&["plan", "--detailed-exitcode"]).code(0);
 }
+
+/// An HTTP proxy on 127.0.0.1 that refuses every `CONNECT` with 403, as a
+/// corporate proxy does for hosts it does not allow; returns its port and
+/// the request lines it was sent.
+fn refusing_proxy() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = asked.clone();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut lines = BufReader::new(conn.try_clone().unwrap()).lines();
+            if let Some(Ok(first)) = lines.next() {
+                record.lock().unwrap().push(first);
+            }
+            // The rest of the head, up to its empty line.
+            while let Some(Ok(line)) = lines.next() {
+                if line.is_empty() {
+                    break;
+                }
+            }
+            let _ = conn.write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    (port, asked)
+}
+
+#[test]
+fn an_oidc_issuer_the_proxy_will_not_reach_is_registered_without_a_thumbprint() {
+    let aws = launch();
+    let p = Project::reference_on(&aws);
+    let (proxy, asked) = refusing_proxy();
+    let out = p
+        .command(&["apply", "--auto-approve"])
+        .env("HTTPS_PROXY", format!("http://127.0.0.1:{proxy}"))
+        .env_remove("https_proxy")
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .env("SLIPWAY_PROGRESS_INTERVAL", "0")
+        .output()
+        .unwrap();
+    let issuer_port = aws.oidc()["port"].as_u64().unwrap();
+    p.finish(&["apply", "--auto-approve"], out)
+        .success()
+        .stdout_has("Apply complete!")
+        .stdout_has("aws.iam_openid_connect_provider.eks: still creating... [")
+        .stdout_has("warning: cannot reach the OIDC issuer `https://localhost:")
+        .stdout_has(&format!(
+            "the proxy `127.0.0.1:{proxy}` (HTTPS_PROXY) refused CONNECT `localhost:{issuer_port}`"
+        ))
+        .stdout_has("registering it without a thumbprint, which IAM retrieves itself");
+    // Every attempt went to the proxy, none straight to the issuer.
+    let asked = asked.lock().unwrap().clone();
+    assert_eq!(
+        asked,
+        vec![format!("CONNECT localhost:{issuer_port} HTTP/1.1"); 3]
+    );
+    // IAM obtained the thumbprint itself; the state holds what IAM has, so
+    // neither plan nor drift finds anything afterwards.
+    let oidc = &p.state()["resources"]["aws.iam_openid_connect_provider.eks"]["attributes"];
+    assert_eq!(oidc["thumbprint_list"], json!([aws.oidc()["thumbprint"]]));
+    p.run(&["plan", "--detailed-exitcode"])
+        .code(0)
+        .stdout_has("No changes.");
+    p.run(&["drift"]).success().stdout_has("No drift");
+}

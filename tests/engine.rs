@@ -91,10 +91,19 @@ fn a_force_new_attribute_replaces_dependents_first_and_recreates_in_order() {
     let plan = p.run(&["plan"]);
     plan.success()
         .stdout_has("-/+ aws.ecr_repository.app")
-        .stdout_has("# forces replacement");
+        .stdout_has("# forces replacement")
+        .stdout_has("# protected: applying this needs --allow-protected");
 
+    // The repository holds the images: replacing it is refused unasked,
+    // before anything changes.
     p.edit_world(|w| w["calls"] = json!([]));
-    p.run(&["apply", "--auto-approve"]).success();
+    p.run(&["apply", "--auto-approve"])
+        .code(1)
+        .stderr_has("refusing to delete or replace 1 protected resource(s): `aws.ecr_repository.app` (replaced)")
+        .stderr_has("--allow-protected");
+    assert_eq!(p.mutating_calls(), 0);
+    p.run(&["apply", "--auto-approve", "--allow-protected"])
+        .success();
     let new = p.object_id("aws.ecr_repository.app").unwrap();
     assert_ne!(old, new);
     let calls: Vec<String> = p.world()["calls"]
@@ -120,6 +129,96 @@ fn a_force_new_attribute_replaces_dependents_first_and_recreates_in_order() {
     assert!(at("delete aws.ecr_repository.app") < at("create aws.ecr_repository.app"));
     assert!(at("create aws.ecr_repository.app") < at("create aws.ecr_lifecycle_policy.app"));
     p.run(&["plan", "--detailed-exitcode"]).code(0);
+}
+
+#[test]
+fn a_protected_environment_is_never_deleted_or_replaced_unasked() {
+    let p = applied();
+    // Its namespace renamed: the namespace, and what lives in it, replaced.
+    p.edit_stack(
+        "namespace = \"smallcase-blue\"",
+        "namespace = \"smallcase-prod\"",
+    );
+    p.run(&["plan"])
+        .success()
+        .stdout_has("# protected: applying this needs --allow-protected");
+    p.edit_world(|w| w["calls"] = json!([]));
+    p.run(&["apply", "--auto-approve"])
+        .code(1)
+        .stderr_has("protected resource(s)")
+        .stderr_has("environment `blue`");
+    assert_eq!(p.mutating_calls(), 0);
+    p.edit_stack(
+        "namespace = \"smallcase-prod\"",
+        "namespace = \"smallcase-blue\"",
+    );
+
+    // Removed from the stack: the state remembers it was protected.
+    let stack = std::fs::read_to_string(p.path("stacks/smallcase.toml")).unwrap();
+    let start = stack.find("[environments.blue]").unwrap();
+    let end = stack.find("[environments.green]").unwrap();
+    let without = format!("{}{}", &stack[..start], &stack[end..]);
+    std::fs::write(p.path("stacks/smallcase.toml"), without).unwrap();
+    p.run(&["plan"])
+        .success()
+        .stdout_has("- k8s.namespace.smallcase-blue")
+        .stdout_has("# protected: applying this needs --allow-protected");
+    let serial = p.state()["serial"].clone();
+    p.run(&["apply", "--auto-approve"])
+        .code(1)
+        .stderr_has("`k8s.namespace.smallcase-blue` (deleted; environment `blue`)");
+    assert_eq!(p.mutating_calls(), 0);
+    assert_eq!(p.state()["serial"], serial);
+    p.run(&["apply", "--auto-approve", "--allow-protected"])
+        .success();
+    assert!(
+        p.state()["resources"]
+            .get("k8s.namespace.smallcase-blue")
+            .is_none()
+    );
+}
+
+#[test]
+fn an_apply_with_nothing_to_do_writes_nothing_and_a_saved_plan_stays_valid() {
+    let p = applied();
+    let serial = p.state()["serial"].clone();
+    p.run(&["plan", "--out", "later.json"]).success();
+    p.run(&["apply", "--auto-approve"])
+        .success()
+        .stdout_has("No changes.");
+    assert_eq!(p.state()["serial"], serial);
+    let saved = p.path("later.json");
+    p.run(&["apply", saved.to_str().unwrap()]).success();
+    assert_eq!(p.state()["serial"], serial);
+}
+
+#[test]
+fn state_rm_forgets_without_deleting() {
+    let p = applied();
+    let id = p.object_id("aws.ecr_lifecycle_policy.app").unwrap();
+    let serial = p.state()["serial"].as_u64().unwrap();
+    p.edit_world(|w| w["calls"] = json!([]));
+    p.run(&[
+        "state",
+        "rm",
+        "aws.ecr_lifecycle_policy.app",
+        "aws.vpc.nope",
+    ])
+    .code(1)
+    .stderr_has("no resource `aws.vpc.nope`; nothing was removed");
+    assert_eq!(p.state()["serial"].as_u64(), Some(serial));
+    p.run(&["state", "rm", "aws.ecr_lifecycle_policy.app"])
+        .success()
+        .stdout_has("still exists");
+    assert!(
+        p.state()["resources"]
+            .get("aws.ecr_lifecycle_policy.app")
+            .is_none()
+    );
+    assert_eq!(p.state()["serial"].as_u64(), Some(serial + 1));
+    assert_eq!(p.mutating_calls(), 0, "nothing deleted");
+    assert_eq!(p.object_id("aws.ecr_lifecycle_policy.app"), Some(id));
+    assert!(!p.path("state/smallcase.json.lock").exists());
 }
 
 #[test]
@@ -196,6 +295,79 @@ fn sigterm_finishes_in_flight_work_saves_state_and_a_rerun_converges() {
     p.edit_world(|w| w["faults"] = json!({}));
     p.run(&["apply", "--auto-approve"]).success();
     p.run(&["plan", "--detailed-exitcode"]).code(0);
+}
+
+/// Starts `slipway ARGS` with output to files, for signalling it.
+fn spawn(p: &Project, args: &[&str]) -> std::process::Child {
+    let out = std::fs::File::create(p.path("run.out")).unwrap();
+    let err = std::fs::File::create(p.path("run.err")).unwrap();
+    p.command(args).stdout(out).stderr(err).spawn().unwrap()
+}
+
+fn finished(p: &Project, args: &[&str], mut child: std::process::Child) -> common::Run {
+    let status = child.wait().unwrap();
+    common::Run {
+        cmd: format!("slipway {}", args.join(" ")),
+        code: status.code().unwrap_or(-1),
+        stdout: std::fs::read_to_string(p.path("run.out")).unwrap(),
+        stderr: std::fs::read_to_string(p.path("run.err")).unwrap(),
+    }
+}
+
+#[test]
+fn sigint_during_refresh_releases_the_lock_and_changes_nothing() {
+    let p = applied();
+    p.edit_stack("keep_images  = 30", "keep_images  = 31");
+    p.edit_world(|w| {
+        w["faults"] = json!({"read_delay_ms": 3000});
+        w["calls"] = json!([]);
+    });
+    let serial = p.state()["serial"].clone();
+    let args = ["apply", "--auto-approve"];
+    let child = spawn(&p, &args);
+    let lock = p.path("state/smallcase.json.lock");
+    wait_for("the lock", || lock.exists());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    send_signal(child.id(), "INT");
+    let started = std::time::Instant::now();
+    finished(&p, &args, child)
+        .code(130)
+        .stderr_has("interrupted before any change was made");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "it did not wait for the reads"
+    );
+    assert!(!lock.exists(), "the lock is released");
+    assert_eq!(p.mutating_calls(), 0);
+    assert_eq!(p.state()["serial"], serial);
+}
+
+#[test]
+fn a_second_signal_abandons_the_waits_and_a_rerun_converges() {
+    let p = Project::reference();
+    p.edit_world(|w| w["faults"] = json!({"delay_ms": 20000}));
+    let args = ["apply", "--auto-approve"];
+    let child = spawn(&p, &args);
+    wait_for("calls in flight", || {
+        p.world()["calls"].as_array().is_some_and(|c| !c.is_empty())
+    });
+    let started = std::time::Instant::now();
+    send_signal(child.id(), "TERM");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    send_signal(child.id(), "TERM");
+    let run = finished(&p, &args, child);
+    run.code(130)
+        .stderr_has("abandoning")
+        .stdout_has("abandoned while in flight");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "it did not wait for the calls in flight"
+    );
+    assert!(!p.path("state/smallcase.json.lock").exists());
+    p.edit_world(|w| w["faults"] = json!({}));
+    p.run(&["apply", "--auto-approve"]).success();
+    p.run(&["plan", "--detailed-exitcode"]).code(0);
+    assert_eq!(p.object_count(), p.state_count(), "nothing made twice");
 }
 
 #[test]
@@ -418,8 +590,8 @@ fn state_commands_list_show_and_unlock() {
     assert_eq!(mode, 0o600);
     assert!(p.path("state/smallcase.json.backup").exists());
 
-    // A lock from a run on another machine is never taken over, but can be removed by id.
-    let lock = json!({"id": "abc-123", "user": "jenkins", "host": "agent-7", "pid": 1, "created": "2026-01-01T00:00:00Z", "command": "slipway apply"});
+    // A live lock from a run on another machine is not taken over; `--force` removes it by id.
+    let lock = json!({"id": "abc-123", "user": "jenkins", "host": "agent-7", "pid": 1, "created": "2026-01-01T00:00:00Z", "command": "slipway apply", "ttl_secs": 3_153_600_000u64});
     std::fs::write(p.path("state/smallcase.json.lock"), lock.to_string()).unwrap();
     p.run(&["apply", "--auto-approve"])
         .code(1)
@@ -428,7 +600,11 @@ fn state_commands_list_show_and_unlock() {
     p.run(&["state", "unlock", "wrong"])
         .code(1)
         .stderr_has("does not match");
-    p.run(&["state", "unlock", "abc-123"]).success();
+    p.run(&["state", "unlock", "abc-123"])
+        .code(1)
+        .stderr_has("the lock is live")
+        .stderr_has("slipway state unlock abc-123 --force");
+    p.run(&["state", "unlock", "abc-123", "--force"]).success();
     p.run(&["apply", "--auto-approve"]).success();
 }
 
@@ -635,4 +811,41 @@ fn without_a_terminal_long_operations_say_they_are_still_going() {
     p.finish(&["destroy"], out)
         .success()
         .stderr_has("SLIPWAY_PROGRESS_INTERVAL=`soon` is not a number of seconds");
+}
+
+#[test]
+fn an_empty_lock_file_is_recoverable() {
+    let p = applied();
+    let lock = p.path("state/smallcase.json.lock");
+    // What a run of an earlier version left when it died between creating and writing the lock.
+    std::fs::write(&lock, "").unwrap();
+    p.run(&["state", "lock"])
+        .code(1)
+        .stderr_has("smallcase.json.lock` is unreadable (empty)")
+        .stderr_has("slipway state unlock --force");
+    let json = p.run(&["--json", "state", "lock"]);
+    json.code(1);
+    assert_eq!(json.json(), json!({"locked": true, "unreadable": "empty"}));
+    p.run(&["apply", "--auto-approve"])
+        .code(1)
+        .stderr_has("is unreadable (empty)")
+        .stderr_has("hint:");
+    p.run(&["state", "unlock"]).code(2);
+    p.run(&["state", "unlock", "--force"])
+        .success()
+        .stdout_has("Removed the unreadable lock file");
+    assert!(!lock.exists());
+    p.run(&["apply", "--auto-approve"]).success();
+
+    // A lock of an earlier version, from another host, expires 30 s after it was taken.
+    let old = json!({"id": "abc-123", "user": "jenkins", "host": "agent-7", "pid": 1, "created": "2026-01-01T00:00:00Z", "command": "slipway apply"});
+    std::fs::write(&lock, old.to_string()).unwrap();
+    p.run(&["state", "lock"])
+        .success()
+        .stdout_has("jenkins@agent-7")
+        .stdout_has("stale: not renewed within its 30s lease");
+    p.run(&["apply", "--auto-approve"])
+        .success()
+        .stderr_has("took over a stale lock");
+    assert!(!lock.exists());
 }

@@ -56,6 +56,9 @@ DEFAULTS: dict[str, Any] = {
     # ELBv2 target ids (IPs or instance ids; an entry with "/" is a CIDR block
     # matching IP targets) whose health checks fail once past `initial`.
     "unhealthy_targets": [],
+    # EC2 deletes of objects still in use answer DependencyViolation, as on
+    # AWS (see dependencies.py); false: moto's own checks only.
+    "dependency_violations": True,
 }
 
 # Keys whose value is replaced as a whole by an update (not deep-merged).
@@ -102,6 +105,8 @@ def _check(cfg: dict[str, Any]) -> None:
             raise ConfigError("faults.max must be null or a non-negative integer")
     _check_api_servers(cfg["eks_api_servers"])
     _check_targets(cfg["unhealthy_targets"])
+    if not isinstance(cfg["dependency_violations"], bool):
+        raise ConfigError(f"dependency_violations must be true or false, got {cfg['dependency_violations']!r}")
 
 
 def _check_targets(targets: Any) -> None:
@@ -219,6 +224,10 @@ class Config:
     @property
     def unhealthy_targets(self) -> list[str]:
         return self._cfg["unhealthy_targets"]
+
+    @property
+    def dependency_violations(self) -> bool:
+        return self._cfg["dependency_violations"]
 
     def duration(self, kind: str) -> float:
         """Scaled duration in seconds of a lifecycle phase."""

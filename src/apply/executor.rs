@@ -65,6 +65,8 @@ pub trait StateSink {
 #[derive(Debug, Clone, Default)]
 pub struct Cancel {
     flag: Arc<AtomicBool>,
+    /// Set by a second interruption: stop waiting for calls in flight.
+    abandon: Arc<AtomicBool>,
     notify: Arc<Notify>,
 }
 
@@ -80,6 +82,27 @@ impl Cancel {
 
     pub fn is_cancelled(&self) -> bool {
         self.flag.load(Ordering::SeqCst)
+    }
+
+    /// Stops waiting for operations in flight too (EKS can take a quarter
+    /// of an hour): they are reported as abandoned.
+    pub fn abandon(&self) {
+        self.abandon.store(true, Ordering::SeqCst);
+        self.cancel();
+    }
+
+    pub fn is_abandoned(&self) -> bool {
+        self.abandon.load(Ordering::SeqCst)
+    }
+
+    async fn abandoned(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.is_abandoned() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     async fn cancelled(&self) {
@@ -111,6 +134,9 @@ pub struct ApplyReport {
     pub skipped: Vec<(Address, Op, Address)>,
     /// Not started because the run was interrupted or the state could not be written.
     pub not_started: Vec<(Address, Op)>,
+    /// In flight when a second interruption abandoned them: their outcome
+    /// is unknown until the next plan reads the cloud.
+    pub abandoned: Vec<(Address, Op)>,
     pub interrupted: bool,
     pub state_error: Option<StateError>,
 }
@@ -120,6 +146,7 @@ impl ApplyReport {
         self.failed.is_empty()
             && self.skipped.is_empty()
             && self.not_started.is_empty()
+            && self.abandoned.is_empty()
             && !self.interrupted
             && self.state_error.is_none()
     }
@@ -139,6 +166,8 @@ pub struct Executor<'a> {
     pub parallelism: usize,
     pub hooks: &'a dyn Hooks,
     pub cancel: Cancel,
+    /// `--allow-protected`: deletes may take data with them.
+    pub allow_data_loss: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -195,6 +224,10 @@ impl Executor<'_> {
             let finished = tokio::select! {
                 f = running.next() => f,
                 _ = self.cancel.cancelled(), if !stopping => continue,
+                _ = self.cancel.abandoned() => {
+                    report.interrupted = true;
+                    break;
+                }
             };
             let Some((i, started, result)) = finished else {
                 break;
@@ -215,6 +248,7 @@ impl Executor<'_> {
                             depends_on: change.depends_on.clone(),
                             env: change.env.clone(),
                             serial_group: change.serial_group.clone(),
+                            protected: change.protected,
                         }),
                         (_, None) => None,
                     };
@@ -233,6 +267,9 @@ impl Executor<'_> {
                         report.state_error = Some(e);
                         continue;
                     }
+                    // A provider connected through this object follows it.
+                    self.providers
+                        .observed(&node.addr, sink.live_opt(&node.addr).as_ref());
                     states[i] = NodeState::Done;
                     self.hooks.finished(&node.addr, node.op, None, elapsed);
                     report.done.push((node.addr.clone(), node.op));
@@ -252,11 +289,14 @@ impl Executor<'_> {
                 }
             }
         }
+        drop(running);
         for (i, s) in states.iter().enumerate() {
-            if *s == NodeState::Waiting {
-                report
+            match s {
+                NodeState::Waiting => report
                     .not_started
-                    .push((nodes[i].addr.clone(), nodes[i].op));
+                    .push((nodes[i].addr.clone(), nodes[i].op)),
+                NodeState::Running => report.abandoned.push((nodes[i].addr.clone(), nodes[i].op)),
+                _ => {}
             }
         }
         report
@@ -273,7 +313,7 @@ impl Executor<'_> {
             let prepared = prepared?;
             let provider = self.providers.for_addr(&node.addr)?;
             let status = |m: &str| self.hooks.status(&node.addr, node.op, m);
-            let ctx = OpContext::new(&status);
+            let ctx = OpContext::new(&status).allowing_data_loss(self.allow_data_loss);
             match (node.op, prepared) {
                 (Op::Create | Op::ReplaceCreate, Prepared::Desired(attrs)) => {
                     provider.create(&node.addr, &attrs, &ctx).await.map(Some)
@@ -430,11 +470,26 @@ fn build_nodes(changes: &[Change]) -> Vec<Node> {
                 edges.entry(u).or_default().insert(d);
             }
         }
-        // A resource being deleted must go before what it depends on is deleted.
+        // A resource being deleted must go before what it depends on is
+        // deleted: what it was created on (the state's record), as well as
+        // what the stack says now.
         if let Some(&d) = delete.get(&c.addr) {
-            for dep in &c.depends_on {
+            for dep in c.depends_on.iter().chain(&c.prior_depends_on) {
                 if let Some(&dd) = delete.get(dep) {
                     edges.entry(dd).or_default().insert(d);
+                }
+            }
+        }
+        // An object removed from the stack goes only once what used it has
+        // moved off it (an instance updated onto another security group).
+        if c.action == Action::Update
+            && let Some(&u) = upsert.get(&c.addr)
+        {
+            for dep in c.prior_depends_on.difference(&c.depends_on) {
+                if let Some(&dd) = delete.get(dep)
+                    && nodes[dd].op == Op::Delete
+                {
+                    edges.entry(dd).or_default().insert(u);
                 }
             }
         }

@@ -17,6 +17,8 @@ use crate::stack::Stack;
 use crate::state::{LocalBackend, ResourceState, State};
 use crate::ui::progress::Progress;
 
+use super::interrupt::Interrupts;
+
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
     /// A plan saved with `slipway plan --out FILE`; applied exactly, without asking
@@ -28,6 +30,10 @@ pub struct ApplyArgs {
     /// How many resources to change at once
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub parallelism: u16,
+    /// Allow deleting or replacing what is protected: a protected
+    /// environment's resources, the cluster, the image repository
+    #[arg(long)]
+    pub allow_protected: bool,
 }
 
 #[derive(Debug, Args)]
@@ -44,6 +50,43 @@ pub struct DestroyArgs {
     /// How many resources to delete at once
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub parallelism: u16,
+}
+
+/// A plan that deletes or replaces something protected needs
+/// `--allow-protected`, whatever the reason (removed from the stack,
+/// renamed, moved, or replaced with its container).
+pub fn check_protected(plan: &Plan, allow_protected: bool) -> Result<()> {
+    let losses = plan.protected_losses();
+    if losses.is_empty() || allow_protected {
+        return Ok(());
+    }
+    let listed: Vec<String> = losses
+        .iter()
+        .take(8)
+        .map(|c| {
+            let what = match c.action {
+                crate::plan::Action::Delete => "deleted",
+                _ => "replaced",
+            };
+            match (&c.env, &c.replaced_with) {
+                (Some(env), _) => format!("`{}` ({what}; environment `{env}`)", c.addr),
+                (None, Some(with)) => format!("`{}` ({what} with `{with}`)", c.addr),
+                (None, None) => format!("`{}` ({what})", c.addr),
+            }
+        })
+        .collect();
+    let more = match losses.len() {
+        n if n > 8 => format!(" and {} more", n - 8),
+        _ => String::new(),
+    };
+    Err(hinted(
+        format!(
+            "refusing to delete or replace {} protected resource(s): {}{more}",
+            losses.len(),
+            listed.join(", ")
+        ),
+        "protected resources are a protected environment's and those holding data (the cluster, the image repository); review the plan and add `--allow-protected` if you mean it, or change the stack back",
+    ))
 }
 
 /// Protected environments need `--allow-protected`.
@@ -100,37 +143,49 @@ pub async fn run_apply(ctx: &Ctx<'_>, args: &ApplyArgs) -> Result<Exit> {
     let backend = ctx.backend(&stack);
     let lock = backend.lock(&command_line())?;
     report_reclaimed(ctx, &lock);
+    let interrupts = Interrupts::install(&ctx.printer);
     let state = common::load_state(&backend, &stack)?;
     let providers = ctx.providers(&stack).await?;
     let plan = match &args.plan {
         Some(path) => {
             let plan = common::load_plan(path)?;
             check_saved_plan(&plan, &stack, state.as_ref(), path)?;
+            check_protected(&plan, args.allow_protected)?;
             plan
         }
         None => {
-            let plan = common::make_plan(
+            let planned = common::make_plan(
                 ctx,
                 &providers,
                 &stack,
                 &desired,
                 state.as_ref(),
                 Mode::Apply,
-            )
-            .await?;
+            );
+            let Some(plan) = before_change(&interrupts, planned).await else {
+                return Ok(interrupted_before_change(ctx));
+            };
+            let plan = plan?;
             if !ctx.printer.json() {
                 ctx.printer
                     .out(&render::text::plan(&plan, ctx.printer.color()));
             }
-            if plan.has_changes()
-                && !approved(
+            check_protected(&plan, args.allow_protected)?;
+            if plan.has_changes() {
+                let asked = approved(
                     ctx,
                     args.auto_approve,
                     "Do you want to perform these actions?",
-                )?
-            {
-                ctx.printer.info("Apply cancelled.");
-                return Ok(Exit::Error);
+                );
+                match before_change(&interrupts, asked).await {
+                    None => return Ok(interrupted_before_change(ctx)),
+                    Some(Ok(true)) => {}
+                    Some(Ok(false)) => {
+                        ctx.printer.info("Apply cancelled.");
+                        return Ok(Exit::Error);
+                    }
+                    Some(Err(e)) => return Err(e),
+                }
             }
             plan
         }
@@ -142,7 +197,11 @@ pub async fn run_apply(ctx: &Ctx<'_>, args: &ApplyArgs) -> Result<Exit> {
         &backend,
         state,
         &plan,
-        usize::from(args.parallelism),
+        Options {
+            parallelism: usize::from(args.parallelism),
+            allow_protected: args.allow_protected,
+            interrupts,
+        },
     )
     .await
 }
@@ -154,9 +213,10 @@ pub async fn run_destroy(ctx: &Ctx<'_>, args: &DestroyArgs) -> Result<Exit> {
     let backend = ctx.backend(&stack);
     let lock = backend.lock(&command_line())?;
     report_reclaimed(ctx, &lock);
+    let interrupts = Interrupts::install(&ctx.printer);
     let state = common::load_state(&backend, &stack)?;
     let providers = ctx.providers(&stack).await?;
-    let plan = common::make_plan(
+    let planned = common::make_plan(
         ctx,
         &providers,
         &stack,
@@ -165,8 +225,11 @@ pub async fn run_destroy(ctx: &Ctx<'_>, args: &DestroyArgs) -> Result<Exit> {
         Mode::Destroy {
             env: args.env.clone(),
         },
-    )
-    .await?;
+    );
+    let Some(plan) = before_change(&interrupts, planned).await else {
+        return Ok(interrupted_before_change(ctx));
+    };
+    let plan = plan?;
     if !ctx.printer.json() {
         ctx.printer
             .out(&render::text::plan(&plan, ctx.printer.color()));
@@ -181,9 +244,17 @@ pub async fn run_destroy(ctx: &Ctx<'_>, args: &DestroyArgs) -> Result<Exit> {
             stack.name()
         ),
     };
-    if plan.has_changes() && !approved(ctx, args.auto_approve, &what)? {
-        ctx.printer.info("Destroy cancelled.");
-        return Ok(Exit::Error);
+    check_protected(&plan, args.allow_protected)?;
+    if plan.has_changes() {
+        match before_change(&interrupts, approved(ctx, args.auto_approve, &what)).await {
+            None => return Ok(interrupted_before_change(ctx)),
+            Some(Ok(true)) => {}
+            Some(Ok(false)) => {
+                ctx.printer.info("Destroy cancelled.");
+                return Ok(Exit::Error);
+            }
+            Some(Err(e)) => return Err(e),
+        }
     }
     execute(
         ctx,
@@ -192,7 +263,11 @@ pub async fn run_destroy(ctx: &Ctx<'_>, args: &DestroyArgs) -> Result<Exit> {
         &backend,
         state,
         &plan,
-        usize::from(args.parallelism),
+        Options {
+            parallelism: usize::from(args.parallelism),
+            allow_protected: args.allow_protected,
+            interrupts,
+        },
     )
     .await
 }
@@ -200,6 +275,11 @@ pub async fn run_destroy(ctx: &Ctx<'_>, args: &DestroyArgs) -> Result<Exit> {
 fn report_reclaimed(ctx: &Ctx<'_>, lock: &crate::state::LockGuard) {
     if let Some(old) = lock.reclaimed() {
         ctx.printer.warn(&format!("took over a stale lock: {old}"));
+    }
+    if let Some(why) = lock.cleared_unreadable() {
+        ctx.printer.warn(&format!(
+            "took over an unreadable lock file left long ago ({why})"
+        ));
     }
 }
 
@@ -213,7 +293,8 @@ fn command_line() -> String {
 }
 
 /// Without a terminal, only `--auto-approve` (or a saved plan) approves.
-fn approved(ctx: &Ctx<'_>, auto_approve: bool, question: &str) -> Result<bool> {
+/// The prompt reads on a thread of its own, so a signal can end the wait.
+async fn approved(ctx: &Ctx<'_>, auto_approve: bool, question: &str) -> Result<bool> {
     if auto_approve {
         return Ok(true);
     }
@@ -223,7 +304,28 @@ fn approved(ctx: &Ctx<'_>, auto_approve: bool, question: &str) -> Result<bool> {
             "review a saved plan and apply it (`slipway plan --out p.json && slipway apply p.json`), or pass `--auto-approve`",
         ));
     }
-    Ok(ctx.printer.confirm(question))
+    let printer = ctx.printer.clone();
+    let question = question.to_string();
+    Ok(
+        tokio::task::spawn_blocking(move || printer.confirm(&question))
+            .await
+            .unwrap_or(false),
+    )
+}
+
+/// Runs `work` unless a signal comes first (`None`): nothing has changed
+/// yet, so the run just ends.
+async fn before_change<T>(interrupts: &Interrupts, work: impl Future<Output = T>) -> Option<T> {
+    tokio::select! {
+        done = work => Some(done),
+        _ = interrupts.at_least(1) => None,
+    }
+}
+
+fn interrupted_before_change(ctx: &Ctx<'_>) -> Exit {
+    ctx.printer
+        .warn("interrupted before any change was made; the state lock is released");
+    Exit::Interrupted
 }
 
 /// A saved plan is applied only against the exact state and stack it was made
@@ -281,6 +383,14 @@ fn check_saved_plan(
     Ok(())
 }
 
+/// How a run executes its plan.
+struct Options {
+    parallelism: usize,
+    /// `--allow-protected`: deletes may take data with them.
+    allow_protected: bool,
+    interrupts: Interrupts,
+}
+
 async fn execute(
     ctx: &Ctx<'_>,
     providers: &Providers,
@@ -288,7 +398,7 @@ async fn execute(
     backend: &LocalBackend,
     state: Option<State>,
     plan: &Plan,
-    parallelism: usize,
+    options: Options,
 ) -> Result<Exit> {
     let mut state = state.unwrap_or_else(|| State::new(stack.name()));
     // What refresh saw replaces what the state remembered; objects found
@@ -306,6 +416,12 @@ async fn execute(
                         .find(|c| &c.addr == addr)
                         .and_then(|c| c.serial_group.clone())
                 }),
+                // Protection follows the stack for what it declares.
+                protected: plan
+                    .changes
+                    .iter()
+                    .find(|c| &c.addr == addr && c.after.is_some())
+                    .map_or(prior.protected, |c| c.protected),
                 ..prior.clone()
             }),
             _ => None,
@@ -316,15 +432,19 @@ async fn execute(
         backend.write(&mut synced)?;
         state = synced;
     }
+    for (addr, r) in state.resources() {
+        providers.observed(addr, Some(&r.live()));
+    }
 
     let cancel = Cancel::new();
-    let signals = spawn_signal_handler(ctx, cancel.clone());
+    let signals = relay_interrupts(options.interrupts, cancel.clone());
     let progress = Progress::new(&ctx.printer);
     let executor = Executor {
         providers,
-        parallelism,
+        parallelism: options.parallelism,
         hooks: &progress,
         cancel,
+        allow_data_loss: options.allow_protected,
     };
     let report = {
         let mut sink = PersistingSink {
@@ -334,7 +454,9 @@ async fn execute(
         executor.apply(plan, &mut sink).await
     };
     signals.abort();
-    if report.state_error.is_none() {
+    // Nothing to do writes nothing: the serial stays, so a plan saved
+    // meanwhile stays valid.
+    if report.state_error.is_none() && plan.has_changes() {
         state.set_last_applied_plan(&plan.id);
         backend.write(&mut state)?;
     }
@@ -365,26 +487,18 @@ fn report_json(report: &ApplyReport, state: &State) -> serde_json::Value {
         "failed": report.failed.iter().map(|f| json!({"address": f.addr.to_string(), "operation": f.op.verb(), "error": f.error, "retryable": f.retryable})).collect::<Vec<_>>(),
         "skipped": report.skipped.iter().map(|(a, op, because)| json!({"address": a.to_string(), "operation": op.verb(), "because": because.to_string()})).collect::<Vec<_>>(),
         "not_started": report.not_started.iter().map(|(a, op)| json!({"address": a.to_string(), "operation": op.verb()})).collect::<Vec<_>>(),
+        "abandoned": report.abandoned.iter().map(|(a, op)| json!({"address": a.to_string(), "operation": op.verb()})).collect::<Vec<_>>(),
         "state": {"lineage": state.lineage(), "serial": state.serial()},
     })
 }
 
-/// SIGINT and SIGTERM stop new work; in-flight calls finish and state is saved.
-fn spawn_signal_handler(ctx: &Ctx<'_>, cancel: Cancel) -> tokio::task::JoinHandle<()> {
-    let printer = ctx.printer.clone();
+/// During apply the first signal stops new work (calls in flight finish and
+/// the state is saved); a second abandons the waits.
+fn relay_interrupts(interrupts: Interrupts, cancel: Cancel) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
-            return;
-        };
-        loop {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            printer.warn("interrupted: no new work will start; waiting for operations in flight to finish and saving the state");
-            cancel.cancel();
-        }
+        interrupts.at_least(1).await;
+        cancel.cancel();
+        interrupts.at_least(2).await;
+        cancel.abandon();
     })
 }

@@ -6,6 +6,7 @@ mod common;
 mod deploy;
 mod drift;
 mod graph;
+mod interrupt;
 mod plan;
 mod state;
 mod validate;

@@ -1,4 +1,4 @@
-//! `slipway state …`: list, show, lock status, unlock.
+//! `slipway state …`: list, show, rm, lock status, unlock.
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -8,6 +8,8 @@ use super::Exit;
 use super::common::{self, Ctx, hinted};
 use crate::addr::Address;
 use crate::render::redact;
+use crate::state::lock::Unlocked;
+use crate::state::{LockError, StateError};
 
 #[derive(Debug, Subcommand)]
 pub enum StateCommand {
@@ -18,12 +20,24 @@ pub enum StateCommand {
         /// e.g. `aws.subnet.private_a`
         address: Address,
     },
-    /// Show who holds the state lock, if anyone
+    /// Forget resources without deleting them: slipway stops managing them
+    /// (they stay in the cloud)
+    Rm {
+        /// e.g. `k8s.deployment.kube-system/aws-load-balancer-controller`
+        #[arg(required = true)]
+        addresses: Vec<Address>,
+    },
+    /// Show who holds the state lock, when it was last renewed, and whether it is stale
     Lock,
     /// Remove a lock left by a run that died (give the lock id it printed)
     Unlock {
         /// The lock id, from the error or `slipway state lock`
-        id: String,
+        #[arg(required_unless_present = "force")]
+        id: Option<String>,
+        /// Remove the lock even though its lease is live; without an id,
+        /// clear an empty or damaged lock file
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -56,6 +70,48 @@ pub fn run(ctx: &Ctx<'_>, cmd: &StateCommand) -> Result<Exit> {
                 p.out(&lines.join("\n"));
             }
         }
+        StateCommand::Rm { addresses } => {
+            let _lock = backend.lock(&format!(
+                "state rm {}",
+                addresses
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ))?;
+            let Some(mut state) = common::load_state(&backend, &stack)? else {
+                return Err(hinted(
+                    format!("there is no state `{}` yet", backend.path().display()),
+                    "nothing to forget",
+                ));
+            };
+            // All or nothing: check every address before forgetting any.
+            if let Some(missing) = addresses.iter().find(|a| state.get_opt(a).is_none()) {
+                return Err(hinted(
+                    format!(
+                        "the state `{}` has no resource `{missing}`; nothing was removed",
+                        backend.path().display()
+                    ),
+                    "`slipway state list` shows the addresses it has",
+                ));
+            }
+            let mut forgotten = Vec::new();
+            for a in addresses {
+                if let Some(r) = state.get_opt(a) {
+                    forgotten.push((a.clone(), r.id.clone()));
+                }
+                state.set(a, None);
+            }
+            backend.write(&mut state)?;
+            for (a, id) in &forgotten {
+                p.info(&format!(
+                    "Removed `{a}` from the state; `{id}` still exists and slipway no longer manages it."
+                ));
+            }
+            p.info(
+                "While the stack still declares it, the next apply takes it back (it carries this stack's tags or labels); to let it go for good, remove it from the stack too.",
+            );
+        }
         StateCommand::Show { address } => {
             let state = common::load_state(&backend, &stack)?;
             let Some(r) = state.as_ref().and_then(|s| s.get_opt(address)) else {
@@ -81,25 +137,55 @@ pub fn run(ctx: &Ctx<'_>, cmd: &StateCommand) -> Result<Exit> {
             });
             p.out(&serde_json::to_string_pretty(&doc)?);
         }
-        StateCommand::Lock => match backend.lock_status()? {
-            Some(holder) if p.json() => p.out(
-                &json!({"locked": true, "holder": holder, "stale": holder.is_stale()}).to_string(),
-            ),
-            Some(holder) => p.out(&format!(
-                "Locked by {holder}{}",
-                if holder.is_stale() {
-                    " — the process is gone; the lock is stale"
+        StateCommand::Lock => match backend.lock_status() {
+            Ok(Some(holder)) => {
+                let staleness = holder.staleness();
+                if p.json() {
+                    p.out(
+                        &json!({
+                            "locked": true,
+                            "holder": holder,
+                            "stale": staleness.is_stale(),
+                            "stale_reason": staleness.reason,
+                            "renewed_secs_ago": staleness.renewed_ago,
+                        })
+                        .to_string(),
+                    );
                 } else {
-                    ""
+                    let next = if staleness.is_stale() {
+                        "; the next `apply` or `destroy` takes it over"
+                    } else {
+                        ""
+                    };
+                    p.out(&format!("Locked by {holder}; {staleness}{next}."));
                 }
-            )),
-            None if p.json() => p.out(&json!({"locked": false}).to_string()),
-            None => p.out("Not locked."),
+            }
+            Ok(None) if p.json() => p.out(&json!({"locked": false}).to_string()),
+            Ok(None) => p.out("Not locked."),
+            Err(err) => {
+                // Locked as far as any run is concerned, by nobody we can name.
+                if let (true, StateError::Lock(LockError::Unreadable { reason, .. })) =
+                    (p.json(), &err)
+                {
+                    p.out(&json!({"locked": true, "unreadable": reason}).to_string());
+                }
+                return Err(err.into());
+            }
         },
-        StateCommand::Unlock { id } => {
-            let holder = backend.unlock(id)?;
-            p.info(&format!("Removed the lock held by {holder}."));
-        }
+        StateCommand::Unlock { id, force } => match backend.unlock(id.as_deref(), *force)? {
+            Unlocked::Holder(holder) => {
+                p.info(&format!("Removed the lock held by {holder}."));
+                if !holder.is_stale() {
+                    p.warn(
+                        "its lease was live: if that run is still going, it no longer keeps other runs out",
+                    );
+                }
+            }
+            Unlocked::Unreadable { reason } => p.info(&format!(
+                "Removed the unreadable lock file `{}` ({reason}).",
+                backend.lock_path().display()
+            )),
+        },
     }
     Ok(Exit::Ok)
 }

@@ -58,6 +58,18 @@ pub struct Change {
     /// Resources this one depends on (from the stack; from the state for deletes).
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub depends_on: BTreeSet<Address>,
+    /// What the existing object depended on when it was created (from the
+    /// state): its delete, and moving it off an object, are ordered by these.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub prior_depends_on: BTreeSet<Address>,
+    /// The container whose replacement replaces this object too (everything
+    /// inside an EKS cluster goes with it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced_with: Option<Address>,
+    /// Of a protected environment, or holding data: deleting or replacing
+    /// it needs `--allow-protected`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub protected: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -161,5 +173,13 @@ impl Plan {
 
     pub fn has_changes(&self) -> bool {
         self.changes.iter().any(|c| c.action != Action::NoOp)
+    }
+
+    /// Changes that would delete or replace something protected.
+    pub fn protected_losses(&self) -> Vec<&Change> {
+        self.changes
+            .iter()
+            .filter(|c| c.protected && matches!(c.action, Action::Delete | Action::Replace))
+            .collect()
     }
 }

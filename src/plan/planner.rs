@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::{Action, AttrDrift, Change, Drift, DriftKind, Mode};
 use crate::addr::Address;
-use crate::resource::{Desired, Expr, Live, Reference};
+use crate::resource::{Desired, Expr, Live, Reference, spec_opt};
 use crate::state::ResourceState;
 
 /// Everything the planner looks at.
@@ -59,6 +59,8 @@ fn plan_apply(input: &PlanInput<'_>, current: &dyn Fn(&Address) -> Option<Live>)
     let mut changes = Vec::new();
     // Values known at plan time, per address, for substituting references.
     let mut known: BTreeMap<Address, BTreeMap<String, Value>> = BTreeMap::new();
+    // Replaced objects, with the container whose replacement caused theirs.
+    let mut replaced: BTreeMap<Address, Option<Address>> = BTreeMap::new();
     for addr in desired.graph().topo_order() {
         let Some(resource) = desired.get_opt(&addr) else {
             continue;
@@ -115,6 +117,20 @@ fn plan_apply(input: &PlanInput<'_>, current: &dyn Fn(&Address) -> Option<Live>)
                 (action, changed, forcing)
             }
         };
+        // What lives inside a replaced object goes with it: the new
+        // container starts empty, whatever its contents' attributes say.
+        let replaced_with = resource.within_opt().and_then(|c| {
+            replaced
+                .get(c)
+                .map(|cause| cause.clone().unwrap_or(c.clone()))
+        });
+        let action = match (&replaced_with, action) {
+            (Some(_), Action::NoOp | Action::Update) => Action::Replace,
+            (_, a) => a,
+        };
+        if action == Action::Replace {
+            replaced.insert(addr.clone(), replaced_with.clone());
+        }
 
         let changed_by_update = spec.map(|s| s.changed_by_update).unwrap_or_default();
         for out in outputs {
@@ -145,6 +161,15 @@ fn plan_apply(input: &PlanInput<'_>, current: &dyn Fn(&Address) -> Option<Live>)
             changed,
             replace_because,
             depends_on: resource.dependencies(),
+            prior_depends_on: input
+                .prior
+                .get(&addr)
+                .map(|p| p.depends_on.clone())
+                .unwrap_or_default(),
+            replaced_with,
+            // The stack decides for what it declares; the state for what it
+            // no longer does.
+            protected: resource.is_protected(),
             env: resource.env_opt().map(str::to_string),
             serial_group: resource.serial_group_opt().map(str::to_string),
         });
@@ -217,6 +242,9 @@ fn delete(addr: &Address, prior: &ResourceState, live: Live) -> Change {
         changed: Vec::new(),
         replace_because: Vec::new(),
         depends_on: prior.depends_on.clone(),
+        prior_depends_on: prior.depends_on.clone(),
+        replaced_with: None,
+        protected: prior.protected,
         env: prior.env.clone(),
         serial_group: prior.serial_group.clone(),
     }
@@ -234,10 +262,14 @@ fn drift(input: &PlanInput<'_>) -> Vec<Drift> {
                 id: Some(prior.id.clone()),
             }),
             Some(Some(live)) => {
+                let clock_driven = spec_opt(&addr.kind_key())
+                    .map(|s| s.clock_driven)
+                    .unwrap_or_default();
                 let names: BTreeSet<&String> =
                     prior.attributes.keys().chain(live.attrs.keys()).collect();
                 let attrs: Vec<AttrDrift> = names
                     .into_iter()
+                    .filter(|k| !clock_driven.contains(&k.as_str()))
                     .filter(|k| prior.attributes.get(*k) != live.attrs.get(*k))
                     .map(|k| AttrDrift {
                         name: k.clone(),
@@ -299,6 +331,7 @@ mod tests {
             attributes: serde_json::from_value(attrs).unwrap(),
             depends_on: deps.iter().map(|d| a(d)).collect(),
             env: env.map(str::to_string),
+            protected: false,
         }
     }
 
@@ -460,9 +493,97 @@ mod tests {
         if let Some(Some(l)) = live.get_mut(&cert) {
             l.attrs.insert("renewal_due".into(), json!(true));
         }
-        let (c, _) = run(&d, &prior, &live, Mode::Apply).unwrap();
+        let (c, drift) = run(&d, &prior, &live, Mode::Apply).unwrap();
         assert_eq!(c[0].action, Action::Update);
         assert_eq!(c[1].action, Action::Update, "{c:?}");
+        // Being due is time passing, not a change made outside slipway.
+        assert!(drift.is_empty(), "{drift:?}");
+    }
+
+    #[test]
+    fn what_lives_inside_a_replaced_object_is_replaced_with_it() {
+        let cluster = a("aws.eks_cluster.main");
+        let profile = a("aws.eks_fargate_profile.blue");
+        let ns = a("k8s.namespace.blue");
+        let sa = a("k8s.service_account.blue/app");
+        let d = Desired::new(vec![
+            Resource::new(cluster.clone())
+                .attr("name", "c")
+                .attr("subnet_ids", Expr::Lit(json!(["subnet-2"]))),
+            Resource::new(profile.clone())
+                .within(&cluster)
+                .attr("cluster_name", Expr::reference(&cluster, "name")),
+            Resource::new(ns.clone())
+                .within(&cluster)
+                .attr("manifest", Expr::map([("kind", Expr::str("Namespace"))])),
+            Resource::new(sa.clone()).within(&ns).attr(
+                "manifest",
+                Expr::map([("kind", Expr::str("ServiceAccount"))]),
+            ),
+        ])
+        .unwrap();
+        let prior: BTreeMap<Address, ResourceState> = [
+            (
+                cluster.clone(),
+                state(
+                    "c",
+                    json!({"name": "c", "subnet_ids": ["subnet-1"], "id": "c"}),
+                    &[],
+                    None,
+                ),
+            ),
+            (
+                profile.clone(),
+                state(
+                    "c/blue",
+                    json!({"cluster_name": "c", "id": "c/blue"}),
+                    &["aws.eks_cluster.main"],
+                    None,
+                ),
+            ),
+            (
+                ns.clone(),
+                state(
+                    "blue",
+                    json!({"manifest": {"kind": "Namespace"}, "id": "blue", "uid": "u1"}),
+                    &["aws.eks_cluster.main"],
+                    None,
+                ),
+            ),
+            (
+                sa.clone(),
+                state(
+                    "blue/app",
+                    json!({"manifest": {"kind": "ServiceAccount"}, "id": "blue/app", "uid": "u2"}),
+                    &["k8s.namespace.blue"],
+                    None,
+                ),
+            ),
+        ]
+        .into();
+        let (c, _) = run(&d, &prior, &live_of(&prior), Mode::Apply).unwrap();
+        let by: BTreeMap<String, &Change> = c.iter().map(|c| (c.addr.to_string(), c)).collect();
+        assert_eq!(by["aws.eks_cluster.main"].action, Action::Replace);
+        assert_eq!(by["aws.eks_cluster.main"].replaced_with, None);
+        for inside in [&profile, &ns, &sa] {
+            let ch = by[&inside.to_string()];
+            assert_eq!(ch.action, Action::Replace, "{inside}");
+            // Named by the root cause, even two levels down.
+            assert_eq!(ch.replaced_with.as_ref(), Some(&cluster), "{inside}");
+            assert!(ch.replace_because.is_empty());
+        }
+        assert_eq!(
+            by["k8s.service_account.blue/app"].prior_depends_on,
+            [ns.clone()].into()
+        );
+        // Unchanged container: nothing inside moves.
+        let mut same = prior.clone();
+        if let Some(r) = same.get_mut(&cluster) {
+            r.attributes
+                .insert("subnet_ids".into(), json!(["subnet-2"]));
+        }
+        let (c, _) = run(&d, &same, &live_of(&same), Mode::Apply).unwrap();
+        assert!(c.iter().all(|c| c.action == Action::NoOp), "{c:?}");
     }
 
     #[test]

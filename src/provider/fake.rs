@@ -47,6 +47,9 @@ pub struct Faults {
     /// Time every mutating call takes, after the object exists in the cloud.
     #[serde(default)]
     pub delay_ms: u64,
+    /// Time every read takes.
+    #[serde(default)]
+    pub read_delay_ms: u64,
 }
 
 /// The whole fake cloud.
@@ -79,6 +82,16 @@ pub enum FakeError {
         #[source]
         source: serde_json::Error,
     },
+}
+
+/// Whether `v` holds the string `id`, anywhere inside.
+fn mentions(v: &Value, id: &str) -> bool {
+    match v {
+        Value::String(s) => s == id,
+        Value::Array(items) => items.iter().any(|i| mentions(i, id)),
+        Value::Object(map) => map.values().any(|i| mentions(i, id)),
+        _ => false,
+    }
 }
 
 /// The fake provider. Cheap to clone; clones share one world.
@@ -229,6 +242,10 @@ fn live(id: &str, o: &FakeObject) -> Live {
 #[async_trait]
 impl Provider for FakeProvider {
     async fn read(&self, addr: &Address, prior: &Live) -> Result<Option<Live>, ProviderError> {
+        let ms = self.lock().faults.read_delay_ms;
+        if ms > 0 {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
         let mut w = self.lock();
         self.record(&mut w, "read", addr, false);
         self.fault(&w, "read", addr)?;
@@ -329,6 +346,21 @@ impl Provider for FakeProvider {
             let mut w = self.lock();
             self.record(&mut w, "delete", addr, true);
             self.fault(&w, "delete", addr)?;
+            // Like AWS (`DependencyViolation`): an object another one still
+            // refers to by id cannot go.
+            if let Some(user) = w.objects.iter().find(|(id, o)| {
+                **id != prior.id && o.attrs.values().any(|v| mentions(v, &prior.id))
+            }) {
+                return Err(ProviderError::new(
+                    addr,
+                    "DependencyViolation",
+                    format!(
+                        "`{}` is still in use by `{}` ({})",
+                        prior.id, user.1.addr, user.0
+                    ),
+                    false,
+                ));
+            }
             w.objects.remove(&prior.id);
             self.persist(&w, addr)?;
         }

@@ -41,16 +41,34 @@ impl ProviderError {
 #[derive(Clone, Copy)]
 pub struct OpContext<'a> {
     status: &'a (dyn Fn(&str) + Send + Sync),
+    allow_data_loss: bool,
 }
 
 impl<'a> OpContext<'a> {
     pub fn new(status: &'a (dyn Fn(&str) + Send + Sync)) -> Self {
-        OpContext { status }
+        OpContext {
+            status,
+            allow_data_loss: false,
+        }
     }
 
     /// A context that reports nowhere.
     pub fn silent() -> OpContext<'static> {
-        OpContext { status: &|_| {} }
+        OpContext {
+            status: &|_| {},
+            allow_data_loss: false,
+        }
+    }
+
+    /// The run was given `--allow-protected`: a delete may take data with
+    /// it (an image repository's images).
+    pub fn allowing_data_loss(mut self, allow: bool) -> Self {
+        self.allow_data_loss = allow;
+        self
+    }
+
+    pub fn allows_data_loss(&self) -> bool {
+        self.allow_data_loss
     }
 
     /// Reports progress, e.g. "waiting for ACTIVE (CREATING)".
@@ -109,6 +127,12 @@ pub trait Provider: Send + Sync {
         prior: &Live,
         ctx: &OpContext<'_>,
     ) -> Result<(), ProviderError>;
+
+    /// Hears what `addr` (of any provider) is now — `None`: deleted — from
+    /// the state as loaded and after each change, so a provider whose
+    /// connection lives in another resource (Kubernetes, in the EKS
+    /// cluster) follows it when it is replaced.
+    fn observed(&self, _addr: &Address, _live: Option<&Live>) {}
 }
 
 /// The providers of one run. Each address goes to the provider registered
@@ -168,6 +192,13 @@ impl Providers {
                     false,
                 )
             })
+    }
+
+    /// Tells every provider what `addr` is now (see [`Provider::observed`]).
+    pub fn observed(&self, addr: &Address, live: Option<&Live>) {
+        for p in &self.providers {
+            p.observed(addr, live);
+        }
     }
 
     /// Each distinct provider once, with a predicate telling which addresses it serves.

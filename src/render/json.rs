@@ -48,6 +48,8 @@ pub fn plan(plan: &Plan) -> Value {
                 "after_unknown": unknown,
                 "changed": c.changed,
                 "replace_because": c.replace_because,
+                "replaced_with": c.replaced_with.as_ref().map(ToString::to_string),
+                "protected": c.protected,
                 "depends_on": c.depends_on.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "environment": c.env,
             })

@@ -66,6 +66,24 @@ fn change(s: &mut String, c: &Change, color: bool) {
         paint(color, Paint::Bold, &c.addr.to_string())
     );
     let _ = writeln!(s, "{} {}", paint(color, p, sym), c.addr);
+    if c.protected && matches!(c.action, Action::Delete | Action::Replace) {
+        let _ = writeln!(
+            s,
+            "      {}",
+            paint(
+                color,
+                Paint::Red,
+                "# protected: applying this needs --allow-protected"
+            )
+        );
+    }
+    if let Some(container) = &c.replaced_with {
+        let _ = writeln!(
+            s,
+            "      {}",
+            paint(color, Paint::Red, &format!("# replaced with {container}"))
+        );
+    }
     let before = c.before.as_ref().map(|l| &l.attrs);
     match c.action {
         Action::Create => {
@@ -381,6 +399,14 @@ pub fn report(report: &ApplyReport, destroy: bool, color: bool) -> String {
             .collect();
         let _ = writeln!(s, "  not started: {}", names.join(", "));
     }
+    for (a, op) in &report.abandoned {
+        let _ = writeln!(
+            s,
+            "  {} {} {a}: abandoned while in flight; the next plan reads what it became",
+            paint(color, Paint::Yellow, "?"),
+            op.verb()
+        );
+    }
     s
 }
 
@@ -423,6 +449,9 @@ mod tests {
             changed: vec![],
             replace_because: vec![],
             depends_on: Default::default(),
+            prior_depends_on: Default::default(),
+            replaced_with: None,
+            protected: false,
             env: None,
             serial_group: None,
         }

@@ -15,6 +15,9 @@ pub struct KindSpec {
     /// Outputs an in-place update may change (all others keep their values
     /// through an update): known only after apply when the resource updates.
     pub changed_by_update: &'static [&'static str],
+    /// Attributes a read derives from the clock (a certificate due for
+    /// renewal): a difference plans an update but is not drift.
+    pub clock_driven: &'static [&'static str],
 }
 
 /// A certificate's outputs. The `_base64` forms are what Kubernetes
@@ -47,6 +50,7 @@ const fn kind(
         outputs,
         sensitive: &[],
         changed_by_update: &[],
+        clock_driven: &[],
     }
 }
 
@@ -126,6 +130,7 @@ pub static KINDS: &[KindSpec] = &[
         sensitive: &[],
         // A new instance type means a stop and start: a new public address.
         changed_by_update: &["public_ip", "public_dns"],
+        clock_driven: &[],
     },
     kind(
         "aws.ecr_repository",
@@ -177,6 +182,7 @@ pub static KINDS: &[KindSpec] = &[
         outputs: K8S_OUT,
         sensitive: &["manifest"],
         changed_by_update: &[],
+        clock_driven: &[],
     },
     kind("k8s.service", &[], K8S_OUT),
     kind("k8s.deployment", &["manifest/spec/selector"], K8S_OUT),
@@ -192,6 +198,7 @@ pub static KINDS: &[KindSpec] = &[
         // A renewal (`renewal_due` back to false) is an update that makes
         // every output anew.
         changed_by_update: TLS_OUT,
+        clock_driven: &["renewal_due"],
     },
 ];
 

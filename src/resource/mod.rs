@@ -35,6 +35,14 @@ pub struct Resource {
     env: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     serial_group: Option<String>,
+    /// The object this one exists inside (a Fargate profile in its cluster,
+    /// a rule in its security group): replacing that replaces this too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    within: Option<Address>,
+    /// Deleting or replacing it needs `--allow-protected`: it belongs to a
+    /// protected environment or holds data.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    protected: bool,
 }
 
 impl Resource {
@@ -45,6 +53,8 @@ impl Resource {
             depends_on: BTreeSet::new(),
             env: None,
             serial_group: None,
+            within: None,
+            protected: false,
         }
     }
 
@@ -71,6 +81,29 @@ impl Resource {
     pub fn serial_group(mut self, group: &str) -> Self {
         self.serial_group = Some(group.to_string());
         self
+    }
+
+    /// Declares that this object lives inside `container` and is gone when
+    /// it is: a replacement of the container is a replacement of this.
+    /// Implies a dependency.
+    pub fn within(mut self, container: &Address) -> Self {
+        self.depends_on.insert(container.clone());
+        self.within = Some(container.clone());
+        self
+    }
+
+    /// Marks it as needing `--allow-protected` to delete or replace.
+    pub fn protect(mut self) -> Self {
+        self.protected = true;
+        self
+    }
+
+    pub fn is_protected(&self) -> bool {
+        self.protected
+    }
+
+    pub fn within_opt(&self) -> Option<&Address> {
+        self.within.as_ref()
     }
 
     pub fn addr(&self) -> &Address {

@@ -108,15 +108,18 @@ impl LocalBackend {
         Ok(lock::acquire(
             &self.lock_path(),
             LockInfo::for_this_process(command),
+            lock::DEFAULT_TTL,
         )?)
     }
 
+    /// Who holds the lock, if anyone; an empty or damaged lock file is an error.
     pub fn lock_status(&self) -> Result<Option<LockInfo>, StateError> {
         Ok(lock::read_opt(&self.lock_path())?)
     }
 
-    pub fn unlock(&self, id: &str) -> Result<LockInfo, StateError> {
-        Ok(lock::force_unlock(&self.lock_path(), id)?)
+    /// Removes the lock: see [`lock::unlock`].
+    pub fn unlock(&self, id: Option<&str>, force: bool) -> Result<lock::Unlocked, StateError> {
+        Ok(lock::unlock(&self.lock_path(), id, force)?)
     }
 }
 
@@ -190,6 +193,7 @@ mod tests {
                 depends_on: Default::default(),
                 env: None,
                 serial_group: None,
+                protected: false,
             }),
         );
         backend.write(&mut s).unwrap();

@@ -49,6 +49,10 @@ pub struct ResourceState {
     /// change per cluster); kept so deletes follow the rule too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial_group: Option<String>,
+    /// Deleting or replacing it needs `--allow-protected`; kept so that
+    /// removing a protected environment from the stack is refused too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub protected: bool,
 }
 
 impl ResourceState {
@@ -224,6 +228,7 @@ mod tests {
                 depends_on: BTreeSet::new(),
                 env: None,
                 serial_group: None,
+                protected: false,
             }),
         );
         let path = std::path::Path::new("state/x.json");

@@ -123,6 +123,21 @@ impl LocalAws {
         aws_sdk_eks::Client::from_conf(config)
     }
 
+    /// An ELBv2 client, to make what the load balancer controller would.
+    pub async fn elbv2(&self) -> aws_sdk_elasticloadbalancingv2::Client {
+        let creds =
+            aws_credential_types::Credentials::new("testing", "testing", None, None, "tests");
+        let config = aws_sdk_elasticloadbalancingv2::Config::builder()
+            .behavior_version(aws_sdk_elasticloadbalancingv2::config::BehaviorVersion::latest())
+            .region(aws_sdk_elasticloadbalancingv2::config::Region::new(
+                "ap-south-1",
+            ))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(creds)
+            .build();
+        aws_sdk_elasticloadbalancingv2::Client::from_conf(config)
+    }
+
     /// An EC2 client for checking what exists, independently of slipway.
     pub async fn ec2(&self) -> aws_sdk_ec2::Client {
         let creds =

@@ -152,6 +152,7 @@ async fn apply(
         parallelism,
         hooks,
         cancel,
+        allow_data_loss: false,
     };
     ex.apply(plan, state).await
 }

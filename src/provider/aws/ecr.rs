@@ -350,19 +350,34 @@ pub async fn delete(
     aws: &Aws,
     addr: &Address,
     prior: &Live,
-    _ctx: &OpContext<'_>,
+    ctx: &OpContext<'_>,
 ) -> Result<(), ProviderError> {
     if addr.kind() == "ecr_repository" {
-        absent_ok(
-            addr,
-            "DeleteRepository",
-            aws.ecr
-                .delete_repository()
-                .repository_name(&prior.id)
-                .force(true)
-                .send()
-                .await,
-        )?;
+        // Images go with their repository only when the run says so
+        // (`--allow-protected`); otherwise ECR refuses a repository that
+        // still has images, and slipway says what to do.
+        let deleted = aws
+            .ecr
+            .delete_repository()
+            .repository_name(&prior.id)
+            .force(ctx.allows_data_loss())
+            .send()
+            .await;
+        if let Err(e) = &deleted
+            && e.as_service_error()
+                .is_some_and(|s| s.is_repository_not_empty_exception())
+        {
+            return Err(ProviderError::new(
+                addr,
+                "RepositoryNotEmptyException",
+                format!(
+                    "ECR repository `{}` still holds images, and slipway does not delete images unasked; copy what you need, then run again with `--allow-protected` to delete the repository with its images",
+                    prior.id
+                ),
+                false,
+            ));
+        }
+        absent_ok(addr, "DeleteRepository", deleted)?;
     } else {
         absent_ok(
             addr,

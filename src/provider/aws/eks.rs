@@ -1162,23 +1162,32 @@ pub async fn create_oidc(
         })
         .collect::<Result<_, _>>()?;
     // The thumbprint of the issuer's top intermediate CA, as `eksctl` and
-    // the IAM user guide obtain it, so the trust is what was seen here.
+    // the IAM user guide obtain it, so the trust is what was seen here. An
+    // issuer out of reach from here (no egress, a proxy that refuses) is
+    // registered without one: IAM then retrieves it itself, from AWS.
     ctx.status("getting the issuer's certificate thumbprint");
-    let thumbprint = super::thumbprint::of_issuer(url).await.map_err(|e| {
-        ProviderError::new(
-            addr,
-            "IssuerUnreachable",
-            format!(
-                "cannot obtain the certificate thumbprint of the OIDC issuer `{url}`: {e}; slipway needs HTTPS access to the issuer to register it with IAM"
-            ),
-            e.retryable,
-        )
-    })?;
+    let thumbprint = match super::thumbprint::of_issuer(url).await {
+        Ok(thumbprint) => Some(vec![thumbprint]),
+        Err(e) if e.unreachable => {
+            ctx.status(&format!(
+                "warning: cannot reach the OIDC issuer `{url}` from here: {e}; registering it without a thumbprint, which IAM retrieves itself"
+            ));
+            None
+        }
+        Err(e) => {
+            return Err(ProviderError::new(
+                addr,
+                "IssuerThumbprint",
+                format!("cannot obtain the certificate thumbprint of the OIDC issuer `{url}`: {e}"),
+                e.retryable,
+            ));
+        }
+    };
     let created = aws
         .iam
         .create_open_id_connect_provider()
         .url(url)
-        .thumbprint_list(thumbprint)
+        .set_thumbprint_list(thumbprint)
         .set_client_id_list(Some(strings(desired, "client_id_list")))
         .set_tags(Some(tags))
         .send()
@@ -1301,6 +1310,10 @@ pub async fn delete(
     match addr.kind() {
         "eks_cluster" => {
             let name = prior.id.as_str();
+            // The controller's load balancers outlive the cluster and keep
+            // its subnets in use: remove them first (its Deployment went
+            // before the cluster, so nothing makes them again).
+            super::elbv2::sweep(aws, addr, name, ctx).await?;
             // Fargate profiles still being deleted keep the cluster in use.
             let r = while_busy(aws, addr, ctx, || async {
                 absent_ok(

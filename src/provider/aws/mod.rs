@@ -10,6 +10,7 @@
 
 mod ecr;
 mod eks;
+pub mod elbv2;
 mod error;
 mod iam;
 mod images;
@@ -96,6 +97,7 @@ pub struct Aws {
     iam: aws_sdk_iam::Client,
     ecr: aws_sdk_ecr::Client,
     eks: aws_sdk_eks::Client,
+    elbv2: aws_sdk_elasticloadbalancingv2::Client,
     ssm: aws_sdk_ssm::Client,
     timeouts: Timeouts,
     /// How often to poll while waiting.
@@ -169,6 +171,7 @@ impl AwsProvider {
                 iam: aws_sdk_iam::Client::new(&config),
                 ecr: aws_sdk_ecr::Client::new(&config),
                 eks: aws_sdk_eks::Client::new(&config),
+                elbv2: aws_sdk_elasticloadbalancingv2::Client::new(&config),
                 ssm: aws_sdk_ssm::Client::new(&config),
                 timeouts: Timeouts::default(),
                 poll,

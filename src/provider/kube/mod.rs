@@ -15,6 +15,7 @@ pub mod token;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,7 +23,6 @@ use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::{ApiCapabilities, ApiResource, Scope};
 use serde_json::{Value, json};
-use tokio::sync::OnceCell;
 
 use super::{OpContext, Provider, ProviderError};
 use crate::addr::Address;
@@ -99,7 +99,16 @@ pub enum Connection {
 /// The Kubernetes provider.
 pub struct KubeProvider {
     connection: Connection,
-    client: OnceCell<(kube::Client, String)>,
+    /// The client of the current connection, with the generation it was
+    /// made in.
+    client: tokio::sync::Mutex<Option<(u64, (kube::Client, String))>>,
+    /// Bumped when the cluster changes: the next call connects anew.
+    generation: AtomicU64,
+    /// The EKS cluster connected through, when the state names another than
+    /// the stack (a renamed cluster, until its replacement exists).
+    cluster: Mutex<Option<String>>,
+    /// The cluster as last observed (name and endpoint).
+    observed_cluster: Mutex<Option<(String, Option<Value>)>>,
     kinds: Mutex<HashMap<(String, String), (ApiResource, ApiCapabilities)>>,
     /// The cluster refused the credentials (remembered for the run).
     refused: Mutex<Option<ProviderError>>,
@@ -237,7 +246,10 @@ impl KubeProvider {
     pub fn new(connection: Connection) -> Self {
         KubeProvider {
             connection,
-            client: OnceCell::new(),
+            client: tokio::sync::Mutex::new(None),
+            generation: AtomicU64::new(0),
+            cluster: Mutex::new(None),
+            observed_cluster: Mutex::new(None),
             kinds: Mutex::new(HashMap::new()),
             refused: Mutex::new(None),
             _token_dir: Mutex::new(None),
@@ -254,28 +266,55 @@ impl KubeProvider {
 
     /// The client, connecting on first use; the string names the endpoint
     /// and credential for error messages.
-    async fn client(&self, addr: &Address) -> Result<&(kube::Client, String), ProviderError> {
+    async fn client(&self, addr: &Address) -> Result<(kube::Client, String), ProviderError> {
         // Refused credentials stay refused for this run: say so once per
         // object without asking again.
         if let Some(e) = self.refused.lock().ok().and_then(|r| r.clone()) {
             return Err(ProviderError::new(addr, &e.code, e.message, false));
         }
-        self.client
-            .get_or_try_init(|| async {
-                // Another object may have been refused while this one waited.
-                if let Some(e) = self.refused.lock().ok().and_then(|r| r.clone()) {
-                    return Err(ProviderError::new(addr, &e.code, e.message, false));
-                }
-                let connected = self.connect(addr).await;
-                if let Err(e) = &connected
-                    && e.code == "KubernetesUnauthorized"
-                    && let Ok(mut r) = self.refused.lock()
-                {
-                    *r = Some(e.clone());
-                }
-                connected
-            })
-            .await
+        // One connection attempt at a time; the others wait and share it.
+        let mut slot = self.client.lock().await;
+        let generation = self.generation.load(Ordering::SeqCst);
+        if let Some((g, client)) = slot.as_ref()
+            && *g == generation
+        {
+            return Ok(client.clone());
+        }
+        // Another object may have been refused while this one waited.
+        if let Some(e) = self.refused.lock().ok().and_then(|r| r.clone()) {
+            return Err(ProviderError::new(addr, &e.code, e.message, false));
+        }
+        let connected = self.connect(addr).await;
+        if let Err(e) = &connected
+            && e.code == "KubernetesUnauthorized"
+            && let Ok(mut r) = self.refused.lock()
+        {
+            *r = Some(e.clone());
+        }
+        let client = connected?;
+        *slot = Some((generation, client.clone()));
+        Ok(client)
+    }
+
+    /// The client if connected now, without connecting.
+    async fn client_if_connected(&self) -> Option<kube::Client> {
+        let slot = self.client.lock().await;
+        let generation = self.generation.load(Ordering::SeqCst);
+        slot.as_ref()
+            .filter(|(g, _)| *g == generation)
+            .map(|(_, (c, _))| c.clone())
+    }
+
+    /// Forgets the connection and what the cluster served: the next call
+    /// connects to the cluster as it is now.
+    fn reconnect(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut kinds) = self.kinds.lock() {
+            kinds.clear();
+        }
+        if let Ok(mut refused) = self.refused.lock() {
+            *refused = None;
+        }
     }
 
     async fn connect(&self, addr: &Address) -> Result<(kube::Client, String), ProviderError> {
@@ -309,7 +348,15 @@ impl KubeProvider {
                 cluster,
                 region,
                 config,
-            } => self.eks_config(addr, cluster, region, config).await?,
+            } => {
+                let cluster = self
+                    .cluster
+                    .lock()
+                    .ok()
+                    .and_then(|c| c.clone())
+                    .unwrap_or_else(|| cluster.clone());
+                self.eks_config(addr, &cluster, region, config).await?
+            }
         };
         let (config, about) = config;
         let client = kube::Client::try_from(config).map_err(|e| {
@@ -582,7 +629,7 @@ impl KubeProvider {
         manifest: &Value,
     ) -> Result<(Api<DynamicObject>, String), ProviderError> {
         let (client, _) = self.client(addr).await?;
-        let (ar, caps) = self.resource(addr, client, manifest).await?;
+        let (ar, caps) = self.resource(addr, &client, manifest).await?;
         let name = manifest
             .pointer("/metadata/name")
             .and_then(Value::as_str)
@@ -961,9 +1008,10 @@ impl Provider for KubeProvider {
         stack: &str,
         known: &BTreeSet<String>,
     ) -> Result<BTreeMap<Address, Live>, ProviderError> {
-        let Some((client, _)) = self.client.get() else {
+        let Some(client) = self.client_if_connected().await else {
             return Ok(BTreeMap::new());
         };
+        let client = &client;
         let probe = Address::domain_wide(crate::addr::Domain::K8s);
         let selector = format!("{STACK_LABEL}={stack}");
         let mut out = BTreeMap::new();
@@ -1024,6 +1072,35 @@ impl Provider for KubeProvider {
         ctx: &OpContext<'_>,
     ) -> Result<Live, ProviderError> {
         self.apply(addr, manifest_of(addr, desired)?, ctx).await
+    }
+
+    /// Follows the EKS cluster: connects through the one the state names
+    /// (a renamed cluster's objects are still in the old one), and anew
+    /// whenever it is replaced or deleted.
+    fn observed(&self, addr: &Address, live: Option<&Live>) {
+        if addr.kind_key() != "aws.eks_cluster" {
+            return;
+        }
+        let now = live.map(|l| {
+            let name = l
+                .attrs
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or(&l.id)
+                .to_string();
+            (name, l.attrs.get("endpoint").cloned())
+        });
+        let Ok(mut last) = self.observed_cluster.lock() else {
+            return;
+        };
+        if *last == now && now.is_some() {
+            return;
+        }
+        if let (Some((name, _)), Ok(mut cluster)) = (&now, self.cluster.lock()) {
+            *cluster = Some(name.clone());
+        }
+        *last = now;
+        self.reconnect();
     }
 
     async fn delete(

@@ -132,6 +132,7 @@ fn network(b: &mut Builder<'_>) -> Result<Net, AddressError> {
     let public_route = aws("route", "public_internet")?;
     b.push(
         Resource::new(public_route.clone())
+            .within(&public_rt)
             .attr("route_table_id", id(&public_rt))
             .attr("destination_cidr_block", "0.0.0.0/0")
             .attr("gateway_id", id(&igw)),
@@ -141,6 +142,7 @@ fn network(b: &mut Builder<'_>) -> Result<Net, AddressError> {
         let assoc = aws("route_table_association", &format!("public_{letter}"))?;
         b.push(
             Resource::new(assoc.clone())
+                .within(&public_rt)
                 .attr("subnet_id", id(subnet))
                 .attr("route_table_id", id(&public_rt)),
         );
@@ -158,6 +160,7 @@ fn network(b: &mut Builder<'_>) -> Result<Net, AddressError> {
         let nat = nats.get(i).or(nats.first()).cloned();
         let route = aws("route", &format!("private_{letter}_nat"))?;
         let mut r = Resource::new(route.clone())
+            .within(&rt)
             .attr("route_table_id", id(&rt))
             .attr("destination_cidr_block", "0.0.0.0/0");
         if let Some(nat) = &nat {
@@ -167,6 +170,7 @@ fn network(b: &mut Builder<'_>) -> Result<Net, AddressError> {
         let assoc = aws("route_table_association", &format!("private_{letter}"))?;
         b.push(
             Resource::new(assoc.clone())
+                .within(&rt)
                 .attr("subnet_id", id(subnet))
                 .attr("route_table_id", id(&rt)),
         );
@@ -218,6 +222,7 @@ fn security_groups(b: &mut Builder<'_>, net: &Net) -> Result<Sgs, AddressError> 
      -> Result<Resource, AddressError> {
         let addr = aws("security_group_rule", name)?;
         Ok(Resource::new(addr.clone())
+            .within(sg)
             .attr("tags", tag(&addr))
             .attr("security_group_id", id(sg))
             .attr("type", "ingress")
@@ -261,7 +266,9 @@ fn ecr(b: &mut Builder<'_>) -> Result<Address, AddressError> {
     let r = &b.s.registry;
     let repo = aws("ecr_repository", "app")?;
     b.push(
+        // It holds the images: never deleted or replaced unasked.
         Resource::new(repo.clone())
+            .protect()
             .attr("name", r.repository.as_str())
             .attr("image_tag_mutability", r.tag_mutability.as_str())
             .attr("scan_on_push", r.scan_on_push)
@@ -271,6 +278,7 @@ fn ecr(b: &mut Builder<'_>) -> Result<Address, AddressError> {
     let keep = r.keep_images;
     b.push(
         Resource::new(aws("ecr_lifecycle_policy", "app")?)
+            .within(&repo)
             .attr("repository", Expr::reference(&repo, "name"))
             .attr(
                 "policy",
@@ -311,6 +319,7 @@ fn service_role(
         let att = aws("iam_role_policy_attachment", name)?;
         b.push(
             Resource::new(att.clone())
+                .within(&role)
                 .attr("role", Expr::reference(&role, "name"))
                 .attr("policy_arn", b.managed_policy(policy_name)),
         );
@@ -329,7 +338,9 @@ fn eks_cluster(b: &mut Builder<'_>, net: &Net) -> Result<Address, AddressError> 
     let c = &b.s.cluster;
     let cluster = aws("eks_cluster", "main")?;
     let subnets = list(net.private.iter().chain(&net.public).map(id));
+    // Everything in it goes with it: never deleted or replaced unasked.
     let mut r = Resource::new(cluster.clone())
+        .protect()
         .attr("name", c.name.as_str())
         .attr("version", c.version.as_str())
         .attr("role_arn", arn(&role))
@@ -365,6 +376,7 @@ fn jenkins_iam(
     let (role, _) = service_role(b, "jenkins", "ec2.amazonaws.com", &[])?;
     b.push(
         Resource::new(aws("iam_role_policy", "jenkins_deploy")?)
+            .within(&role)
             .attr("role", Expr::reference(&role, "name"))
             .attr("name", "slipway-deploy")
             .attr(
@@ -546,6 +558,7 @@ fn eks_extras(
     let private_ids = list(net.private.iter().map(id));
     let profile = |b: &Builder<'_>, addr: &Address, name: &str, namespace: &str| {
         let mut r = Resource::new(addr.clone())
+            .within(cluster)
             .attr("cluster_name", Expr::reference(cluster, "name"))
             .attr("name", name)
             .attr("pod_execution_role_arn", arn(&pod_role))
@@ -574,6 +587,7 @@ fn eks_extras(
     let oidc = aws("iam_openid_connect_provider", "eks")?;
     b.push(
         Resource::new(oidc.clone())
+            .within(cluster)
             .attr("url", Expr::reference(cluster, "oidc_issuer"))
             .attr("client_id_list", lit(json!(["sts.amazonaws.com"])))
             .attr("tags", b.tags(&oidc, &b.named("eks-oidc"), &[])),
@@ -584,6 +598,7 @@ fn eks_extras(
     let entry = aws("eks_access_entry", "jenkins")?;
     b.push(
         Resource::new(entry.clone())
+            .within(cluster)
             .attr("cluster_name", Expr::reference(cluster, "name"))
             .attr("principal_arn", arn(jenkins_role))
             .attr("kubernetes_groups", lit(json!([DEPLOYERS_GROUP])))
@@ -601,6 +616,7 @@ fn eks_extras(
         let entry = aws("eks_access_entry", &admin_name(principal))?;
         b.push(
             Resource::new(entry.clone())
+                .within(cluster)
                 .attr("cluster_name", Expr::reference(cluster, "name"))
                 .attr("principal_arn", principal.as_str())
                 .attr("kubernetes_groups", lit(json!([])))
@@ -680,6 +696,7 @@ fn eks_extras(
     let attachment = aws("iam_role_policy_attachment", "lb_controller")?;
     b.push(
         Resource::new(attachment.clone())
+            .within(&role)
             .attr("role", Expr::reference(&role, "name"))
             .attr("policy_arn", arn(&policy_addr)),
     );

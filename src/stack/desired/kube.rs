@@ -95,7 +95,7 @@ impl Kube<'_, '_> {
     fn resource(&self, addr: &Address, manifest: Expr, after: &[&Address]) -> Resource {
         let mut r = Resource::new(addr.clone())
             .attr("manifest", manifest)
-            .after(&self.shared.cluster)
+            .within(&self.shared.cluster)
             .after(&self.shared.kube_system_profile);
         for a in after {
             r = r.after(a);

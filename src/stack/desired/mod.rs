@@ -51,8 +51,15 @@ pub(super) struct Builder<'a> {
 }
 
 impl Builder<'_> {
+    /// Adds a resource; one of a protected environment is protected.
     pub fn push(&mut self, r: Resource) {
-        self.out.push(r);
+        let protected = r.env_opt().is_some_and(|env| {
+            self.s
+                .environments
+                .iter()
+                .any(|e| e.name == env && e.protected)
+        });
+        self.out.push(if protected { r.protect() } else { r });
     }
 
     /// `<stack>-<suffix>`: the AWS name of a stack-wide resource.
