@@ -19,5 +19,8 @@ fn main() -> ExitCode {
         }
     };
     let exit = runtime.block_on(slipway::cli::run(cli));
+    // A prompt abandoned by Ctrl-C still blocks a thread on stdin: do not
+    // wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     ExitCode::from(exit as u8)
 }

@@ -13,7 +13,7 @@ const CLUSTER_TAG: &str = "elbv2.k8s.aws/cluster";
 
 /// A load balancer and target group tagged as the controller tags them, as
 /// if an Ingress had made them and the controller had not cleaned up.
-fn controller_leftovers(aws: &LocalAws, subnets: Vec<String>) -> (String, String) {
+fn controller_leftovers(aws: &LocalAws, subnets: Vec<String>) -> (String, String, String) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         use aws_sdk_elasticloadbalancingv2::types::Tag;
@@ -38,7 +38,7 @@ fn controller_leftovers(aws: &LocalAws, subnets: Vec<String>) -> (String, String
             .name("k8s-smallcas-app-abcdef0123")
             .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
             .port(80)
-            .vpc_id(vpc)
+            .vpc_id(&vpc)
             .target_type(aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Ip)
             .tags(tag(CLUSTER_TAG, "smallcase"))
             .send()
@@ -48,7 +48,27 @@ fn controller_leftovers(aws: &LocalAws, subnets: Vec<String>) -> (String, String
             .target_group_arn()
             .unwrap()
             .to_string();
-        (lb_arn, tg_arn)
+        let ec2 = aws.ec2().await;
+        let sg = ec2
+            .create_security_group()
+            .group_name("k8s-traffic-smallcase-0123456789")
+            .description("[k8s] Shared Backend SecurityGroup for LoadBalancer")
+            .vpc_id(vpc)
+            .tag_specifications(
+                aws_sdk_ec2::types::TagSpecification::builder()
+                    .resource_type(aws_sdk_ec2::types::ResourceType::SecurityGroup)
+                    .tags(
+                        aws_sdk_ec2::types::Tag::builder()
+                            .key(CLUSTER_TAG)
+                            .value("smallcase")
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        (lb_arn, tg_arn, sg.group_id().unwrap().to_string())
     })
 }
 
@@ -154,5 +174,101 @@ fn replacing_the_cluster_while_dropping_an_az_carries_its_contents_in_one_apply(
         "{remaining:?}"
     );
     assert!(aws.calls_of("DeleteLoadBalancer") >= 1);
+    let sg_left = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        aws.ec2()
+            .await
+            .describe_security_groups()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("group-id")
+                    .values(&leftovers.2)
+                    .build(),
+            )
+            .send()
+            .await
+            .map(|o| o.security_groups().len())
+            .unwrap_or(0)
+    });
+    assert_eq!(
+        sg_left, 0,
+        "the controller's security group went after the cluster"
+    );
     assert!(p.state()["resources"].get("aws.subnet.private_c").is_none());
+}
+
+fn managers(kube: &KubeTest, args: &[&str]) -> Vec<String> {
+    let mut all = args.to_vec();
+    all.push("--show-managed-fields");
+    let obj = kube.get(&all).unwrap_or_else(|| panic!("{args:?} exists"));
+    obj["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["manager"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn a_controller_installed_with_helm_is_not_taken_over_until_imported() {
+    let aws = LocalAws::start(&["--time-scale", "0.002"]);
+    let kube = KubeTest::start(&aws.endpoint);
+    kube.seed_eks_defaults();
+    // Someone installed the controller with Helm before slipway ran.
+    let helm = serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "aws-load-balancer-controller", "namespace": "kube-system",
+                     "labels": {"app.kubernetes.io/managed-by": "Helm"}},
+        "spec": {"replicas": 1,
+                 "selector": {"matchLabels": {"app.kubernetes.io/name": "aws-load-balancer-controller"}},
+                 "template": {"metadata": {"labels": {"app.kubernetes.io/name": "aws-load-balancer-controller"}},
+                              "spec": {"containers": [{"name": "controller", "image": "public.ecr.aws/eks/aws-load-balancer-controller:v2.7.0"}]}}},
+    });
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), helm.to_string()).unwrap();
+    let out = kube.kubectl(&[
+        "apply",
+        "--server-side",
+        "--field-manager",
+        "helm",
+        "-f",
+        file.path().to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deployment = [
+        "-n",
+        "kube-system",
+        "deployment",
+        "aws-load-balancer-controller",
+    ];
+
+    let p = Project::platform_on(&aws, &kube);
+    p.run(&["apply", "--auto-approve"])
+        .code(1)
+        .stdout_has("already exists and is not labelled as this stack's")
+        .stdout_has("field managers: helm")
+        .stdout_has("slipway import k8s.deployment.kube-system/aws-load-balancer-controller");
+    let before = managers(&kube, &deployment);
+    assert!(before.contains(&"helm".to_string()), "{before:?}");
+    assert!(
+        !before.contains(&"slipway".to_string()),
+        "not taken over: {before:?}"
+    );
+
+    p.run(&[
+        "import",
+        "k8s.deployment.kube-system/aws-load-balancer-controller",
+    ])
+    .success()
+    .stdout_has("Imported");
+    p.run(&["plan"])
+        .success()
+        // Helm's selector is not slipway's, and a selector cannot change.
+        .stdout_has("k8s.deployment.kube-system/aws-load-balancer-controller must be replaced");
+    p.run(&["apply", "--auto-approve"]).success();
+    assert!(managers(&kube, &deployment).contains(&"slipway".to_string()));
+    p.run(&["plan", "--detailed-exitcode"]).code(0);
 }

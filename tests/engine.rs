@@ -621,7 +621,7 @@ fn a_broken_or_newer_state_is_refused_and_never_overwritten() {
 
     std::fs::write(
         p.state_path(),
-        good.replace("\"format_version\": 1", "\"format_version\": 7"),
+        good.replace("\"format_version\": 2", "\"format_version\": 7"),
     )
     .unwrap();
     p.run(&["apply", "--auto-approve"])

@@ -2,6 +2,8 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Result;
 use clap::Args;
@@ -50,6 +52,19 @@ pub struct DestroyArgs {
     /// How many resources to delete at once
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub parallelism: u16,
+}
+
+/// Marks each change protected as the stack (for what it declares) or the
+/// state (for what it no longer does) says.
+fn protect(plan: &mut Plan, desired: &crate::resource::Desired, state: Option<&State>) {
+    for c in &mut plan.changes {
+        c.protected = match desired.get_opt(&c.addr) {
+            Some(r) => r.is_protected(),
+            None => state
+                .and_then(|s| s.get_opt(&c.addr))
+                .is_some_and(|r| r.protected),
+        };
+    }
 }
 
 /// A plan that deletes or replaces something protected needs
@@ -150,6 +165,10 @@ pub async fn run_apply(ctx: &Ctx<'_>, args: &ApplyArgs) -> Result<Exit> {
         Some(path) => {
             let plan = common::load_plan(path)?;
             check_saved_plan(&plan, &stack, state.as_ref(), path)?;
+            // Protection is judged now, from the stack and the state, not
+            // taken from the file.
+            let mut plan = plan;
+            protect(&mut plan, &desired, state.as_ref());
             check_protected(&plan, args.allow_protected)?;
             plan
         }
@@ -201,6 +220,7 @@ pub async fn run_apply(ctx: &Ctx<'_>, args: &ApplyArgs) -> Result<Exit> {
             parallelism: usize::from(args.parallelism),
             allow_protected: args.allow_protected,
             interrupts,
+            lock_lost: lock.lost_flag(),
         },
     )
     .await
@@ -267,6 +287,7 @@ pub async fn run_destroy(ctx: &Ctx<'_>, args: &DestroyArgs) -> Result<Exit> {
             parallelism: usize::from(args.parallelism),
             allow_protected: args.allow_protected,
             interrupts,
+            lock_lost: lock.lost_flag(),
         },
     )
     .await
@@ -389,6 +410,9 @@ struct Options {
     /// `--allow-protected`: deletes may take data with them.
     allow_protected: bool,
     interrupts: Interrupts,
+    /// Set when the lock was taken from this run (its lease expired while
+    /// it was suspended, and another run broke it).
+    lock_lost: Arc<AtomicBool>,
 }
 
 async fn execute(
@@ -428,7 +452,7 @@ async fn execute(
         };
         synced.set(addr, refreshed);
     }
-    if synced.resources() != state.resources() {
+    if plan.has_changes() && synced.resources() != state.resources() {
         backend.write(&mut synced)?;
         state = synced;
     }
@@ -438,6 +462,7 @@ async fn execute(
 
     let cancel = Cancel::new();
     let signals = relay_interrupts(options.interrupts, cancel.clone());
+    let watch = watch_lock(ctx, options.lock_lost, cancel.clone());
     let progress = Progress::new(&ctx.printer);
     let executor = Executor {
         providers,
@@ -454,6 +479,7 @@ async fn execute(
         executor.apply(plan, &mut sink).await
     };
     signals.abort();
+    watch.abort();
     // Nothing to do writes nothing: the serial stays, so a plan saved
     // meanwhile stays valid.
     if report.state_error.is_none() && plan.has_changes() {
@@ -489,6 +515,21 @@ fn report_json(report: &ApplyReport, state: &State) -> serde_json::Value {
         "not_started": report.not_started.iter().map(|(a, op)| json!({"address": a.to_string(), "operation": op.verb()})).collect::<Vec<_>>(),
         "abandoned": report.abandoned.iter().map(|(a, op)| json!({"address": a.to_string(), "operation": op.verb()})).collect::<Vec<_>>(),
         "state": {"lineage": state.lineage(), "serial": state.serial()},
+    })
+}
+
+/// A run whose lock was taken from it starts nothing more.
+fn watch_lock(ctx: &Ctx<'_>, lost: Arc<AtomicBool>, cancel: Cancel) -> tokio::task::JoinHandle<()> {
+    let printer = ctx.printer.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            if lost.load(Ordering::SeqCst) {
+                printer.warn("the state lock was taken from this run (another run judged it stale): no new work will start");
+                cancel.cancel();
+                return;
+            }
+        }
     })
 }
 

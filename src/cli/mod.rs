@@ -6,6 +6,7 @@ mod common;
 mod deploy;
 mod drift;
 mod graph;
+mod import;
 mod interrupt;
 mod plan;
 mod state;
@@ -95,6 +96,8 @@ pub enum Command {
     Releases(deploy::ReleasesArgs),
     /// Print the multibranch Jenkinsfile that runs this stack's pipeline
     Jenkinsfile(deploy::JenkinsfileArgs),
+    /// Adopt an object the stack declares that exists but is not in the state
+    Import(import::ImportArgs),
     /// Inspect the state and its lock
     #[command(subcommand)]
     State(state::StateCommand),
@@ -126,6 +129,7 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Rollback(args) => deploy::run_rollback(&ctx, args).await,
         Command::Releases(args) => deploy::run_releases(&ctx, args).await,
         Command::Jenkinsfile(args) => deploy::run_jenkinsfile(&ctx, args),
+        Command::Import(args) => import::run(&ctx, args).await,
         Command::State(cmd) => state::run(&ctx, cmd),
     };
     match result {

@@ -14,7 +14,8 @@ use crate::resource::{Expr, Live};
 pub use planner::{PlanError, PlanInput, plan};
 
 /// The format version of saved plan files.
-pub const PLAN_FORMAT_VERSION: u32 = 1;
+/// 2: changes say what is protected and what goes with a replaced container.
+pub const PLAN_FORMAT_VERSION: u32 = 2;
 
 /// What apply will do to one address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -289,6 +289,12 @@ impl LockGuard {
     /// True once the heartbeat found the lock file no longer ours (it was
     /// force-unlocked, or broken as stale by another run): from then on this
     /// run no longer keeps others out.
+    /// A flag the heartbeat sets when the lock is no longer ours, for a
+    /// run to watch while it works.
+    pub fn lost_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.lost)
+    }
+
     pub fn lost(&self) -> bool {
         self.lost.load(Ordering::SeqCst)
     }

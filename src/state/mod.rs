@@ -15,8 +15,12 @@ use crate::resource::{Attrs, Live};
 pub use local::LocalBackend;
 pub use lock::{LockError, LockGuard, LockInfo};
 
-/// The on-disk format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The on-disk format version this build writes. 2 added `protected`
+/// to resources; 1 is still read (and written back as 2).
+pub const FORMAT_VERSION: u32 = 2;
+
+/// Older formats this build reads.
+const READS_ALSO: &[u32] = &[1];
 
 /// One stack's state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -131,6 +135,7 @@ impl State {
         })?;
         match header.format_version {
             Some(FORMAT_VERSION) => {}
+            Some(v) if READS_ALSO.contains(&v) => {}
             Some(v) if v > FORMAT_VERSION => {
                 return Err(StateError::Newer {
                     path: path.to_path_buf(),
@@ -160,6 +165,7 @@ impl State {
 
     pub(crate) fn next_serial(&mut self) {
         self.serial += 1;
+        self.format_version = FORMAT_VERSION;
         self.slipway_version = env!("CARGO_PKG_VERSION").to_string();
     }
 }
@@ -237,7 +243,7 @@ mod tests {
 
         let newer = s
             .to_json()
-            .replace("\"format_version\": 1", "\"format_version\": 99");
+            .replace("\"format_version\": 2", "\"format_version\": 99");
         let err = State::from_json(&newer, path).unwrap_err().to_string();
         assert!(
             err.contains("format 99") && err.contains("upgrade slipway"),
@@ -250,5 +256,14 @@ mod tests {
         assert!(err.contains("not valid slipway state"), "{err}");
         let err = State::from_json("{}", path).unwrap_err().to_string();
         assert!(err.contains("format version None"), "{err}");
+
+        // Format 1 (before `protected`) is read, and written back as 2.
+        let v1 = s
+            .to_json()
+            .replace("\"format_version\": 2", "\"format_version\": 1");
+        let mut old = State::from_json(&v1, path).unwrap();
+        assert_eq!(old.resources(), s.resources());
+        old.next_serial();
+        assert!(old.to_json().contains("\"format_version\": 2"));
     }
 }

@@ -173,7 +173,7 @@ pub async fn create_repository(
                     addr,
                     "RepositoryAlreadyExistsException",
                     format!(
-                        "ECR repository `{name}` already exists and is not tagged as this stack's; rename `[registry] repository` or delete it"
+                        "ECR repository `{name}` already exists and is not tagged as this stack's; adopt it with `slipway import {addr} {name}`, rename `[registry] repository`, or delete it"
                     ),
                     false,
                 ));

@@ -47,12 +47,13 @@ fn owned(aws: &Aws, addr: &Address, tags: Option<&HashMap<String, String>>) -> b
     })
 }
 
-fn foreign(addr: &Address, what: &str, name: &str) -> ProviderError {
+/// `id`: what `slipway import` takes to adopt it.
+fn foreign(addr: &Address, what: &str, name: &str, id: &str) -> ProviderError {
     ProviderError::new(
         addr,
         "ResourceInUseException",
         format!(
-            "EKS {what} `{name}` already exists and is not tagged as this resource of this stack; rename it in the stack or delete it"
+            "EKS {what} `{name}` already exists and is not tagged as this resource of this stack; adopt it with `slipway import {addr} {id}`, rename it in the stack, or delete it"
         ),
         false,
     )
@@ -334,7 +335,7 @@ pub async fn create_cluster(
                 .as_ref()
                 .is_some_and(|c| owned(aws, addr, c.tags()))
             {
-                return Err(foreign(addr, "cluster", name));
+                return Err(foreign(addr, "cluster", name, name));
             }
             // Ours but on its way out (deleted outside slipway, or by an
             // earlier run): a new one once the name is free.
@@ -777,7 +778,12 @@ pub async fn create_profile(
                 .as_ref()
                 .is_some_and(|p| owned(aws, addr, p.tags()))
             {
-                return Err(foreign(addr, "Fargate profile", name));
+                return Err(foreign(
+                    addr,
+                    "Fargate profile",
+                    name,
+                    &format!("{cluster}/{name}"),
+                ));
             }
         }
         Err(e) => return Err(e),
@@ -1027,7 +1033,12 @@ pub async fn create_entry(
                 .as_ref()
                 .is_some_and(|x| owned(aws, addr, x.tags()))
             {
-                return Err(foreign(addr, "access entry", principal));
+                return Err(foreign(
+                    addr,
+                    "access entry",
+                    principal,
+                    &format!("{cluster}/{principal}"),
+                ));
             }
             let prior = entry_live(
                 cluster,
@@ -1313,7 +1324,7 @@ pub async fn delete(
             // The controller's load balancers outlive the cluster and keep
             // its subnets in use: remove them first (its Deployment went
             // before the cluster, so nothing makes them again).
-            super::elbv2::sweep(aws, addr, name, ctx).await?;
+            super::elbv2::sweep_load_balancers(aws, addr, name, ctx).await?;
             // Fargate profiles still being deleted keep the cluster in use.
             let r = while_busy(aws, addr, ctx, || async {
                 absent_ok(
@@ -1325,7 +1336,10 @@ pub async fn delete(
             })
             .await;
             r?;
-            wait_cluster_gone(aws, addr, name, ctx).await
+            wait_cluster_gone(aws, addr, name, ctx).await?;
+            super::elbv2::sweep_security_groups(aws, addr, name, ctx)
+                .await
+                .map(|_| ())
         }
         "eks_fargate_profile" => {
             let Some((cluster, name)) = profile_ids(&prior.id) else {

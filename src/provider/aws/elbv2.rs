@@ -107,9 +107,10 @@ pub async fn leftovers(
     })
 }
 
-/// Deletes what the controller made for `cluster` and waits until the ELBv2
-/// and EC2 APIs no longer list any of it. Returns what it removed.
-pub async fn sweep(
+/// Deletes the load balancers and target groups the controller made for
+/// `cluster` and waits until the ELBv2 API no longer lists them; before the
+/// cluster is deleted. Returns what it found.
+pub async fn sweep_load_balancers(
     aws: &Aws,
     addr: &Address,
     cluster: &str,
@@ -120,10 +121,9 @@ pub async fn sweep(
         return Ok(found);
     }
     ctx.status(&format!(
-        "removing what the load balancer controller made for cluster `{cluster}`: {} load balancer(s), {} target group(s), {} security group(s)",
+        "removing what the load balancer controller made for cluster `{cluster}`: {} load balancer(s), {} target group(s)",
         found.load_balancers.len(),
         found.target_groups.len(),
-        found.security_groups.len()
     ));
     for arn in &found.load_balancers {
         absent_ok(
@@ -172,17 +172,40 @@ pub async fn sweep(
         )
         .await?;
     }
+    Ok(found)
+}
+
+/// Deletes the security groups the controller made for `cluster`; after
+/// the cluster is gone, since its security group refers to the
+/// controller's shared one until then.
+pub async fn sweep_security_groups(
+    aws: &Aws,
+    addr: &Address,
+    cluster: &str,
+    ctx: &OpContext<'_>,
+) -> Result<Vec<String>, ProviderError> {
+    let found = leftovers(aws, addr, cluster).await?.security_groups;
+    if !found.is_empty() {
+        ctx.status(&format!(
+            "removing {} security group(s) the load balancer controller made for cluster `{cluster}`",
+            found.len()
+        ));
+    }
     // A security group is in use until the load balancer's network
     // interfaces are released, which takes a while after it is deleted.
-    for id in &found.security_groups {
-        aws.retry_consistency(ctx, &["DependencyViolation"], || async {
-            absent_ok(
-                addr,
-                "DeleteSecurityGroup",
-                aws.ec2.delete_security_group().group_id(id).send().await,
-            )
-            .map(|_| ())
-        })
+    for id in &found {
+        aws.retry_consistency(
+            ctx,
+            &["DependencyViolation", "InvalidGroup.InUse"],
+            || async {
+                absent_ok(
+                    addr,
+                    "DeleteSecurityGroup",
+                    aws.ec2.delete_security_group().group_id(id).send().await,
+                )
+                .map(|_| ())
+            },
+        )
         .await?;
     }
     Ok(found)

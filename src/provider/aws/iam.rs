@@ -45,12 +45,13 @@ fn owned_by(tags: &[Tag], aws: &Aws, addr: &Address) -> bool {
             .any(|t| t.key() == ADDRESS_TAG && t.value() == addr_s)
 }
 
-fn foreign(addr: &Address, what: &str, name: &str) -> ProviderError {
+/// `id`: what `slipway import` takes to adopt it.
+fn foreign(addr: &Address, what: &str, name: &str, id: &str) -> ProviderError {
     ProviderError::new(
         addr,
         "EntityAlreadyExists",
         format!(
-            "IAM {what} `{name}` already exists and is not tagged as this resource of this stack; rename it in the stack or delete it"
+            "IAM {what} `{name}` already exists and is not tagged as this resource of this stack; adopt it with `slipway import {addr} {id}`, rename it in the stack, or delete it"
         ),
         false,
     )
@@ -156,7 +157,7 @@ async fn create_role(
                 .role()
                 .is_some_and(|r| owned_by(r.tags(), aws, addr))
             {
-                return Err(foreign(addr, "role", name));
+                return Err(foreign(addr, "role", name, name));
             }
             let prior = Live {
                 id: name.to_string(),
@@ -572,7 +573,7 @@ async fn create_profile(
                 .instance_profile()
                 .is_some_and(|p| owned_by(p.tags(), aws, addr))
             {
-                return Err(foreign(addr, "instance profile", name));
+                return Err(foreign(addr, "instance profile", name, name));
             }
             read_profile(
                 aws,
@@ -772,7 +773,7 @@ async fn create_policy(
                 .find(|p| p.policy_name() == Some(name))
                 .and_then(|p| p.arn())
                 .map(str::to_string)
-                .ok_or_else(|| foreign(addr, "policy", name))?;
+                .ok_or_else(|| foreign(addr, "policy", name, name))?;
             let existing = aws
                 .iam
                 .get_policy()
@@ -784,7 +785,7 @@ async fn create_policy(
                 .policy()
                 .is_some_and(|p| owned_by(p.tags(), aws, addr))
             {
-                return Err(foreign(addr, "policy", name));
+                return Err(foreign(addr, "policy", name, &arn));
             }
             let prior = read_policy(
                 aws,

@@ -769,6 +769,39 @@ impl KubeProvider {
         }
     }
 
+    /// Refuses to create over an object that exists and is not labelled as
+    /// this stack's (a controller installed with Helm, a namespace made by
+    /// hand): server-side apply with force would silently take it over.
+    async fn refuse_foreign(&self, addr: &Address, manifest: &Value) -> Result<(), ProviderError> {
+        let (api, name) = match self.api(addr, manifest).await {
+            // A kind not served yet (its CRD is being created) has no objects.
+            Err(e) if e.code == "KindUnknown" => return Ok(()),
+            other => other?,
+        };
+        let existing = match api.get_opt(&name).await {
+            Ok(Some(obj)) if obj.metadata.deletion_timestamp.is_none() => obj,
+            Ok(_) => return Ok(()),
+            Err(e) => return Err(api_error(addr, "get", &e)),
+        };
+        let ours = manifest
+            .pointer("/metadata/labels")
+            .and_then(|l| l.get(STACK_LABEL));
+        let theirs = existing
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(STACK_LABEL));
+        if ours.is_some() && ours.and_then(Value::as_str) == theirs.map(String::as_str) {
+            return Ok(());
+        }
+        Err(err(
+            addr,
+            "AlreadyExists",
+            foreign_message(addr, manifest, &existing),
+            false,
+        ))
+    }
+
     async fn apply_once(
         &self,
         addr: &Address,
@@ -837,6 +870,43 @@ impl KubeProvider {
             }
         }
     }
+}
+
+/// What an object made by someone else is, and what to do about it.
+fn foreign_message(addr: &Address, manifest: &Value, existing: &DynamicObject) -> String {
+    let kind = manifest
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("object");
+    let managers: BTreeSet<String> = existing
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|f| f.manager.clone())
+        .collect();
+    let by = if managers.is_empty() {
+        "no recorded field manager".to_string()
+    } else {
+        format!(
+            "field managers: {}",
+            managers.into_iter().collect::<Vec<_>>().join(", ")
+        )
+    };
+    let owner = existing
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| {
+            l.get("app.kubernetes.io/managed-by")
+                .or_else(|| l.get(STACK_LABEL))
+        })
+        .map(|m| format!(", managed by `{m}`"))
+        .unwrap_or_default();
+    format!(
+        "{kind} `{}` already exists and is not labelled as this stack's ({by}{owner}); slipway does not take over objects it did not make: adopt it with `slipway import {addr}`, or remove it",
+        addr.name()
+    )
 }
 
 /// How long to wait before asking the API server again, after waiting
@@ -1060,8 +1130,13 @@ impl Provider for KubeProvider {
         desired: &Attrs,
         ctx: &OpContext<'_>,
     ) -> Result<Live, ProviderError> {
-        // Server-side apply creates, or adopts what an interrupted run made.
-        self.apply(addr, manifest_of(addr, desired)?, ctx).await
+        let manifest = manifest_of(addr, desired)?;
+        // Server-side apply creates, or adopts what an interrupted run made
+        // (it carries this stack's label); anything else is someone else's.
+        if addr.kind() != "deployment_patch" {
+            self.refuse_foreign(addr, manifest).await?;
+        }
+        self.apply(addr, manifest, ctx).await
     }
 
     async fn update(
