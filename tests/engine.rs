@@ -222,6 +222,99 @@ fn state_rm_forgets_without_deleting() {
 }
 
 #[test]
+fn a_security_group_in_use_is_replaced_by_moving_its_users_over_first() {
+    let p = applied();
+    let sg = "aws.security_group.jenkins_master";
+    let old = p.object_id(sg).unwrap();
+    // As an older naming scheme made it: the name forces a new group.
+    p.edit_world(|w| {
+        w["objects"][old.as_str()]["attrs"]["name"] = json!("smallcase-master-v0");
+        w["calls"] = json!([]);
+    });
+    p.run(&["plan"])
+        .success()
+        .stdout_has("+/- aws.security_group.jenkins_master")
+        .stdout_has("the replacement is created first")
+        .stdout_has("~ aws.instance.jenkins_master");
+    // The simulated cloud refuses to delete a group still in use, as EC2 does.
+    let run = p.run(&["apply", "--auto-approve"]);
+    run.success();
+    assert!(
+        !run.stdout.contains("DependencyViolation"),
+        "{}",
+        run.stdout
+    );
+    let new = p.object_id(sg).unwrap();
+    assert_ne!(old, new);
+    let calls: Vec<String> = p.world()["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["mutating"] == true)
+        .map(|c| {
+            format!(
+                "{} {}",
+                c["op"].as_str().unwrap(),
+                c["addr"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let at = |s: &str| {
+        calls
+            .iter()
+            .position(|c| c == s)
+            .unwrap_or_else(|| panic!("no {s} in {calls:?}"))
+    };
+    assert!(
+        at("create aws.security_group.jenkins_master") < at("update aws.instance.jenkins_master")
+    );
+    assert!(
+        at("update aws.instance.jenkins_master") < at("delete aws.security_group.jenkins_master")
+    );
+    assert!(
+        p.state()["resources"]
+            .get("aws.security_group.jenkins_master.deposed")
+            .is_none()
+    );
+    assert!(
+        p.world()["objects"].get(old.as_str()).is_none(),
+        "the old group is gone"
+    );
+    p.run(&["plan", "--detailed-exitcode"]).code(0);
+}
+
+#[test]
+fn a_replacement_stopped_halfway_keeps_the_old_object_in_the_state_until_it_is_gone() {
+    let p = applied();
+    let sg = "aws.security_group.jenkins_master";
+    let old = p.object_id(sg).unwrap();
+    p.edit_world(|w| {
+        w["objects"][old.as_str()]["attrs"]["name"] = json!("smallcase-master-v0");
+        w["faults"] =
+            json!({"fail": {"update:aws.instance.jenkins_master": "RequestLimitExceeded"}});
+    });
+    p.run(&["apply", "--auto-approve"]).code(1);
+    // Both groups exist, and the state knows both.
+    let state = p.state();
+    assert_eq!(
+        state["resources"]["aws.security_group.jenkins_master.deposed"]["id"],
+        json!(old)
+    );
+    assert_ne!(state["resources"][sg]["id"], json!(old));
+    assert_eq!(p.object_count(), p.state_count());
+
+    p.edit_world(|w| w["faults"] = json!({}));
+    p.run(&["plan"])
+        .success()
+        .stdout_has("- aws.security_group.jenkins_master.deposed")
+        .stdout_has("~ aws.instance.jenkins_master");
+    p.run(&["apply", "--auto-approve"]).success();
+    assert!(p.world()["objects"].get(old.as_str()).is_none());
+    assert_eq!(p.object_count(), p.state_count());
+    p.run(&["plan", "--detailed-exitcode"]).code(0);
+}
+
+#[test]
 fn a_failure_skips_dependents_keeps_going_and_a_rerun_converges() {
     let p = Project::reference();
     p.edit_world(|w| {

@@ -59,6 +59,19 @@ pub trait StateSink {
     /// The attributes the state holds for `addr` now.
     fn attrs_opt(&self, addr: &Address) -> Option<Attrs>;
     fn live_opt(&self, addr: &Address) -> Option<Live>;
+    /// Everything the state holds for `addr`.
+    fn resource_opt(&self, addr: &Address) -> Option<ResourceState>;
+}
+
+/// Where the object being replaced is kept in the state while its
+/// replacement exists alongside it (`aws.security_group.x.deposed`); a run
+/// that stops in between leaves it there, and the next plan deletes it.
+pub fn deposed(addr: &Address) -> Result<Address, crate::addr::AddressError> {
+    Address::new(
+        addr.domain(),
+        addr.kind(),
+        &format!("{}.deposed", addr.name()),
+    )
 }
 
 /// A cancellation flag shared with signal handlers: once set, no new work starts.
@@ -158,6 +171,8 @@ struct Node {
     op: Op,
     change: usize,
     deps: BTreeSet<usize>,
+    /// Half of a replacement made before the old object goes.
+    cbd: bool,
 }
 
 /// Runs plans.
@@ -214,8 +229,31 @@ impl Executor<'_> {
                     }
                     states[i] = NodeState::Running;
                     self.hooks.started(&nodes[i].addr, nodes[i].op);
+                    // The object being replaced steps aside in the state
+                    // first, so it is never lost track of.
+                    if nodes[i].cbd
+                        && nodes[i].op == Op::ReplaceCreate
+                        && let Err(e) = depose(&nodes[i].addr, sink)
+                    {
+                        states[i] = NodeState::Failed;
+                        self.hooks.finished(
+                            &nodes[i].addr,
+                            nodes[i].op,
+                            Some(&e.to_string()),
+                            Duration::ZERO,
+                        );
+                        report.failed.push(Failure {
+                            addr: nodes[i].addr.clone(),
+                            op: nodes[i].op,
+                            error: e.to_string(),
+                            retryable: false,
+                        });
+                        report.state_error = Some(e);
+                        break;
+                    }
                     let prepared = prepare(&nodes[i], change, sink);
-                    running.push(self.run(i, &nodes[i], prepared));
+                    let before = change.before.as_ref().map(|l| l.id.clone());
+                    running.push(self.run(i, &nodes[i], prepared, before));
                 }
             }
             if running.is_empty() {
@@ -252,7 +290,14 @@ impl Executor<'_> {
                         }),
                         (_, None) => None,
                     };
-                    if let Err(e) = sink.record(&node.addr, record) {
+                    // The old half of a replacement made first was set aside.
+                    let at = match (node.cbd, node.op) {
+                        (true, Op::ReplaceDelete) => {
+                            deposed(&node.addr).unwrap_or(node.addr.clone())
+                        }
+                        _ => node.addr.clone(),
+                    };
+                    if let Err(e) = sink.record(&at, record) {
                         // The cloud changed but the state could not say so: stop
                         // everything, and report it as this resource's failure too.
                         self.hooks
@@ -307,13 +352,20 @@ impl Executor<'_> {
         i: usize,
         node: &Node,
         prepared: Result<Prepared, ProviderError>,
+        change_before: Option<String>,
     ) -> (usize, Instant, Result<Option<Live>, ProviderError>) {
         let started = Instant::now();
         let result = async {
             let prepared = prepared?;
             let provider = self.providers.for_addr(&node.addr)?;
             let status = |m: &str| self.hooks.status(&node.addr, node.op, m);
-            let ctx = OpContext::new(&status).allowing_data_loss(self.allow_data_loss);
+            let replacing = match (node.cbd, node.op, &change_before) {
+                (true, Op::ReplaceCreate, Some(id)) => Some(id.as_str()),
+                _ => None,
+            };
+            let ctx = OpContext::new(&status)
+                .allowing_data_loss(self.allow_data_loss)
+                .replacing(replacing);
             match (node.op, prepared) {
                 (Op::Create | Op::ReplaceCreate, Prepared::Desired(attrs)) => {
                     provider.create(&node.addr, &attrs, &ctx).await.map(Some)
@@ -349,10 +401,25 @@ enum Prepared {
 
 /// Resolves the planned attributes against the state as it is now (every
 /// dependency has finished, so every reference is known).
+/// Moves the record of `addr` to its deposed address.
+fn depose(addr: &Address, sink: &mut dyn StateSink) -> Result<(), StateError> {
+    let Some(old) = sink.resource_opt(addr) else {
+        return Ok(());
+    };
+    let Ok(at) = deposed(addr) else {
+        return Ok(());
+    };
+    sink.record(&at, Some(old))
+}
+
 fn prepare(node: &Node, change: &Change, sink: &dyn StateSink) -> Result<Prepared, ProviderError> {
+    let recorded = |addr: &Address| match (node.cbd, deposed(addr)) {
+        (true, Ok(d)) => sink.live_opt(&d),
+        _ => sink.live_opt(addr),
+    };
     match node.op {
         Op::Delete | Op::ReplaceDelete => Ok(
-            match sink.live_opt(&node.addr).or_else(|| change.before.clone()) {
+            match recorded(&node.addr).or_else(|| change.before.clone()) {
                 Some(live) => Prepared::Prior(live),
                 None => Prepared::Gone,
             },
@@ -436,6 +503,7 @@ fn build_nodes(changes: &[Change]) -> Vec<Node> {
                 op,
                 change: ci,
                 deps: BTreeSet::new(),
+                cbd: c.create_before_destroy,
             });
             nodes.len() - 1
         };
@@ -467,7 +535,21 @@ fn build_nodes(changes: &[Change]) -> Vec<Node> {
                 }
             }
             if let Some(&d) = delete.get(&c.addr) {
-                edges.entry(u).or_default().insert(d);
+                if c.create_before_destroy {
+                    // The old one goes after the new one exists and what
+                    // used it has moved over.
+                    edges.entry(d).or_default().insert(u);
+                    for user in changes
+                        .iter()
+                        .filter(|x| x.action == Action::Update && x.depends_on.contains(&c.addr))
+                    {
+                        if let Some(&uu) = upsert.get(&user.addr) {
+                            edges.entry(d).or_default().insert(uu);
+                        }
+                    }
+                } else {
+                    edges.entry(u).or_default().insert(d);
+                }
             }
         }
         // A resource being deleted must go before what it depends on is
@@ -491,6 +573,29 @@ fn build_nodes(changes: &[Change]) -> Vec<Node> {
                 {
                     edges.entry(dd).or_default().insert(u);
                 }
+            }
+        }
+    }
+    // An object set aside by a replacement that stopped halfway goes only
+    // after what used it has moved over to its replacement.
+    for c in changes.iter().filter(|c| c.action == Action::Delete) {
+        let Some(base) = c
+            .addr
+            .name()
+            .strip_suffix(".deposed")
+            .and_then(|n| Address::new(c.addr.domain(), c.addr.kind(), n).ok())
+        else {
+            continue;
+        };
+        let Some(&d) = delete.get(&c.addr) else {
+            continue;
+        };
+        for user in changes.iter().filter(|x| {
+            x.action == Action::Update
+                && (x.depends_on.contains(&base) || x.prior_depends_on.contains(&base))
+        }) {
+            if let Some(&u) = upsert.get(&user.addr) {
+                edges.entry(d).or_default().insert(u);
             }
         }
     }

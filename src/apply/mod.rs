@@ -3,7 +3,7 @@
 
 mod executor;
 
-pub use executor::{ApplyReport, Cancel, Executor, Failure, Hooks, Op, StateSink};
+pub use executor::{ApplyReport, Cancel, Executor, Failure, Hooks, Op, StateSink, deposed};
 
 use crate::addr::Address;
 use crate::resource::{Attrs, Live};
@@ -26,6 +26,10 @@ impl StateSink for State {
 
     fn live_opt(&self, addr: &Address) -> Option<Live> {
         self.get_opt(addr).map(ResourceState::live)
+    }
+
+    fn resource_opt(&self, addr: &Address) -> Option<ResourceState> {
+        self.get_opt(addr).cloned()
     }
 }
 
@@ -58,5 +62,9 @@ impl StateSink for PersistingSink<'_> {
 
     fn live_opt(&self, addr: &Address) -> Option<Live> {
         self.state.live_opt(addr)
+    }
+
+    fn resource_opt(&self, addr: &Address) -> Option<ResourceState> {
+        self.state.resource_opt(addr)
     }
 }

@@ -71,6 +71,10 @@ pub struct Change {
     /// it needs `--allow-protected`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub protected: bool,
+    /// A replacement made before the old object is deleted, so that what
+    /// uses it (updated in place) moves over first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub create_before_destroy: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::{Action, AttrDrift, Change, Drift, DriftKind, Mode};
 use crate::addr::Address;
-use crate::resource::{Desired, Expr, Live, Reference, spec_opt};
+use crate::resource::{Cbd, Desired, Expr, Live, Reference, spec_opt};
 use crate::state::ResourceState;
 
 /// Everything the planner looks at.
@@ -170,6 +170,7 @@ fn plan_apply(input: &PlanInput<'_>, current: &dyn Fn(&Address) -> Option<Live>)
             // The stack decides for what it declares; the state for what it
             // no longer does.
             protected: resource.is_protected(),
+            create_before_destroy: false,
             env: resource.env_opt().map(str::to_string),
             serial_group: resource.serial_group_opt().map(str::to_string),
         });
@@ -182,7 +183,31 @@ fn plan_apply(input: &PlanInput<'_>, current: &dyn Fn(&Address) -> Option<Live>)
             changes.push(delete(addr, prior, live));
         }
     }
+    create_before_destroy(&mut changes);
     changes
+}
+
+/// A replaced object that something keeps using (a dependent updated in
+/// place, e.g. an instance onto a new security group) is created first when
+/// its kind allows two side by side, so the users move over before it goes.
+fn create_before_destroy(changes: &mut [Change]) {
+    let used: BTreeSet<Address> = changes
+        .iter()
+        .filter(|c| c.action == Action::Update)
+        .flat_map(|c| c.depends_on.iter().cloned())
+        .collect();
+    for c in changes.iter_mut() {
+        if c.action != Action::Replace || c.replaced_with.is_some() || !used.contains(&c.addr) {
+            continue;
+        }
+        c.create_before_destroy =
+            match spec_opt(&c.addr.kind_key()).map(|s| s.create_before_destroy) {
+                Some(Cbd::WhenChanged(unique)) => {
+                    unique.iter().any(|u| c.changed.iter().any(|k| k == u))
+                }
+                _ => false,
+            };
+    }
 }
 
 fn plan_destroy(
@@ -250,6 +275,7 @@ fn delete(addr: &Address, prior: &ResourceState, live: Live) -> Change {
         prior_depends_on: prior.depends_on.clone(),
         replaced_with: None,
         protected: prior.protected,
+        create_before_destroy: false,
         env: prior.env.clone(),
         serial_group: prior.serial_group.clone(),
     }

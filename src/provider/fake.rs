@@ -281,7 +281,11 @@ impl Provider for FakeProvider {
             let existing = w
                 .objects
                 .iter()
-                .find(|(_, o)| &o.addr == addr && o.stack == self.stack)
+                .find(|(id, o)| {
+                    &o.addr == addr
+                        && o.stack == self.stack
+                        && ctx.replacing_opt() != Some(id.as_str())
+                })
                 .map(|(id, _)| id.clone());
             let id = match existing {
                 Some(id) => id,

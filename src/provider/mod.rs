@@ -42,6 +42,7 @@ impl ProviderError {
 pub struct OpContext<'a> {
     status: &'a (dyn Fn(&str) + Send + Sync),
     allow_data_loss: bool,
+    replacing: Option<&'a str>,
 }
 
 impl<'a> OpContext<'a> {
@@ -49,6 +50,7 @@ impl<'a> OpContext<'a> {
         OpContext {
             status,
             allow_data_loss: false,
+            replacing: None,
         }
     }
 
@@ -57,6 +59,7 @@ impl<'a> OpContext<'a> {
         OpContext {
             status: &|_| {},
             allow_data_loss: false,
+            replacing: None,
         }
     }
 
@@ -69,6 +72,17 @@ impl<'a> OpContext<'a> {
 
     pub fn allows_data_loss(&self) -> bool {
         self.allow_data_loss
+    }
+
+    /// This create makes the replacement of the object `id`, which still
+    /// exists (carrying the same address tag): it must not be adopted.
+    pub fn replacing(mut self, id: Option<&'a str>) -> Self {
+        self.replacing = id;
+        self
+    }
+
+    pub fn replacing_opt(&self) -> Option<&str> {
+        self.replacing
     }
 
     /// Reports progress, e.g. "waiting for ACTIVE (CREATING)".

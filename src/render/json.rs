@@ -50,6 +50,7 @@ pub fn plan(plan: &Plan) -> Value {
                 "replace_because": c.replace_because,
                 "replaced_with": c.replaced_with.as_ref().map(ToString::to_string),
                 "protected": c.protected,
+                "create_before_destroy": c.create_before_destroy,
                 "depends_on": c.depends_on.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "environment": c.env,
             })

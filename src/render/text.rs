@@ -55,6 +55,11 @@ fn change(s: &mut String, c: &Change, color: bool) {
     let (sym, p, what) = match c.action {
         Action::Create => ("  +", Paint::Green, "will be created"),
         Action::Update => ("  ~", Paint::Yellow, "will be updated in place"),
+        Action::Replace if c.create_before_destroy => (
+            "+/-",
+            Paint::Red,
+            "must be replaced: the replacement is created first, then what uses it moves over, then the old one is destroyed",
+        ),
         Action::Replace => ("-/+", Paint::Red, "must be replaced"),
         Action::Delete => ("  -", Paint::Red, "will be destroyed"),
         Action::NoOp => return,
@@ -452,6 +457,7 @@ mod tests {
             prior_depends_on: Default::default(),
             replaced_with: None,
             protected: false,
+            create_before_destroy: false,
             env: None,
             serial_group: None,
         }

@@ -18,6 +18,19 @@ pub struct KindSpec {
     /// Attributes a read derives from the clock (a certificate due for
     /// renewal): a difference plans an update but is not drift.
     pub clock_driven: &'static [&'static str],
+    /// When a replacement may be created before the old object is deleted
+    /// (so what uses it can move over first). The provider's create must
+    /// then never adopt the object being replaced ([`crate::provider::OpContext::replacing`]).
+    pub create_before_destroy: Cbd,
+}
+
+/// Whether two objects of a kind can exist side by side for a moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cbd {
+    /// Never: delete, then create.
+    Never,
+    /// When one of these attributes changes (a name that must be unique).
+    WhenChanged(&'static [&'static str]),
 }
 
 /// A certificate's outputs. The `_base64` forms are what Kubernetes
@@ -51,6 +64,7 @@ const fn kind(
         sensitive: &[],
         changed_by_update: &[],
         clock_driven: &[],
+        create_before_destroy: Cbd::Never,
     }
 }
 
@@ -78,11 +92,18 @@ pub static KINDS: &[KindSpec] = &[
         &["id"],
     ),
     kind("aws.route_table_association", &["subnet_id"], &["id"]),
-    kind(
-        "aws.security_group",
-        &["name", "description", "vpc_id"],
-        &["id", "arn"],
-    ),
+    // A group in use (by instances, by other groups' rules) cannot be
+    // deleted: under a new name the replacement comes first, the users move
+    // over, then the old one goes.
+    KindSpec {
+        key: "aws.security_group",
+        force_new: &["name", "description", "vpc_id"],
+        outputs: &["id", "arn"],
+        sensitive: &[],
+        changed_by_update: &[],
+        clock_driven: &[],
+        create_before_destroy: Cbd::WhenChanged(&["name"]),
+    },
     kind(
         "aws.security_group_rule",
         &["security_group_id", "type"],
@@ -131,6 +152,7 @@ pub static KINDS: &[KindSpec] = &[
         // A new instance type means a stop and start: a new public address.
         changed_by_update: &["public_ip", "public_dns"],
         clock_driven: &[],
+        create_before_destroy: Cbd::Never,
     },
     kind(
         "aws.ecr_repository",
@@ -183,6 +205,7 @@ pub static KINDS: &[KindSpec] = &[
         sensitive: &["manifest"],
         changed_by_update: &[],
         clock_driven: &[],
+        create_before_destroy: Cbd::Never,
     },
     kind("k8s.service", &[], K8S_OUT),
     kind("k8s.deployment", &["manifest/spec/selector"], K8S_OUT),
@@ -199,6 +222,7 @@ pub static KINDS: &[KindSpec] = &[
         // every output anew.
         changed_by_update: TLS_OUT,
         clock_driven: &["renewal_due"],
+        create_before_destroy: Cbd::Never,
     },
 ];
 

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::addr::{Address, AddressError};
 use crate::graph::{Graph, GraphError};
 pub use expr::{Expr, Reference, ResolveError};
-pub use kind::{KindSpec, spec_opt};
+pub use kind::{Cbd, KindSpec, spec_opt};
 
 /// Resolved attribute values, as read from or written to the cloud.
 pub type Attrs = BTreeMap<String, Value>;

@@ -65,7 +65,13 @@ pub async fn create_group(
         .send()
         .await
         .map_err(|e| sdk_error(addr, "DescribeSecurityGroups", &e))?;
-    let id = match owned.security_groups().first().and_then(|g| g.group_id()) {
+    // Not the group being replaced: it carries the same tags until it goes.
+    let id = match owned
+        .security_groups()
+        .iter()
+        .filter_map(|g| g.group_id())
+        .find(|id| ctx.replacing_opt() != Some(*id))
+    {
         Some(id) => id.to_string(),
         None => {
             let out = aws
