@@ -272,3 +272,59 @@ fn a_controller_installed_with_helm_is_not_taken_over_until_imported() {
     assert!(managers(&kube, &deployment).contains(&"slipway".to_string()));
     p.run(&["plan", "--detailed-exitcode"]).code(0);
 }
+
+/// A Kubernetes test server that accepts EKS tokens for `cluster`.
+fn api_server_for(aws: &LocalAws, cluster: &str) -> KubeTest {
+    let kube = KubeTest::start_with(
+        &[
+            "--aws-endpoint",
+            aws.endpoint.as_str(),
+            "--eks-cluster-name",
+            cluster,
+            "--eks-secret-key",
+            "testing:testing",
+        ]
+        .into_iter()
+        .chain(common::kubetest::QUICK.iter().copied())
+        .collect::<Vec<_>>(),
+    );
+    kube.seed_eks_defaults();
+    kube
+}
+
+#[test]
+fn a_renamed_cluster_moves_its_objects_to_the_new_one_in_one_apply() {
+    let aws = LocalAws::start(&["--time-scale", "0.002"]);
+    let old = api_server_for(&aws, "smallcase");
+    let new = api_server_for(&aws, "smallcase-v2");
+    let p = Project::platform_through_eks(&aws, &old);
+    aws.configure(serde_json::json!({"eks_api_servers": {
+        "smallcase": {"endpoint": old.endpoint, "ca_pem": old.ca_pem()},
+        "smallcase-v2": {"endpoint": new.endpoint, "ca_pem": new.ca_pem()},
+    }}));
+    p.run(&["apply", "--auto-approve"]).success();
+    assert!(old.get(&["namespace", "smallcase-blue"]).is_some());
+
+    p.edit_stack("name    = \"smallcase\"", "name    = \"smallcase-v2\"");
+    p.run(&["plan"])
+        .success()
+        .stdout_has("-/+ aws.eks_cluster.main")
+        .stdout_has("# replaced with aws.eks_cluster.main");
+    p.run(&["apply", "--auto-approve", "--allow-protected"])
+        .success();
+    // The old cluster's objects were deleted from it (through the old
+    // connection) and made in the new one (through a new connection).
+    assert!(old.get(&["namespace", "smallcase-blue"]).is_none());
+    assert!(new.get(&["namespace", "smallcase-blue"]).is_some());
+    assert!(
+        new.get(&[
+            "-n",
+            "kube-system",
+            "deployment",
+            "aws-load-balancer-controller"
+        ])
+        .is_some()
+    );
+    assert!(new.auth()["eks_tokens"].as_u64() >= Some(1));
+    p.run(&["plan", "--detailed-exitcode"]).code(0);
+}
