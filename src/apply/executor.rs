@@ -150,6 +150,8 @@ pub struct ApplyReport {
     /// In flight when a second interruption abandoned them: their outcome
     /// is unknown until the next plan reads the cloud.
     pub abandoned: Vec<(Address, Op)>,
+    /// What operations warned about while succeeding.
+    pub warnings: Vec<(Address, String)>,
     pub interrupted: bool,
     pub state_error: Option<StateError>,
 }
@@ -197,6 +199,18 @@ enum NodeState {
 impl Executor<'_> {
     /// Applies every change of `plan`, recording results in `sink`.
     pub async fn apply(&self, plan: &Plan, sink: &mut dyn StateSink) -> ApplyReport {
+        let warnings = std::sync::Mutex::new(Vec::new());
+        let mut report = self.apply_warning(plan, sink, &warnings).await;
+        report.warnings = warnings.into_inner().unwrap_or_default();
+        report
+    }
+
+    async fn apply_warning(
+        &self,
+        plan: &Plan,
+        sink: &mut dyn StateSink,
+        warnings: &std::sync::Mutex<Vec<(Address, String)>>,
+    ) -> ApplyReport {
         let nodes = build_nodes(&plan.changes);
         let mut report = ApplyReport::default();
         let mut states = vec![NodeState::Waiting; nodes.len()];
@@ -253,7 +267,7 @@ impl Executor<'_> {
                     }
                     let prepared = prepare(&nodes[i], change, sink);
                     let before = change.before.as_ref().map(|l| l.id.clone());
-                    running.push(self.run(i, &nodes[i], prepared, before));
+                    running.push(self.run(i, &nodes[i], prepared, before, warnings));
                 }
             }
             if running.is_empty() {
@@ -353,6 +367,7 @@ impl Executor<'_> {
         node: &Node,
         prepared: Result<Prepared, ProviderError>,
         change_before: Option<String>,
+        warnings: &std::sync::Mutex<Vec<(Address, String)>>,
     ) -> (usize, Instant, Result<Option<Live>, ProviderError>) {
         let started = Instant::now();
         let result = async {
@@ -363,9 +378,15 @@ impl Executor<'_> {
                 (true, Op::ReplaceCreate, Some(id)) => Some(id.as_str()),
                 _ => None,
             };
+            let warn = |m: &str| {
+                if let Ok(mut w) = warnings.lock() {
+                    w.push((node.addr.clone(), m.to_string()));
+                }
+            };
             let ctx = OpContext::new(&status)
                 .allowing_data_loss(self.allow_data_loss)
-                .replacing(replacing);
+                .replacing(replacing)
+                .warning_to(&warn);
             match (node.op, prepared) {
                 (Op::Create | Op::ReplaceCreate, Prepared::Desired(attrs)) => {
                     provider.create(&node.addr, &attrs, &ctx).await.map(Some)
@@ -487,6 +508,31 @@ fn skip_dependents(
             }
         }
     }
+}
+
+/// Operations of `changes` that no order can satisfy (a cycle between what
+/// must happen first), or `None` when every one can run in turn.
+pub fn unorderable(changes: &[Change]) -> Option<Vec<(Address, Op)>> {
+    let nodes = build_nodes(changes);
+    let mut done = vec![false; nodes.len()];
+    loop {
+        let ready: Vec<usize> = (0..nodes.len())
+            .filter(|i| !done[*i] && nodes[*i].deps.iter().all(|d| done[*d]))
+            .collect();
+        if ready.is_empty() {
+            break;
+        }
+        for i in ready {
+            done[i] = true;
+        }
+    }
+    let stuck: Vec<(Address, Op)> = nodes
+        .iter()
+        .zip(&done)
+        .filter(|(_, d)| !**d)
+        .map(|(n, _)| (n.addr.clone(), n.op))
+        .collect();
+    (!stuck.is_empty()).then_some(stuck)
 }
 
 /// Turns changes into operations with ordering edges:

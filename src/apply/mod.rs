@@ -3,7 +3,9 @@
 
 mod executor;
 
-pub use executor::{ApplyReport, Cancel, Executor, Failure, Hooks, Op, StateSink, deposed};
+pub use executor::{
+    ApplyReport, Cancel, Executor, Failure, Hooks, Op, StateSink, deposed, unorderable,
+};
 
 use crate::addr::Address;
 use crate::resource::{Attrs, Live};

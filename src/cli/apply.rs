@@ -424,6 +424,21 @@ async fn execute(
     plan: &Plan,
     options: Options,
 ) -> Result<Exit> {
+    if let Some(stuck) = crate::apply::unorderable(&plan.changes) {
+        let listed: Vec<String> = stuck
+            .iter()
+            .take(6)
+            .map(|(a, op)| format!("{} `{a}`", op.verb()))
+            .collect();
+        return Err(hinted(
+            format!(
+                "this plan cannot be put in an order: {} operation(s) wait on each other ({})",
+                stuck.len(),
+                listed.join(", ")
+            ),
+            "nothing was changed; apply the stack in two steps (first the change that replaces, then the one that removes), and please report the plan (`slipway plan --json`) as a bug",
+        ));
+    }
     let mut state = state.unwrap_or_else(|| State::new(stack.name()));
     // What refresh saw replaces what the state remembered; objects found
     // gone are forgotten before anything is recreated.
@@ -514,6 +529,7 @@ fn report_json(report: &ApplyReport, state: &State) -> serde_json::Value {
         "skipped": report.skipped.iter().map(|(a, op, because)| json!({"address": a.to_string(), "operation": op.verb(), "because": because.to_string()})).collect::<Vec<_>>(),
         "not_started": report.not_started.iter().map(|(a, op)| json!({"address": a.to_string(), "operation": op.verb()})).collect::<Vec<_>>(),
         "abandoned": report.abandoned.iter().map(|(a, op)| json!({"address": a.to_string(), "operation": op.verb()})).collect::<Vec<_>>(),
+        "warnings": report.warnings.iter().map(|(a, w)| json!({"address": a.to_string(), "warning": w})).collect::<Vec<_>>(),
         "state": {"lineage": state.lineage(), "serial": state.serial()},
     })
 }

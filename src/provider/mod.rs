@@ -43,6 +43,7 @@ pub struct OpContext<'a> {
     status: &'a (dyn Fn(&str) + Send + Sync),
     allow_data_loss: bool,
     replacing: Option<&'a str>,
+    warn: Option<&'a (dyn Fn(&str) + Send + Sync)>,
 }
 
 impl<'a> OpContext<'a> {
@@ -51,6 +52,7 @@ impl<'a> OpContext<'a> {
             status,
             allow_data_loss: false,
             replacing: None,
+            warn: None,
         }
     }
 
@@ -60,6 +62,7 @@ impl<'a> OpContext<'a> {
             status: &|_| {},
             allow_data_loss: false,
             replacing: None,
+            warn: None,
         }
     }
 
@@ -83,6 +86,21 @@ impl<'a> OpContext<'a> {
 
     pub fn replacing_opt(&self) -> Option<&str> {
         self.replacing
+    }
+
+    /// Where warnings go: the run's report, which the user always sees.
+    pub fn warning_to(mut self, warn: &'a (dyn Fn(&str) + Send + Sync)) -> Self {
+        self.warn = Some(warn);
+        self
+    }
+
+    /// Something the user must know although the operation succeeds (an
+    /// OIDC provider registered without a thumbprint).
+    pub fn warn(&self, message: &str) {
+        (self.status)(&format!("warning: {message}"));
+        if let Some(w) = self.warn {
+            w(message);
+        }
     }
 
     /// Reports progress, e.g. "waiting for ACTIVE (CREATING)".

@@ -350,6 +350,9 @@ pub fn report(report: &ApplyReport, destroy: bool, color: bool) -> String {
         }
     }
     let what = if destroy { "Destroy" } else { "Apply" };
+    for (a, w) in &report.warnings {
+        let _ = writeln!(s, "{} {a}: {w}", paint(color, Paint::Yellow, "warning:"));
+    }
     if report.success() {
         let _ = writeln!(
             s,

@@ -60,6 +60,23 @@ pub struct LockInfo {
 }
 
 impl LockInfo {
+    /// Takes the lock file's modification time as the last heartbeat when
+    /// it is later than the time written in it (the heartbeat touches the
+    /// file rather than rewriting it). Locks from before heartbeats keep
+    /// counting from `created`.
+    fn note_renewal(&mut self, modified: std::time::SystemTime) {
+        if self.renewed.is_empty() {
+            return;
+        }
+        let touched = time::OffsetDateTime::from(modified);
+        let written = clock::parse_rfc3339_opt(&self.renewed);
+        if written.is_none_or(|w| touched.unix_timestamp() >= w)
+            && let Ok(text) = touched.format(&time::format_description::well_known::Rfc3339)
+        {
+            self.renewed = text;
+        }
+    }
+
     /// Describes this process running `command`.
     pub fn for_this_process(command: &str) -> Self {
         let now = clock::now_rfc3339();
@@ -384,13 +401,18 @@ impl LockGuard {
         let lost = Arc::new(AtomicBool::new(false));
         let (stop, stopped) = mpsc::channel();
         let period = Duration::from_secs(info.ttl_secs) / 3;
+        // The heartbeat touches only this file (the inode just linked into
+        // place), never whatever the path names later.
+        let ours = fs::metadata(path)
+            .map(|m| (m.dev(), m.ino()))
+            .map_err(|source| io_error("read", path, source))?;
         let spawned = std::thread::Builder::new()
             .name("state-lock-heartbeat".to_string())
             .spawn({
                 let path = path.to_path_buf();
-                let info = info.clone();
                 let lost = Arc::clone(&lost);
-                move || heartbeat(&path, info, period, &stopped, &lost)
+                let id = info.id.clone();
+                move || heartbeat(&path, ours, &id, period, &stopped, &lost)
             });
         let thread = match spawned {
             Ok(thread) => thread,
@@ -419,13 +441,14 @@ impl LockGuard {
 /// `lost` and stops when the lock is no longer ours.
 fn heartbeat(
     path: &Path,
-    mut info: LockInfo,
+    ours: (u64, u64),
+    id: &str,
     period: Duration,
     stop: &mpsc::Receiver<()>,
     lost: &AtomicBool,
 ) {
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(period) {
-        match renew(path, &mut info) {
+        match renew(path, ours, id) {
             Ok(true) => {}
             Ok(false) => {
                 lost.store(true, Ordering::SeqCst);
@@ -437,31 +460,49 @@ fn heartbeat(
     }
 }
 
-/// Rewrites the lock with a new `renewed` time if it still holds `info`'s
-/// id; `Ok(false)` when it does not.
-fn renew(path: &Path, info: &mut LockInfo) -> Result<bool, LockError> {
-    let mut found = inspect(path)?;
+/// Renews the lock by touching its modification time — through a handle
+/// on the file the path names now, and only when that is the file this run
+/// linked into place (`ours`: device and inode). A lock another run took
+/// meanwhile is a different file, so a late heartbeat can never overwrite
+/// or renew it. `Ok(false)` when the lock is no longer ours.
+fn renew(path: &Path, ours: (u64, u64), id: &str) -> Result<bool, LockError> {
+    let open = || fs::File::options().read(true).write(true).open(path);
+    let mut opened = open();
     // A run breaking a stale lock moves the file aside for a moment and puts
     // back one that turns out not to be stale.
     for _ in 0..4 {
-        if !matches!(found, Found::Absent) {
-            break;
+        match &opened {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::thread::sleep(Duration::from_millis(50));
+                opened = open();
+            }
+            _ => break,
         }
-        std::thread::sleep(Duration::from_millis(50));
-        found = inspect(path)?;
     }
-    let Found::Held(held) = found else {
-        return Ok(false);
+    let mut file = match opened {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(source) => return Err(io_error("renew", path, source)),
     };
-    if held.id != info.id {
+    let meta = file
+        .metadata()
+        .map_err(|source| io_error("renew", path, source))?;
+    if (meta.dev(), meta.ino()) != ours {
         return Ok(false);
     }
-    info.renewed = clock::now_rfc3339();
-    let tmp = write_temp(path, info)?;
-    fs::rename(&tmp, path).map_err(|source| {
-        let _ = fs::remove_file(&tmp);
-        io_error("renew", path, source)
-    })?;
+    // An inode number is reused once freed: the contents, read through the
+    // same handle, say whose file it is.
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(|source| io_error("renew", path, source))?;
+    if serde_json::from_slice::<LockInfo>(&bytes)
+        .map(|held| held.id != id)
+        .unwrap_or(true)
+    {
+        return Ok(false);
+    }
+    file.set_modified(std::time::SystemTime::now())
+        .map_err(|source| io_error("renew", path, source))?;
     Ok(true)
 }
 
@@ -588,8 +629,14 @@ fn inspect(path: &Path) -> Result<Found, LockError> {
     let reason = if bytes.is_empty() {
         "empty".to_string()
     } else {
-        match serde_json::from_slice(&bytes) {
-            Ok(info) => return Ok(Found::Held(info)),
+        match serde_json::from_slice::<LockInfo>(&bytes) {
+            Ok(mut info) => {
+                // The heartbeat renews the file's modification time.
+                if let Ok(modified) = meta.modified() {
+                    info.note_renewal(modified);
+                }
+                return Ok(Found::Held(info));
+            }
             Err(e) => e.to_string(),
         }
     };
@@ -755,8 +802,21 @@ mod tests {
     /// Above pid_max: no such process.
     const DEAD_PID: u32 = 0x3fff_fff0;
 
+    /// Writes a lock as its holder would have left it: the file's
+    /// modification time is its last heartbeat.
     fn write_lock(path: &Path, info: &LockInfo) {
         fs::write(path, serde_json::to_string(info).unwrap()).unwrap();
+        let last = if info.renewed.is_empty() {
+            &info.created
+        } else {
+            &info.renewed
+        };
+        if let Ok(at) =
+            time::OffsetDateTime::parse(last, &time::format_description::well_known::Rfc3339)
+        {
+            let file = fs::File::options().write(true).open(path).unwrap();
+            file.set_modified(at.into()).unwrap();
+        }
     }
 
     /// A lock last renewed `secs` ago.
@@ -1027,6 +1087,33 @@ mod tests {
             other.info().id,
             "the old guard leaves the new lock alone"
         );
+    }
+
+    #[test]
+    fn a_late_heartbeat_never_overwrites_or_renews_a_lock_taken_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json.lock");
+        let guard = acquire(
+            &path,
+            LockInfo::for_this_process("apply"),
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        // While this run was suspended its lease expired, and another run
+        // broke it and took the lock (written whole, then renamed in).
+        let mut other = LockInfo::for_this_process("destroy");
+        other.host = "jenkins-agent-7".into();
+        let other = renewed_ago(other, 60);
+        let tmp = dir.path().join("other.tmp");
+        write_lock(&tmp, &other);
+        fs::rename(&tmp, &path).unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(guard.lost());
+        let now = read_opt(&path).unwrap().unwrap();
+        assert_eq!(now.id, other.id, "not overwritten");
+        assert!(now.is_stale(), "not renewed by the old holder: {now:?}");
+        drop(guard);
+        assert_eq!(read_opt(&path).unwrap().unwrap().id, other.id);
     }
 
     #[test]

@@ -430,3 +430,61 @@ async fn destroy_deletes_in_reverse_dependency_order() {
             < hooks.index("start delete aws.vpc.main")
     );
 }
+
+#[test]
+fn a_plan_whose_operations_wait_on_each_other_is_named_before_anything_runs() {
+    let change = |addr: &str, action: Action, deps: &[&str], prior: &[&str]| Change {
+        addr: a(addr),
+        action,
+        before: None,
+        after: None,
+        changed: vec![],
+        replace_because: vec![],
+        depends_on: deps.iter().map(|d| a(d)).collect(),
+        prior_depends_on: prior.iter().map(|d| a(d)).collect(),
+        replaced_with: None,
+        protected: false,
+        create_before_destroy: false,
+        env: None,
+        serial_group: None,
+    };
+    // Two replaced objects whose dependency flipped between the state and
+    // the stack: each delete must wait for the other's.
+    let flipped = [
+        change(
+            "aws.security_group.x",
+            Action::Replace,
+            &["aws.security_group.y"],
+            &[],
+        ),
+        change(
+            "aws.security_group.y",
+            Action::Replace,
+            &[],
+            &["aws.security_group.x"],
+        ),
+    ];
+    let stuck = unorderable(&flipped).expect("a cycle");
+    assert!(
+        stuck
+            .iter()
+            .any(|(addr, _)| *addr == a("aws.security_group.x"))
+    );
+    // Ordinary plans order.
+    let fine = [
+        change("aws.vpc.main", Action::Replace, &[], &[]),
+        change(
+            "aws.subnet.a",
+            Action::Replace,
+            &["aws.vpc.main"],
+            &["aws.vpc.main"],
+        ),
+        change(
+            "aws.subnet.b",
+            Action::Delete,
+            &["aws.vpc.main"],
+            &["aws.vpc.main"],
+        ),
+    ];
+    assert!(unorderable(&fine).is_none());
+}

@@ -1180,8 +1180,8 @@ pub async fn create_oidc(
     let thumbprint = match super::thumbprint::of_issuer(url).await {
         Ok(thumbprint) => Some(vec![thumbprint]),
         Err(e) if e.unreachable => {
-            ctx.status(&format!(
-                "warning: cannot reach the OIDC issuer `{url}` from here: {e}; registering it without a thumbprint, which IAM retrieves itself"
+            ctx.warn(&format!(
+                "cannot reach the OIDC issuer `{url}` from here: {e}; registering it without a thumbprint, which IAM retrieves itself"
             ));
             None
         }
