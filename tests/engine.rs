@@ -436,6 +436,54 @@ fn sigint_during_refresh_releases_the_lock_and_changes_nothing() {
 }
 
 #[test]
+fn sigint_at_the_approval_prompt_exits_at_once_and_releases_the_lock() {
+    let p = Project::reference();
+    let cmd = format!("{} apply", env!("CARGO_BIN_EXE_slipway"));
+    // On a terminal (util-linux `script`), with nobody answering.
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .current_dir(p.dir.path())
+        .env("SLIPWAY_FAKE_CLOUD", p.cloud())
+        .stdin(std::process::Stdio::piped())
+        // A file: a pipe nobody reads would fill up and stall the run.
+        .stdout(std::fs::File::create(p.path("run.out")).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("util-linux `script` is needed for terminal tests");
+    let lock = p.path("state/smallcase.json.lock");
+    wait_for("the lock", || lock.exists());
+    // The plan is made and the question asked; find slipway under `script`.
+    wait_for("the question", || {
+        std::fs::read_to_string(p.path("run.out")).is_ok_and(|o| o.contains("Enter a value"))
+    });
+    let out = std::process::Command::new("pgrep")
+        .args(["-P", &child.id().to_string()])
+        .output()
+        .unwrap();
+    let pid: u32 = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("slipway runs under script");
+    send_signal(pid, "INT");
+    let started = std::time::Instant::now();
+    let status = child.wait().unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "it exited without an answer"
+    );
+    drop(child.stdin.take());
+    assert_eq!(status.code(), Some(130));
+    assert!(!lock.exists(), "the lock is released");
+    assert_eq!(p.object_count(), 0, "nothing changed");
+    let out = std::fs::read_to_string(p.path("run.out")).unwrap();
+    assert!(
+        out.contains("interrupted before any change was made"),
+        "{out}"
+    );
+}
+
+#[test]
 fn a_second_signal_abandons_the_waits_and_a_rerun_converges() {
     let p = Project::reference();
     p.edit_world(|w| w["faults"] = json!({"delay_ms": 20000}));
