@@ -244,11 +244,11 @@ fn plan_destroy(
         .filter_map(|(addr, prior)| {
             current(addr).map(|live| {
                 let mut d = delete(addr, prior, live);
-                // A state written before protection was kept: the stack's.
-                d.protected |= input
-                    .desired
-                    .get_opt(addr)
-                    .is_some_and(|r| r.is_protected());
+                // The stack decides for what it declares; the state for
+                // what it no longer does.
+                if let Some(r) = input.desired.get_opt(addr) {
+                    d.protected = r.is_protected();
+                }
                 // A state written before serial groups were kept: the stack's.
                 if d.serial_group.is_none() {
                     d.serial_group = input

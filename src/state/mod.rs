@@ -150,10 +150,19 @@ impl State {
                 });
             }
         }
-        serde_json::from_str(text).map_err(|source| StateError::Parse {
+        let mut state: State = serde_json::from_str(text).map_err(|source| StateError::Parse {
             path: path.to_path_buf(),
             source,
-        })
+        })?;
+        // Format 1 did not record protection: until the stack says
+        // otherwise, every environment's resource counts as protected, so an
+        // environment removed right after upgrading is still refused.
+        if header.format_version == Some(1) {
+            for r in state.resources.values_mut() {
+                r.protected |= r.env.is_some();
+            }
+        }
+        Ok(state)
     }
 
     /// Serialises, bumping nothing: callers bump the serial through [`State::next_serial`].
@@ -263,6 +272,22 @@ mod tests {
             .replace("\"format_version\": 2", "\"format_version\": 1");
         let mut old = State::from_json(&v1, path).unwrap();
         assert_eq!(old.resources(), s.resources());
+        let mut with_env = s.clone();
+        with_env.set(
+            &addr,
+            Some(ResourceState {
+                env: Some("blue".into()),
+                ..s.get_opt(&addr).unwrap().clone()
+            }),
+        );
+        let v1 = with_env
+            .to_json()
+            .replace("\"format_version\": 2", "\"format_version\": 1");
+        let upgraded = State::from_json(&v1, path).unwrap();
+        assert!(
+            upgraded.get_opt(&addr).unwrap().protected,
+            "unknown: protected"
+        );
         old.next_serial();
         assert!(old.to_json().contains("\"format_version\": 2"));
     }
