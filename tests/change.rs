@@ -273,30 +273,11 @@ fn a_controller_installed_with_helm_is_not_taken_over_until_imported() {
     p.run(&["plan", "--detailed-exitcode"]).code(0);
 }
 
-/// A Kubernetes test server that accepts EKS tokens for `cluster`.
-fn api_server_for(aws: &LocalAws, cluster: &str) -> KubeTest {
-    let kube = KubeTest::start_with(
-        &[
-            "--aws-endpoint",
-            aws.endpoint.as_str(),
-            "--eks-cluster-name",
-            cluster,
-            "--eks-secret-key",
-            "testing:testing",
-        ]
-        .into_iter()
-        .chain(common::kubetest::QUICK.iter().copied())
-        .collect::<Vec<_>>(),
-    );
-    kube.seed_eks_defaults();
-    kube
-}
-
 #[test]
 fn a_renamed_cluster_moves_its_objects_to_the_new_one_in_one_apply() {
     let aws = LocalAws::start(&["--time-scale", "0.002"]);
-    let old = api_server_for(&aws, "smallcase");
-    let new = api_server_for(&aws, "smallcase-v2");
+    let old = KubeTest::for_eks_cluster(&aws.endpoint, "smallcase");
+    let new = KubeTest::for_eks_cluster(&aws.endpoint, "smallcase-v2");
     let p = Project::platform_through_eks(&aws, &old);
     aws.configure(serde_json::json!({"eks_api_servers": {
         "smallcase": {"endpoint": old.endpoint, "ca_pem": old.ca_pem()},

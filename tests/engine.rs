@@ -106,25 +106,7 @@ fn a_force_new_attribute_replaces_dependents_first_and_recreates_in_order() {
         .success();
     let new = p.object_id("aws.ecr_repository.app").unwrap();
     assert_ne!(old, new);
-    let calls: Vec<String> = p.world()["calls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["mutating"] == true)
-        .map(|c| {
-            format!(
-                "{} {}",
-                c["op"].as_str().unwrap(),
-                c["addr"].as_str().unwrap()
-            )
-        })
-        .collect();
-    let at = |s: &str| {
-        calls
-            .iter()
-            .position(|c| c == s)
-            .unwrap_or_else(|| panic!("no {s} in {calls:?}"))
-    };
+    let at = |s: &str| p.call_index(s);
     assert!(at("delete aws.ecr_lifecycle_policy.app") < at("delete aws.ecr_repository.app"));
     assert!(at("delete aws.ecr_repository.app") < at("create aws.ecr_repository.app"));
     assert!(at("create aws.ecr_repository.app") < at("create aws.ecr_lifecycle_policy.app"));
@@ -246,25 +228,7 @@ fn a_security_group_in_use_is_replaced_by_moving_its_users_over_first() {
     );
     let new = p.object_id(sg).unwrap();
     assert_ne!(old, new);
-    let calls: Vec<String> = p.world()["calls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["mutating"] == true)
-        .map(|c| {
-            format!(
-                "{} {}",
-                c["op"].as_str().unwrap(),
-                c["addr"].as_str().unwrap()
-            )
-        })
-        .collect();
-    let at = |s: &str| {
-        calls
-            .iter()
-            .position(|c| c == s)
-            .unwrap_or_else(|| panic!("no {s} in {calls:?}"))
-    };
+    let at = |s: &str| p.call_index(s);
     assert!(
         at("create aws.security_group.jenkins_master") < at("update aws.instance.jenkins_master")
     );

@@ -271,20 +271,7 @@ fn an_unreachable_cluster_is_one_clear_error_naming_the_endpoint() {
 /// (verified with the local AWS's STS, signatures checked for the test key).
 fn eks_pair(cluster_name: &str) -> (LocalAws, KubeTest) {
     let aws = LocalAws::start(&["--time-scale", "0.002"]);
-    let kube = KubeTest::start_with(
-        &[
-            "--aws-endpoint",
-            aws.endpoint.as_str(),
-            "--eks-cluster-name",
-            cluster_name,
-            "--eks-secret-key",
-            "testing:testing",
-        ]
-        .into_iter()
-        .chain(common::kubetest::QUICK.iter().copied())
-        .collect::<Vec<_>>(),
-    );
-    kube.seed_eks_defaults();
+    let kube = KubeTest::for_eks_cluster(&aws.endpoint, cluster_name);
     (aws, kube)
 }
 

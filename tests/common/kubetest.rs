@@ -62,6 +62,27 @@ impl KubeTest {
         }
     }
 
+    /// A server that authenticates EKS tokens for `cluster` (checked with
+    /// the local AWS's STS, signatures for the test key), with EKS's
+    /// CoreDNS in place.
+    pub fn for_eks_cluster(aws_endpoint: &str, cluster: &str) -> KubeTest {
+        let kube = KubeTest::start_with(
+            &[
+                "--aws-endpoint",
+                aws_endpoint,
+                "--eks-cluster-name",
+                cluster,
+                "--eks-secret-key",
+                "testing:testing",
+            ]
+            .into_iter()
+            .chain(QUICK.iter().copied())
+            .collect::<Vec<_>>(),
+        );
+        kube.seed_eks_defaults();
+        kube
+    }
+
     /// Runs the real kubectl against it.
     pub fn kubectl(&self, args: &[&str]) -> Output {
         Command::new("kubectl")

@@ -232,6 +232,28 @@ impl Project {
             .map(|(id, _)| id.clone())
     }
 
+    /// Where `"OP ADDR"` (e.g. `"create aws.vpc.main"`) is among the
+    /// simulated cloud's mutating calls, in order.
+    pub fn call_index(&self, call: &str) -> usize {
+        let calls: Vec<String> = self.world()["calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["mutating"] == true)
+            .map(|c| {
+                format!(
+                    "{} {}",
+                    c["op"].as_str().unwrap_or(""),
+                    c["addr"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        calls
+            .iter()
+            .position(|c| c == call)
+            .unwrap_or_else(|| panic!("no {call} in {calls:?}"))
+    }
+
     pub fn mutating_calls(&self) -> usize {
         self.world()["calls"]
             .as_array()
