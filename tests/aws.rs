@@ -396,6 +396,44 @@ fn destroy_leaves_no_tagged_resource() {
 }
 
 #[test]
+fn a_whole_stack_destroy_names_what_still_carries_the_stacks_tags() {
+    let aws = launch();
+    let p = Project::reference_on(&aws);
+    p.run(&["apply", "--auto-approve"]).success();
+    // Someone made a VPC with the stack's tags that the state never knew.
+    let stray = rt().block_on(async {
+        use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+        let tag = |k: &str, v: &str| Tag::builder().key(k).value(v).build();
+        aws.ec2()
+            .await
+            .create_vpc()
+            .cidr_block("10.9.0.0/16")
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Vpc)
+                    .tags(tag("slipway:stack", "smallcase"))
+                    .tags(tag("slipway:address", "aws.vpc.stray"))
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap()
+            .vpc()
+            .unwrap()
+            .vpc_id()
+            .unwrap()
+            .to_string()
+    });
+    p.run(&["destroy", "--auto-approve", "--allow-protected"])
+        .code(1)
+        .stdout_has("Destroy complete!")
+        .stderr_has("1 object(s) still carry the tags or labels of stack `smallcase`")
+        .stderr_has(&format!("`aws.vpc.stray` (`{stray}`)"))
+        .stderr_has("slipway import");
+    assert_eq!(p.state_count(), 0);
+}
+
+#[test]
 fn apply_converges_through_throttling_and_server_errors() {
     let aws = launch();
     let p = Project::reference_on(&aws);

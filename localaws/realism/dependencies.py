@@ -216,8 +216,35 @@ def _patch_ec2() -> None:
                 )
         return orig_detach(self, internet_gateway_id, vpc_id)
 
+    # A revoked rule, or the rules of a deleted group, are gone with their
+    # tags on EC2: DescribeTags no longer lists them (moto keeps the tags).
+    def _rule_ids(group: Any) -> set[str]:
+        return {r.id for r in list(group.ingress_rules) + list(group.egress_rules)}
+
+    def _forgetting_rules(orig: Any) -> Any:
+        def wrapped(self: Any, group_name_or_id: str, *args: Any, **kwargs: Any) -> Any:
+            group = self.get_security_group_by_name_or_id(group_name_or_id, kwargs.get("vpc_id"))
+            before = _rule_ids(group) if group is not None else set()
+            out = orig(self, group_name_or_id, *args, **kwargs)
+            if group is not None:
+                for gone in before - _rule_ids(group):
+                    self.tags.pop(gone, None)
+            return out
+        return wrapped
+
+    EC2Backend.revoke_security_group_ingress = _forgetting_rules(EC2Backend.revoke_security_group_ingress)
+    EC2Backend.revoke_security_group_egress = _forgetting_rules(EC2Backend.revoke_security_group_egress)
+
+    def delete_security_group_and_rules(self: Any, name: str | None = None, group_id: str | None = None) -> Any:
+        group = _find_group(self, name, group_id)
+        rules = _rule_ids(group) if group is not None else set()
+        out = delete_security_group(self, name=name, group_id=group_id)
+        for gone in rules:
+            self.tags.pop(gone, None)
+        return out
+
     EC2Backend.delete_subnet = delete_subnet
-    EC2Backend.delete_security_group = delete_security_group
+    EC2Backend.delete_security_group = delete_security_group_and_rules
     EC2Backend.delete_vpc = delete_vpc
     EC2Backend.detach_internet_gateway = detach_internet_gateway
 

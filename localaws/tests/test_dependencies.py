@@ -409,3 +409,25 @@ def test_dependency_violations_config_is_validated(endpoint):
         assert excinfo.value.code == 400
         assert "dependency_violations must be true or false" in json.load(excinfo.value)["error"]
     assert control(endpoint, "GET", "/_realism/config")["dependency_violations"] is True
+
+
+def test_revoked_rules_and_deleted_groups_take_their_tags_with_them(aws):
+    ec2 = aws("ec2")
+    vpc, _, _ = network(ec2)
+    sg = group(ec2, vpc, "tagged")
+    spec = [{"ResourceType": "security-group-rule", "Tags": [{"Key": "slipway:stack", "Value": "t"}]}]
+    perm = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "10.0.0.0/8"}]}
+    one = ec2.authorize_security_group_ingress(GroupId=sg, IpPermissions=[perm], TagSpecifications=spec)
+    two = ec2.authorize_security_group_ingress(
+        GroupId=sg, IpPermissions=[dict(perm, FromPort=80, ToPort=80)], TagSpecifications=spec)
+    first, second = one["SecurityGroupRules"][0]["SecurityGroupRuleId"], two["SecurityGroupRules"][0]["SecurityGroupRuleId"]
+
+    def tagged():
+        tags = ec2.describe_tags(Filters=[{"Name": "key", "Values": ["slipway:stack"]}])["Tags"]
+        return {t["ResourceId"] for t in tags}
+
+    assert {first, second} <= tagged()
+    ec2.revoke_security_group_ingress(GroupId=sg, SecurityGroupRuleIds=[first])
+    assert first not in tagged() and second in tagged()
+    ec2.delete_security_group(GroupId=sg)
+    assert second not in tagged()

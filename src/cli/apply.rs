@@ -276,7 +276,7 @@ pub async fn run_destroy(ctx: &Ctx<'_>, args: &DestroyArgs) -> Result<Exit> {
             Some(Err(e)) => return Err(e),
         }
     }
-    execute(
+    let exit = execute(
         ctx,
         &providers,
         &stack,
@@ -290,7 +290,39 @@ pub async fn run_destroy(ctx: &Ctx<'_>, args: &DestroyArgs) -> Result<Exit> {
             lock_lost: lock.lost_flag(),
         },
     )
-    .await
+    .await?;
+    if exit != Exit::Ok || args.env.is_some() {
+        return Ok(exit);
+    }
+    // A whole-stack destroy ends by looking for anything still carrying the
+    // stack's tags or labels that the state never tracked.
+    let left = still_tagged(&providers, stack.name()).await;
+    if left.is_empty() {
+        return Ok(exit);
+    }
+    Err(hinted(
+        format!(
+            "{} object(s) still carry the tags or labels of stack `{}` after the destroy: {}",
+            left.len(),
+            stack.name(),
+            left.join(", ")
+        ),
+        "the state never tracked them (made by hand, or by a run whose state was lost): delete them, or adopt each with `slipway import ADDR ID` and destroy again",
+    ))
+}
+
+/// Objects tagged or labelled as `stack`'s, as `ADDR (`id`)`; a provider
+/// that cannot be asked is named too.
+async fn still_tagged(providers: &Providers, stack: &str) -> Vec<String> {
+    let none = std::collections::BTreeSet::new();
+    let mut left = Vec::new();
+    for (provider, _) in providers.distinct() {
+        match provider.discover(stack, &none).await {
+            Ok(found) => left.extend(found.iter().map(|(a, l)| format!("`{a}` (`{}`)", l.id))),
+            Err(e) => left.push(format!("(could not check: {e})")),
+        }
+    }
+    left
 }
 
 fn report_reclaimed(ctx: &Ctx<'_>, lock: &crate::state::LockGuard) {

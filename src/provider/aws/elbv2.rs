@@ -34,12 +34,39 @@ impl Leftovers {
     }
 }
 
-/// The ARNs among `arns` whose tags name `cluster`.
-async fn tagged_for(
+/// The tags the controller names what it made for one Ingress (or
+/// IngressGroup) and for one `LoadBalancer` Service.
+pub const INGRESS_STACK_TAG: &str = "ingress.k8s.aws/stack";
+pub const SERVICE_STACK_TAG: &str = "service.k8s.aws/stack";
+
+/// Which of the controller's objects: everything for a cluster, or only
+/// those made for some Ingresses and Services (`ns/name`, or a group name).
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    pub cluster: &'a str,
+    pub stacks: Option<&'a std::collections::BTreeSet<String>>,
+}
+
+impl Scope<'_> {
+    fn covers<'t>(&self, mut tags: impl Iterator<Item = (&'t str, &'t str)> + Clone) -> bool {
+        let cluster = tags
+            .clone()
+            .any(|(k, v)| k == CLUSTER_TAG && v == self.cluster);
+        cluster
+            && self.stacks.is_none_or(|stacks| {
+                tags.any(|(k, v)| {
+                    (k == INGRESS_STACK_TAG || k == SERVICE_STACK_TAG) && stacks.contains(v)
+                })
+            })
+    }
+}
+
+/// The ARNs among `arns` whose tags are in `scope`.
+async fn tagged_in(
     aws: &Aws,
     addr: &Address,
     arns: Vec<String>,
-    cluster: &str,
+    scope: Scope<'_>,
 ) -> Result<Vec<String>, ProviderError> {
     let mut out = Vec::new();
     for chunk in arns.chunks(TAGS_PER_CALL) {
@@ -51,11 +78,10 @@ async fn tagged_for(
             .await
             .map_err(|e| sdk_error(addr, "DescribeTags", &e))?;
         for d in tags.tag_descriptions() {
-            let ours = d
-                .tags()
-                .iter()
-                .any(|t| t.key() == Some(CLUSTER_TAG) && t.value() == Some(cluster));
-            if ours && let Some(arn) = d.resource_arn() {
+            let pairs = d.tags().iter().filter_map(|t| Some((t.key()?, t.value()?)));
+            if scope.covers(pairs)
+                && let Some(arn) = d.resource_arn()
+            {
                 out.push(arn.to_string());
             }
         }
@@ -68,6 +94,23 @@ pub async fn leftovers(
     aws: &Aws,
     addr: &Address,
     cluster: &str,
+) -> Result<Leftovers, ProviderError> {
+    made_for(
+        aws,
+        addr,
+        Scope {
+            cluster,
+            stacks: None,
+        },
+    )
+    .await
+}
+
+/// What the controller made in `scope` that still exists (ELBv2 and EC2).
+pub async fn made_for(
+    aws: &Aws,
+    addr: &Address,
+    scope: Scope<'_>,
 ) -> Result<Leftovers, ProviderError> {
     let mut lbs = Vec::new();
     let mut pages = aws.elbv2.describe_load_balancers().into_paginator().send();
@@ -92,16 +135,17 @@ pub async fn leftovers(
     let sgs = aws
         .ec2
         .describe_security_groups()
-        .filters(filter(&format!("tag:{CLUSTER_TAG}"), [cluster]))
+        .filters(filter(&format!("tag:{CLUSTER_TAG}"), [scope.cluster]))
         .send()
         .await
         .map_err(|e| sdk_error(addr, "DescribeSecurityGroups", &e))?;
     Ok(Leftovers {
-        load_balancers: tagged_for(aws, addr, lbs, cluster).await?,
-        target_groups: tagged_for(aws, addr, tgs, cluster).await?,
+        load_balancers: tagged_in(aws, addr, lbs, scope).await?,
+        target_groups: tagged_in(aws, addr, tgs, scope).await?,
         security_groups: sgs
             .security_groups()
             .iter()
+            .filter(|g| scope.covers(g.tags().iter().filter_map(|t| Some((t.key()?, t.value()?)))))
             .filter_map(|g| g.group_id().map(str::to_string))
             .collect(),
     })
