@@ -510,3 +510,103 @@ fn the_example_jenkinsfile_is_what_slipway_generates() {
         assert!(generated.contains(needle), "{needle} missing:\n{generated}");
     }
 }
+
+fn load_balancers_of(aws: &LocalAws, stack: &str) -> Vec<String> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let elb = aws.elbv2().await;
+        let arns: Vec<String> = elb
+            .describe_load_balancers()
+            .send()
+            .await
+            .unwrap()
+            .load_balancers()
+            .iter()
+            .filter_map(|l| l.load_balancer_arn().map(str::to_string))
+            .collect();
+        if arns.is_empty() {
+            return arns;
+        }
+        elb.describe_tags()
+            .set_resource_arns(Some(arns))
+            .send()
+            .await
+            .unwrap()
+            .tag_descriptions()
+            .iter()
+            .filter(|d| {
+                d.tags()
+                    .iter()
+                    .any(|t| t.key() == Some("ingress.k8s.aws/stack") && t.value() == Some(stack))
+            })
+            .filter_map(|d| d.resource_arn().map(str::to_string))
+            .collect()
+    })
+}
+
+#[test]
+fn destroying_an_environment_removes_its_load_balancers_even_when_the_controller_does_not() {
+    let (aws, kube, p) = platform(None);
+    put_image(&aws, "develop-aaaaaaa", "a");
+    let deployed = |p: &Project| {
+        deploy(
+            p,
+            &[
+                "--branch",
+                "develop",
+                "--image-tag",
+                "develop-aaaaaaa",
+                "--commit",
+                "aaaaaaa1234",
+            ],
+        )
+        .success();
+    };
+    deployed(&p);
+    let stack = "smallcase-develop/app";
+    assert_eq!(
+        load_balancers_of(&aws, stack).len(),
+        1,
+        "the controller made the ALB"
+    );
+
+    // With the controller running: it removes the ALB, and slipway checks.
+    p.run(&["destroy", "--env", "develop", "--auto-approve"])
+        .success()
+        .stdout_has("waiting until AWS no longer lists their load balancers");
+    assert!(load_balancers_of(&aws, stack).is_empty());
+    assert!(kube.get(&["namespace", "smallcase-develop"]).is_none());
+
+    // Again, but the controller stopped (scaled to zero): nothing would
+    // remove the ALB or the Ingress's finalizer, and the namespace would
+    // never go. slipway does the controller's work after the timeout.
+    p.run(&["apply", "--auto-approve"]).success();
+    deployed(&p);
+    assert_eq!(load_balancers_of(&aws, stack).len(), 1);
+    let out = kube.kubectl(&[
+        "-n",
+        "kube-system",
+        "scale",
+        "deployment",
+        "aws-load-balancer-controller",
+        "--replicas=0",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = p.run(&[
+        "destroy",
+        "--env",
+        "develop",
+        "--auto-approve",
+        "--controller-timeout",
+        "5s",
+    ]);
+    run.success()
+        .stderr_has("slipway removed 1 load balancer(s)")
+        .stderr_has("removed the controller's finalizer from Ingress `smallcase-develop/app`");
+    assert!(load_balancers_of(&aws, stack).is_empty());
+    assert!(kube.get(&["namespace", "smallcase-develop"]).is_none());
+}

@@ -52,6 +52,10 @@ pub struct DestroyArgs {
     /// How many resources to delete at once
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub parallelism: u16,
+    /// With `--env`: how long the load balancer controller gets to remove the
+    /// environment's load balancers before slipway removes them itself
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = crate::clock::parse_duration)]
+    pub controller_timeout: std::time::Duration,
 }
 
 /// Marks each change protected as the stack (for what it declares) or the
@@ -275,6 +279,12 @@ pub async fn run_destroy(ctx: &Ctx<'_>, args: &DestroyArgs) -> Result<Exit> {
             }
             Some(Err(e)) => return Err(e),
         }
+    }
+    // An environment's load balancers go first, while the controller runs.
+    if let Some(env) = &args.env
+        && plan.has_changes()
+    {
+        super::teardown::environment(ctx, &stack, env, args.controller_timeout).await?;
     }
     let exit = execute(
         ctx,

@@ -10,6 +10,7 @@ mod import;
 mod interrupt;
 mod plan;
 mod state;
+mod teardown;
 mod validate;
 
 use std::path::PathBuf;

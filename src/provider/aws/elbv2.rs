@@ -254,3 +254,77 @@ pub async fn sweep_security_groups(
     }
     Ok(found)
 }
+
+/// Deletes what the controller made in `scope` — load balancers (waiting
+/// until ELBv2 no longer lists them), then target groups, then security
+/// groups — for when the controller did not. Returns what it removed.
+pub async fn remove_made_for(
+    aws: &Aws,
+    addr: &Address,
+    scope: Scope<'_>,
+    ctx: &OpContext<'_>,
+) -> Result<Leftovers, ProviderError> {
+    let found = made_for(aws, addr, scope).await?;
+    for arn in &found.load_balancers {
+        absent_ok(
+            addr,
+            "DeleteLoadBalancer",
+            aws.elbv2
+                .delete_load_balancer()
+                .load_balancer_arn(arn)
+                .send()
+                .await,
+        )?;
+    }
+    let timeout = aws.timeouts.consistency.max(Duration::from_secs(60));
+    aws.wait_until(
+        addr,
+        ctx,
+        "the load balancers are gone",
+        timeout,
+        || async {
+            let now = made_for(aws, addr, scope).await?;
+            Ok(now
+                .load_balancers
+                .iter()
+                .all(|a| !found.load_balancers.contains(a))
+                .then_some(()))
+        },
+    )
+    .await?;
+    for arn in &found.target_groups {
+        aws.retry_consistency(
+            ctx,
+            &["ResourceInUse", "ResourceInUseException"],
+            || async {
+                absent_ok(
+                    addr,
+                    "DeleteTargetGroup",
+                    aws.elbv2
+                        .delete_target_group()
+                        .target_group_arn(arn)
+                        .send()
+                        .await,
+                )
+                .map(|_| ())
+            },
+        )
+        .await?;
+    }
+    for id in &found.security_groups {
+        aws.retry_consistency(
+            ctx,
+            &["DependencyViolation", "InvalidGroup.InUse"],
+            || async {
+                absent_ok(
+                    addr,
+                    "DeleteSecurityGroup",
+                    aws.ec2.delete_security_group().group_id(id).send().await,
+                )
+                .map(|_| ())
+            },
+        )
+        .await?;
+    }
+    Ok(found)
+}

@@ -197,6 +197,47 @@ impl AwsProvider {
     }
 
     /// ECR images and load balancer target health, for the deploy stage.
+    /// What the load balancer controller made for these Ingresses and
+    /// Services (`namespace/name`, or an IngressGroup's name) in `cluster`
+    /// that still exists.
+    pub async fn controller_objects(
+        &self,
+        cluster: &str,
+        stacks: &BTreeSet<String>,
+    ) -> Result<elbv2::Leftovers, ProviderError> {
+        let probe = Address::domain_wide(crate::addr::Domain::Aws);
+        elbv2::made_for(
+            &self.aws,
+            &probe,
+            elbv2::Scope {
+                cluster,
+                stacks: Some(stacks),
+            },
+        )
+        .await
+    }
+
+    /// Removes what [`Self::controller_objects`] finds, as the controller
+    /// would have.
+    pub async fn remove_controller_objects(
+        &self,
+        cluster: &str,
+        stacks: &BTreeSet<String>,
+        ctx: &OpContext<'_>,
+    ) -> Result<elbv2::Leftovers, ProviderError> {
+        let probe = Address::domain_wide(crate::addr::Domain::Aws);
+        elbv2::remove_made_for(
+            &self.aws,
+            &probe,
+            elbv2::Scope {
+                cluster,
+                stacks: Some(stacks),
+            },
+            ctx,
+        )
+        .await
+    }
+
     pub fn deploy_clients(&self) -> DeployAws {
         let region = self
             .config
