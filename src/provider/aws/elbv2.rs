@@ -151,120 +151,16 @@ pub async fn made_for(
     })
 }
 
-/// Deletes the load balancers and target groups the controller made for
-/// `cluster` and waits until the ELBv2 API no longer lists them; before the
-/// cluster is deleted. Returns what it found.
-pub async fn sweep_load_balancers(
-    aws: &Aws,
-    addr: &Address,
-    cluster: &str,
-    ctx: &OpContext<'_>,
-) -> Result<Leftovers, ProviderError> {
-    let found = leftovers(aws, addr, cluster).await?;
-    if found.is_empty() {
-        return Ok(found);
-    }
-    ctx.status(&format!(
-        "removing what the load balancer controller made for cluster `{cluster}`: {} load balancer(s), {} target group(s)",
-        found.load_balancers.len(),
-        found.target_groups.len(),
-    ));
-    for arn in &found.load_balancers {
-        absent_ok(
-            addr,
-            "DeleteLoadBalancer",
-            aws.elbv2
-                .delete_load_balancer()
-                .load_balancer_arn(arn)
-                .send()
-                .await,
-        )?;
-    }
-    let lb_timeout = aws.timeouts.consistency.max(Duration::from_secs(60));
-    aws.wait_until(
-        addr,
-        ctx,
-        "the controller's load balancers are gone",
-        lb_timeout,
-        || async {
-            let now = leftovers(aws, addr, cluster).await?;
-            Ok(now
-                .load_balancers
-                .iter()
-                .all(|a| !found.load_balancers.contains(a))
-                .then_some(()))
-        },
-    )
-    .await?;
-    // A target group is in use until its load balancer's listeners are gone.
-    for arn in &found.target_groups {
-        aws.retry_consistency(
-            ctx,
-            &["ResourceInUse", "ResourceInUseException"],
-            || async {
-                absent_ok(
-                    addr,
-                    "DeleteTargetGroup",
-                    aws.elbv2
-                        .delete_target_group()
-                        .target_group_arn(arn)
-                        .send()
-                        .await,
-                )
-                .map(|_| ())
-            },
-        )
-        .await?;
-    }
-    Ok(found)
-}
-
-/// Deletes the security groups the controller made for `cluster`; after
-/// the cluster is gone, since its security group refers to the
-/// controller's shared one until then.
-pub async fn sweep_security_groups(
-    aws: &Aws,
-    addr: &Address,
-    cluster: &str,
-    ctx: &OpContext<'_>,
-) -> Result<Vec<String>, ProviderError> {
-    let found = leftovers(aws, addr, cluster).await?.security_groups;
-    if !found.is_empty() {
-        ctx.status(&format!(
-            "removing {} security group(s) the load balancer controller made for cluster `{cluster}`",
-            found.len()
-        ));
-    }
-    // A security group is in use until the load balancer's network
-    // interfaces are released, which takes a while after it is deleted.
-    for id in &found {
-        aws.retry_consistency(
-            ctx,
-            &["DependencyViolation", "InvalidGroup.InUse"],
-            || async {
-                absent_ok(
-                    addr,
-                    "DeleteSecurityGroup",
-                    aws.ec2.delete_security_group().group_id(id).send().await,
-                )
-                .map(|_| ())
-            },
-        )
-        .await?;
-    }
-    Ok(found)
-}
-
-/// Deletes what the controller made in `scope` — load balancers (waiting
-/// until ELBv2 no longer lists them), then target groups, then security
-/// groups — for when the controller did not. Returns what it removed.
-pub async fn remove_made_for(
+/// Deletes the load balancers and target groups of `found`, waiting until
+/// ELBv2 no longer lists the load balancers (a target group is in use until
+/// its load balancer's listeners are gone).
+async fn delete_load_balancers(
     aws: &Aws,
     addr: &Address,
     scope: Scope<'_>,
+    found: &Leftovers,
     ctx: &OpContext<'_>,
-) -> Result<Leftovers, ProviderError> {
-    let found = made_for(aws, addr, scope).await?;
+) -> Result<(), ProviderError> {
     for arn in &found.load_balancers {
         absent_ok(
             addr,
@@ -280,7 +176,7 @@ pub async fn remove_made_for(
     aws.wait_until(
         addr,
         ctx,
-        "the load balancers are gone",
+        "the controller's load balancers are gone",
         timeout,
         || async {
             let now = made_for(aws, addr, scope).await?;
@@ -311,7 +207,18 @@ pub async fn remove_made_for(
         )
         .await?;
     }
-    for id in &found.security_groups {
+    Ok(())
+}
+
+/// Deletes security groups, waiting while they are still in use (a load
+/// balancer's network interfaces are released a while after it is deleted).
+async fn delete_security_groups(
+    aws: &Aws,
+    addr: &Address,
+    ids: &[String],
+    ctx: &OpContext<'_>,
+) -> Result<(), ProviderError> {
+    for id in ids {
         aws.retry_consistency(
             ctx,
             &["DependencyViolation", "InvalidGroup.InUse"],
@@ -326,5 +233,64 @@ pub async fn remove_made_for(
         )
         .await?;
     }
+    Ok(())
+}
+
+/// Deletes the load balancers and target groups the controller made for
+/// `cluster`; before the cluster is deleted. Returns what it found.
+pub async fn sweep_load_balancers(
+    aws: &Aws,
+    addr: &Address,
+    cluster: &str,
+    ctx: &OpContext<'_>,
+) -> Result<Leftovers, ProviderError> {
+    let scope = Scope {
+        cluster,
+        stacks: None,
+    };
+    let found = made_for(aws, addr, scope).await?;
+    if !found.is_empty() {
+        ctx.status(&format!(
+            "removing what the load balancer controller made for cluster `{cluster}`: {} load balancer(s), {} target group(s)",
+            found.load_balancers.len(),
+            found.target_groups.len(),
+        ));
+        delete_load_balancers(aws, addr, scope, &found, ctx).await?;
+    }
+    Ok(found)
+}
+
+/// Deletes the security groups the controller made for `cluster`; after
+/// the cluster is gone, since its security group refers to the
+/// controller's shared one until then.
+pub async fn sweep_security_groups(
+    aws: &Aws,
+    addr: &Address,
+    cluster: &str,
+    ctx: &OpContext<'_>,
+) -> Result<Vec<String>, ProviderError> {
+    let found = leftovers(aws, addr, cluster).await?.security_groups;
+    if !found.is_empty() {
+        ctx.status(&format!(
+            "removing {} security group(s) the load balancer controller made for cluster `{cluster}`",
+            found.len()
+        ));
+        delete_security_groups(aws, addr, &found, ctx).await?;
+    }
+    Ok(found)
+}
+
+/// Deletes what the controller made in `scope` — load balancers, target
+/// groups, then security groups — for when the controller did not.
+/// Returns what it removed.
+pub async fn remove_made_for(
+    aws: &Aws,
+    addr: &Address,
+    scope: Scope<'_>,
+    ctx: &OpContext<'_>,
+) -> Result<Leftovers, ProviderError> {
+    let found = made_for(aws, addr, scope).await?;
+    delete_load_balancers(aws, addr, scope, &found, ctx).await?;
+    delete_security_groups(aws, addr, &found.security_groups, ctx).await?;
     Ok(found)
 }
