@@ -402,8 +402,10 @@ fn sigint_during_refresh_releases_the_lock_and_changes_nothing() {
 #[test]
 fn sigint_at_the_approval_prompt_exits_at_once_and_releases_the_lock() {
     let p = Project::reference();
-    let cmd = format!("{} apply", env!("CARGO_BIN_EXE_slipway"));
-    // On a terminal (util-linux `script`), with nobody answering.
+    // On a terminal (util-linux `script`), with nobody answering. Standard
+    // error goes straight to a file: `script` may exit before relaying the
+    // last lines its child wrote.
+    let cmd = format!("exec {} apply 2>run.err", env!("CARGO_BIN_EXE_slipway"));
     let mut child = std::process::Command::new("script")
         .args(["-qec", &cmd, "/dev/null"])
         .current_dir(p.dir.path())
@@ -417,9 +419,12 @@ fn sigint_at_the_approval_prompt_exits_at_once_and_releases_the_lock() {
     let lock = p.path("state/smallcase.json.lock");
     wait_for("the lock", || lock.exists());
     // The plan is made and the question asked; find slipway under `script`.
-    wait_for("the question", || {
-        std::fs::read_to_string(p.path("run.out")).is_ok_and(|o| o.contains("Enter a value"))
-    });
+    let output = || {
+        ["run.out", "run.err"]
+            .map(|f| std::fs::read_to_string(p.path(f)).unwrap_or_default())
+            .concat()
+    };
+    wait_for("the question", || output().contains("Enter a value"));
     let out = std::process::Command::new("pgrep")
         .args(["-P", &child.id().to_string()])
         .output()
@@ -440,7 +445,7 @@ fn sigint_at_the_approval_prompt_exits_at_once_and_releases_the_lock() {
     assert_eq!(status.code(), Some(130));
     assert!(!lock.exists(), "the lock is released");
     assert_eq!(p.object_count(), 0, "nothing changed");
-    let out = std::fs::read_to_string(p.path("run.out")).unwrap();
+    let out = output();
     assert!(
         out.contains("interrupted before any change was made"),
         "{out}"
