@@ -88,6 +88,23 @@ impl Address {
         })
     }
 
+    /// `DOMAIN.KIND.ID` for an object that names no address of its own (a
+    /// tagged object without an address tag, a load balancer the controller
+    /// made): characters a name cannot hold become `_`.
+    pub fn made_up(domain: Domain, kind: &str, id: &str) -> Option<Self> {
+        let name: String = id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        Address::new(domain, kind, &name).ok()
+    }
+
     /// `DOMAIN.all.resources`: names a whole domain in errors of calls that
     /// concern no single resource (discovery).
     pub fn domain_wide(domain: Domain) -> Self {

@@ -7,6 +7,7 @@ pub mod apply;
 pub mod cli;
 pub mod clock;
 pub mod deploy;
+pub mod drift;
 pub mod env;
 pub mod graph;
 pub mod plan;

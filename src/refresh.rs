@@ -3,9 +3,10 @@
 //! as the stack's that the state does not know. Strictly read-only.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use crate::addr::Address;
-use crate::provider::{ProviderError, Providers};
+use crate::provider::{DiscoverScope, Discovery, ProviderError, Providers};
 use crate::resource::Live;
 use crate::state::State;
 
@@ -14,8 +15,11 @@ use crate::state::State;
 pub struct Refreshed {
     /// Every state address, with `None` for objects that are gone.
     pub live: BTreeMap<Address, Option<Live>>,
-    /// Tagged objects the state does not know.
-    pub unmanaged: BTreeMap<Address, Live>,
+    /// What exists beside the state's objects (see [`Discovery`]).
+    pub discovered: Discovery,
+    /// How long the reads and the discovery took (the slowest provider's).
+    pub read_time: Duration,
+    pub discover_time: Duration,
 }
 
 /// Why refresh failed: every resource that could not be read.
@@ -56,8 +60,30 @@ impl std::fmt::Display for RefreshError {
     }
 }
 
-/// Reads the live objects of everything in `state`.
-pub async fn refresh(providers: &Providers, state: &State) -> Result<Refreshed, RefreshError> {
+/// The ids of everything the state tracks; a security-group rule's id
+/// lists each rule it stands for.
+pub fn known_ids(state: &State) -> BTreeSet<String> {
+    state
+        .resources()
+        .values()
+        .flat_map(|r| {
+            std::iter::once(r.id.clone()).chain(
+                r.id.contains(',')
+                    .then(|| r.id.split(',').map(str::to_string).collect::<Vec<_>>())
+                    .into_iter()
+                    .flatten(),
+            )
+        })
+        .collect()
+}
+
+/// Reads the live objects of everything in `state`, then discovers what
+/// exists beside them — `thorough`ly for `drift` (see [`DiscoverScope`]).
+pub async fn refresh(
+    providers: &Providers,
+    state: &State,
+    thorough: bool,
+) -> Result<Refreshed, RefreshError> {
     let mut errors = Vec::new();
     // A connection that lives in a resource (Kubernetes, in the cluster)
     // goes where the state says it is.
@@ -69,7 +95,7 @@ pub async fn refresh(providers: &Providers, state: &State) -> Result<Refreshed, 
             errors.push(e);
         }
     }
-    let known: BTreeSet<String> = state.resources().values().map(|r| r.id.clone()).collect();
+    let known = known_ids(state);
     let work = providers.distinct().map(|(provider, serves)| {
         let items: Vec<(Address, Live)> = state
             .resources()
@@ -81,21 +107,31 @@ pub async fn refresh(providers: &Providers, state: &State) -> Result<Refreshed, 
         async move {
             // Reads first: a provider connects on first use, and discovery
             // only looks where the state says something is.
+            let started = Instant::now();
             let reads = provider.read_many(&items).await;
-            let found = provider.discover(state.stack(), known).await;
-            let found = found.map(|objects| {
-                objects
-                    .into_iter()
-                    .filter(|(a, _)| serves(a))
-                    .collect::<Vec<_>>()
+            let read_time = started.elapsed();
+            let scope = DiscoverScope {
+                stack: state.stack(),
+                known,
+                managed: &items,
+                thorough,
+            };
+            let found = provider.discover(&scope).await.map(|mut d| {
+                // What another provider serves is its to report; kinds
+                // slipway does not manage (load balancers) stay.
+                d.tagged
+                    .retain(|t| serves(&t.addr) || providers.for_addr(&t.addr).is_err());
+                d
             });
-            (reads, found)
+            (reads, found, read_time, started.elapsed() - read_time)
         }
     });
     let results = futures::future::join_all(work).await;
 
     let mut out = Refreshed::default();
-    for (reads, found) in results {
+    for (reads, found, read_time, discover_time) in results {
+        out.read_time = out.read_time.max(read_time);
+        out.discover_time = out.discover_time.max(discover_time);
         for (addr, result) in reads {
             match result {
                 Ok(live) => {
@@ -105,11 +141,7 @@ pub async fn refresh(providers: &Providers, state: &State) -> Result<Refreshed, 
             }
         }
         match found {
-            Ok(objects) => out.unmanaged.extend(
-                objects
-                    .into_iter()
-                    .filter(|(addr, _)| state.get_opt(addr).is_none()),
-            ),
+            Ok(d) => out.discovered.extend(d),
             Err(e) => errors.push(e),
         }
     }

@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::Project;
-use serde_json::json;
+use serde_json::{Value, json};
 
 fn applied() -> Project {
     let p = Project::reference();
@@ -626,17 +626,27 @@ fn drift_is_read_only_and_reports_changed_deleted_and_unmanaged() {
     let json = p.run(&["drift", "--json"]);
     json.code(2);
     let doc = json.json();
+    assert_eq!(doc["format_version"], "2");
+    assert_eq!(doc["result"], "drift");
     assert_eq!(doc["drifted"], true);
-    let kinds: Vec<&str> = doc["drift"]
+    let kinds: Vec<&str> = doc["findings"]
         .as_array()
         .unwrap()
         .iter()
         .map(|d| d["kind"].as_str().unwrap())
         .collect();
-    assert!(
-        kinds.contains(&"changed") && kinds.contains(&"deleted") && kinds.contains(&"unmanaged"),
-        "{kinds:?}"
-    );
+    assert_eq!(kinds, ["deleted", "unmanaged", "modified"], "{doc}");
+    assert_eq!(doc["counts"]["by_kind"]["modified"], 1);
+    assert_eq!(doc["counts"]["by_kind"]["deleted"], 1);
+    assert_eq!(doc["counts"]["by_kind"]["unmanaged"], 1);
+    assert_eq!(doc["counts"]["drifted"], 3);
+    assert!(doc["counts"]["checked"].as_u64().unwrap() > 40);
+    let modified = &doc["findings"][2];
+    assert_eq!(modified["path"], "enable_dns_hostnames");
+    assert_eq!(modified["recorded"], true);
+    assert_eq!(modified["live"], false);
+    assert!(doc["timings_ms"]["total"].is_u64());
+    assert_eq!(p.mutating_calls(), 0, "drift must not change anything");
 
     // A plan shows the deleted gateway will be recreated and the DNS setting put back.
     let plan = p.run(&["plan"]);
@@ -649,12 +659,88 @@ fn drift_is_read_only_and_reports_changed_deleted_and_unmanaged() {
 }
 
 #[test]
+fn drift_reports_two_objects_claiming_one_address_and_counts_accepted_drift() {
+    let p = applied();
+    let vpc = p.object_id("aws.vpc.main").unwrap();
+    let agent = p.object_id("aws.instance.jenkins_agent_1").unwrap();
+    p.edit_world(|w| {
+        // "Launch more like this" copies the tags of the tracked instance.
+        let copy = w["objects"][&agent].clone();
+        w["objects"]["i-copy"] = copy;
+        w["objects"][&vpc]["attrs"]["tags"]["Owner"] = json!("someone");
+        w["calls"] = json!([]);
+    });
+    let run = p.run(&["drift"]);
+    run.code(2)
+        .stdout_has("aws.instance.jenkins_agent_1 is claimed by 2 objects")
+        .stdout_has(&format!("`{agent}`, `i-copy`"))
+        .stdout_has("~ tags.Owner = (absent) -> \"someone\"")
+        .stdout_has("Drift: 1 modified, 1 duplicate.");
+
+    // Accepted on the command line: counted, listed apart, not drift.
+    let run = p.run(&[
+        "drift",
+        "--ignore",
+        "aws.vpc.*:tags",
+        "--ignore",
+        "aws.instance.jenkins_agent_?",
+    ]);
+    run.code(0)
+        .stdout_has(
+            "No drift: every resource matches the last apply (2 accepted difference(s) ignored).",
+        )
+        .stdout_has("aws.vpc.main:tags.Owner modified (by `aws.vpc.*:tags`)")
+        .stdout_has("Drift: none; 2 ignored.");
+    let doc = p
+        .run(&["drift", "--json", "--ignore", "aws.vpc.main:tags.Owner"])
+        .json();
+    assert_eq!(doc["counts"]["ignored"], 1);
+    assert_eq!(doc["counts"]["drifted"], 1);
+    let ignored: Vec<&Value> = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["ignored"] == true)
+        .collect();
+    assert_eq!(ignored.len(), 1);
+    assert_eq!(ignored[0]["ignored_by"], "aws.vpc.main:tags.Owner");
+    let dup = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "duplicate")
+        .unwrap();
+    assert_eq!(dup["ids"], json!([agent, "i-copy"]));
+
+    // Or in the stack, where a bad pattern names its line.
+    p.edit_stack(
+        "[stack]",
+        "[drift]\nignore = [\"aws.vpc.main:tags\"]\n\n[stack]",
+    );
+    p.run(&["drift", "--ignore", "aws.instance.*"])
+        .code(0)
+        .stdout_has("2 ignored");
+    p.edit_stack(
+        "ignore = [\"aws.vpc.main:tags\"]",
+        "ignore = [\"aws.vpc.main:\"]",
+    );
+    p.run(&["drift"])
+        .code(1)
+        .stderr_has("smallcase.toml:6:")
+        .stderr_has("the attribute path after `:` is empty");
+    p.run(&["drift", "--ignore", ":tags"])
+        .code(1)
+        .stderr_has("--ignore: `:tags` is not a drift pattern");
+    assert_eq!(p.mutating_calls(), 0, "drift must not change anything");
+}
+
+#[test]
 fn plan_json_is_versioned_and_parseable() {
     let p = Project::reference();
     let run = p.run(&["plan", "--json"]);
     run.success();
     let doc = run.json();
-    assert_eq!(doc["format_version"], "1");
+    assert_eq!(doc["format_version"], "2");
     assert_eq!(doc["mode"], "apply");
     assert_eq!(doc["has_changes"], true);
     let vpc = doc["changes"]

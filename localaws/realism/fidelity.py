@@ -216,6 +216,53 @@ def _patch_ecr_images() -> None:
     Backend.batch_get_image = batch_get_image
 
 
+def _patch_iam_list_instance_profile_tags() -> None:
+    """IAM ListInstanceProfileTags (moto: NotImplementedError, a 500). Served
+    on moto's IamResponse, so moto's serializer writes the IAM model's Query
+    XML (`ListInstanceProfileTagsResult`: `Tags` of `Key`/`Value`,
+    `IsTruncated`, `Marker` only when truncated) and moto's IAM errors
+    apply: an unknown profile is moto's NoSuchEntity (404), as in
+    GetInstanceProfile. The tags are moto's `InstanceProfile.tags` (set by
+    CreateInstanceProfile and TagInstanceProfile), sorted by key as the IAM
+    documentation says; `MaxItems` is 1-1000 (default 100), `Marker` is the
+    opaque token of the previous page (here: the next index)."""
+    from moto.core.responses import ActionResult
+    from moto.iam.exceptions import ValidationError
+    from moto.iam.responses import IamResponse
+
+    def list_instance_profile_tags(self: Any) -> ActionResult:
+        name = self._get_param("InstanceProfileName")
+        marker = self._get_param("Marker")
+        max_items = self._get_param("MaxItems", 100)
+        try:
+            max_items = int(max_items)
+        except (TypeError, ValueError):
+            raise ValidationError(f"1 validation error detected: Value '{max_items}' at 'maxItems' "
+                                  "failed to satisfy constraint: Member must be an integer") from None
+        if max_items < 1:
+            raise ValidationError(f"1 validation error detected: Value '{max_items}' at 'maxItems' "
+                                  "failed to satisfy constraint: Member must have value greater than or equal to 1")
+        if max_items > 1000:
+            raise ValidationError(f"1 validation error detected: Value '{max_items}' at 'maxItems' "
+                                  "failed to satisfy constraint: Member must have value less than or equal to 1000")
+        profile = self.backend.get_instance_profile(name)  # NoSuchEntity
+        tags = sorted(profile.tags, key=lambda t: t["Key"])
+        if marker is None:
+            start = 0
+        else:
+            start = int(marker) if str(marker).isdigit() else -1
+            if not 0 <= start <= len(tags):
+                raise ValidationError("Invalid Marker.")
+        end = start + max_items
+        result: dict[str, Any] = {"Tags": [{"Key": t["Key"], "Value": t["Value"]} for t in tags[start:end]],
+                                  "IsTruncated": end < len(tags)}
+        if end < len(tags):
+            result["Marker"] = str(end)
+        return ActionResult(result)
+
+    IamResponse.list_instance_profile_tags = list_instance_profile_tags
+
+
 _applied = False
 
 
@@ -226,4 +273,5 @@ def apply() -> None:
         _patch_eks_tagging()
         _patch_oidc_thumbprint_length()
         _patch_ecr_images()
+        _patch_iam_list_instance_profile_tags()
         _applied = True

@@ -239,10 +239,11 @@ pub async fn run_destroy(ctx: &Ctx<'_>, args: &DestroyArgs) -> Result<Exit> {
     report_reclaimed(ctx, &lock);
     let interrupts = Interrupts::install(&ctx.printer);
     let state = common::load_state(&backend, &stack)?;
-    let providers = ctx.providers(&stack).await?;
+    let platform = ctx.platform(&stack).await?;
+    let providers = &platform.providers;
     let planned = common::make_plan(
         ctx,
-        &providers,
+        providers,
         &stack,
         &desired,
         state.as_ref(),
@@ -284,11 +285,11 @@ pub async fn run_destroy(ctx: &Ctx<'_>, args: &DestroyArgs) -> Result<Exit> {
     if let Some(env) = &args.env
         && plan.has_changes()
     {
-        super::teardown::environment(ctx, &stack, env, args.controller_timeout).await?;
+        super::teardown::environment(ctx, &platform, &stack, env, args.controller_timeout).await?;
     }
     let exit = execute(
         ctx,
-        &providers,
+        providers,
         &stack,
         &backend,
         state,
@@ -306,7 +307,7 @@ pub async fn run_destroy(ctx: &Ctx<'_>, args: &DestroyArgs) -> Result<Exit> {
     }
     // A whole-stack destroy ends by looking for anything still carrying the
     // stack's tags or labels that the state never tracked.
-    let left = still_tagged(&providers, stack.name()).await;
+    let left = still_tagged(providers, stack.name()).await;
     if left.is_empty() {
         return Ok(exit);
     }
@@ -325,10 +326,16 @@ pub async fn run_destroy(ctx: &Ctx<'_>, args: &DestroyArgs) -> Result<Exit> {
 /// that cannot be asked is named too.
 async fn still_tagged(providers: &Providers, stack: &str) -> Vec<String> {
     let none = std::collections::BTreeSet::new();
+    let scope = crate::provider::DiscoverScope::everything(stack, &none);
     let mut left = Vec::new();
     for (provider, _) in providers.distinct() {
-        match provider.discover(stack, &none).await {
-            Ok(found) => left.extend(found.iter().map(|(a, l)| format!("`{a}` (`{}`)", l.id))),
+        match provider.discover(&scope).await {
+            Ok(found) => left.extend(
+                found
+                    .tagged
+                    .iter()
+                    .map(|t| format!("`{}` (`{}`)", t.addr, t.id)),
+            ),
             Err(e) => left.push(format!("(could not check: {e})")),
         }
     }

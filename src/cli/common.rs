@@ -134,6 +134,12 @@ impl Ctx<'_> {
     /// and the simulated cloud when `SLIPWAY_FAKE_CLOUD` is set — for every
     /// kind, or for the kind prefixes listed in `SLIPWAY_FAKE_KINDS`.
     pub async fn providers(&self, stack: &Stack) -> Result<Providers> {
+        Ok(self.platform(stack).await?.providers)
+    }
+
+    /// [`Self::providers`], with the AWS and Kubernetes providers also by
+    /// type (none under the simulated cloud alone).
+    pub async fn platform(&self, stack: &Stack) -> Result<Platform> {
         let fake = match crate::env::fake_cloud_opt() {
             Some(path) => {
                 self.printer.debug(&format!(
@@ -143,7 +149,13 @@ impl Ctx<'_> {
                 let p: Arc<dyn crate::provider::Provider> =
                     Arc::new(FakeProvider::open(stack.name(), &path)?);
                 match crate::env::fake_kinds_opt() {
-                    None => return Ok(Providers::new().with("", p)),
+                    None => {
+                        return Ok(Platform {
+                            providers: Providers::new().with("", p),
+                            aws: None,
+                            kube: None,
+                        });
+                    }
                     Some(prefixes) => Some((p, prefixes)),
                 }
             }
@@ -159,20 +171,45 @@ impl Ctx<'_> {
             Some(path) => Connection::Kubeconfig(path.clone()),
             None => Connection::eks(&aws, stack.cluster_name(), stack.region()),
         };
-        let aws: Arc<dyn crate::provider::Provider> = Arc::new(aws);
+        let aws = Arc::new(aws);
+        let kube = Arc::new(KubeProvider::new(connection));
+        let dyn_aws: Arc<dyn crate::provider::Provider> = aws.clone();
         let mut providers = Providers::new()
-            .with("k8s.", Arc::new(KubeProvider::new(connection)))
+            .with("k8s.", kube.clone())
             .with("tls.", Arc::new(TlsProvider));
         for kind in crate::provider::aws::KINDS {
-            providers = providers.with(kind, aws.clone());
+            providers = providers.with(kind, dyn_aws.clone());
         }
+        let faked = |prefix: &str| {
+            fake.as_ref().is_some_and(|(_, prefixes)| {
+                prefixes.iter().any(|p| prefix.starts_with(p.as_str()))
+            })
+        };
+        let (aws, kube) = (
+            (!faked("aws.")).then_some(aws),
+            (!faked("k8s.")).then_some(kube),
+        );
         if let Some((fake, prefixes)) = fake {
             for prefix in prefixes {
                 providers = providers.with(&prefix, fake.clone());
             }
         }
-        Ok(providers)
+        Ok(Platform {
+            providers,
+            aws,
+            kube,
+        })
     }
+}
+
+/// The providers of a run, and the AWS and Kubernetes ones by type for what
+/// goes beyond resources (drift's check of the controller's load
+/// balancers, an environment's teardown). `None` where the simulated cloud
+/// stands in.
+pub struct Platform {
+    pub providers: Providers,
+    pub aws: Option<Arc<AwsProvider>>,
+    pub kube: Option<Arc<KubeProvider>>,
 }
 
 pub fn load_state(backend: &LocalBackend, stack: &Stack) -> Result<Option<State>> {
@@ -188,6 +225,34 @@ pub async fn make_plan(
     state: Option<&State>,
     mode: Mode,
 ) -> Result<Plan> {
+    Ok(
+        refresh_and_plan(ctx, providers, stack, desired, state, mode, false)
+            .await?
+            .0,
+    )
+}
+
+/// What a refresh found besides the plan: for `drift`.
+pub struct RefreshInfo {
+    /// What the load balancer controller made for the stack's cluster.
+    pub controller: Vec<crate::provider::ControllerMade>,
+    /// State addresses read.
+    pub checked: usize,
+    pub read_time: std::time::Duration,
+    pub discover_time: std::time::Duration,
+}
+
+/// Refreshes — `thorough`ly for `drift` — and plans; the stack's
+/// `[drift] ignore` marks accepted drift.
+pub async fn refresh_and_plan(
+    ctx: &Ctx<'_>,
+    providers: &Providers,
+    stack: &Stack,
+    desired: &Desired,
+    state: Option<&State>,
+    mode: Mode,
+    thorough: bool,
+) -> Result<(Plan, RefreshInfo)> {
     let unmanageable: Vec<String> = desired
         .resources()
         .keys()
@@ -209,20 +274,32 @@ pub async fn make_plan(
     let empty = State::new(stack.name());
     let prior = state.unwrap_or(&empty);
     let started = std::time::Instant::now();
-    let Refreshed { live, unmanaged } = refresh::refresh(providers, prior).await?;
+    let Refreshed {
+        live,
+        discovered,
+        read_time,
+        discover_time,
+    } = refresh::refresh(providers, prior, thorough).await?;
     ctx.printer.debug(&format!(
         "refreshed {} resource(s) in {:.2}s",
         live.len(),
         started.elapsed().as_secs_f64()
     ));
-    let (changes, drift) = plan::plan(&PlanInput {
+    let (changes, mut drift) = plan::plan(&PlanInput {
         desired,
         prior: prior.resources(),
         live: &live,
-        unmanaged: &unmanaged,
+        discovered: &discovered,
         mode: &mode,
     })?;
-    Ok(Plan {
+    crate::drift::ignore::apply(&mut drift, stack.drift_ignore());
+    let info = RefreshInfo {
+        controller: discovered.controller,
+        checked: live.len(),
+        read_time,
+        discover_time,
+    };
+    let plan = Plan {
         format_version: PLAN_FORMAT_VERSION,
         id: uuid::Uuid::new_v4().to_string(),
         created_at: crate::clock::now_rfc3339(),
@@ -238,7 +315,8 @@ pub async fn make_plan(
         refreshed: live,
         changes,
         drift,
-    })
+    };
+    Ok((plan, info))
 }
 
 /// Writes a plan for `apply FILE` (mode 0600: it holds live attributes).

@@ -86,7 +86,7 @@ pub enum Command {
     /// Delete the whole stack, or one environment with `--env`
     Destroy(apply::DestroyArgs),
     /// Report what changed outside slipway (read-only; for cron)
-    Drift,
+    Drift(drift::DriftArgs),
     /// Deploy a branch's image to its environment (the pipeline's deploy stage)
     Deploy(deploy::DeployArgs),
     /// Put the exact image running in one environment into another
@@ -124,7 +124,7 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Plan(args) => plan::run(&ctx, args).await,
         Command::Apply(args) => apply::run_apply(&ctx, args).await,
         Command::Destroy(args) => apply::run_destroy(&ctx, args).await,
-        Command::Drift => drift::run(&ctx).await,
+        Command::Drift(args) => drift::run(&ctx, args).await,
         Command::Deploy(args) => deploy::run_deploy(&ctx, args).await,
         Command::Promote(args) => deploy::run_promote(&ctx, args).await,
         Command::Rollback(args) => deploy::run_rollback(&ctx, args).await,

@@ -12,10 +12,8 @@ use std::time::Duration;
 use anyhow::Result;
 use serde_json::Value;
 
-use super::common::{Ctx, hinted};
+use super::common::{Ctx, Platform, hinted};
 use crate::provider::OpContext;
-use crate::provider::aws::AwsProvider;
-use crate::provider::kube::{Connection, KubeProvider};
 use crate::stack::Stack;
 
 /// The finalizer the controller puts on the Ingresses it has taken on.
@@ -48,21 +46,21 @@ fn ingress_stack(namespace: &str, ing: &Value) -> (String, bool) {
 }
 
 /// Removes the environment's load balancers before its namespace goes.
-pub async fn environment(ctx: &Ctx<'_>, stack: &Stack, env: &str, wait: Duration) -> Result<()> {
+pub async fn environment(
+    ctx: &Ctx<'_>,
+    platform: &Platform,
+    stack: &Stack,
+    env: &str,
+    wait: Duration,
+) -> Result<()> {
     // The simulated cloud has no cluster.
-    if crate::env::fake_cloud_opt().is_some() {
+    let (Some(aws), Some(kube)) = (&platform.aws, &platform.kube) else {
         return Ok(());
-    }
+    };
     let Some(e) = stack.environment_opt(env) else {
         return Ok(());
     };
     let namespace = e.namespace();
-    let aws = AwsProvider::connect(stack.name(), stack.region()).await?;
-    let connection = match &ctx.global.kubeconfig {
-        Some(path) => Connection::Kubeconfig(path.clone()),
-        None => Connection::eks(&aws, stack.cluster_name(), stack.region()),
-    };
-    let kube = KubeProvider::new(connection);
     let app = match kube.app_cluster(namespace).await {
         Ok(app) => app,
         // No cluster: nothing in it to front.

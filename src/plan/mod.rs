@@ -6,7 +6,6 @@ mod planner;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::addr::Address;
 use crate::resource::{Expr, Live};
@@ -15,7 +14,8 @@ pub use planner::{PlanError, PlanInput, plan};
 
 /// The format version of saved plan files.
 /// 2: changes say what is protected and what goes with a replaced container.
-pub const PLAN_FORMAT_VERSION: u32 = 2;
+/// 3: drift is findings (see `crate::drift`).
+pub const PLAN_FORMAT_VERSION: u32 = 3;
 
 /// What apply will do to one address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -81,38 +81,6 @@ pub struct Change {
     pub serial_group: Option<String>,
 }
 
-/// How a resource differs from what the last state recorded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DriftKind {
-    /// Attributes were changed outside slipway.
-    Changed,
-    /// The resource was deleted outside slipway.
-    Deleted,
-    /// A resource tagged as this stack's exists but the state does not know it.
-    Unmanaged,
-}
-
-/// One attribute's drift.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AttrDrift {
-    pub name: String,
-    pub prior: Option<Value>,
-    pub live: Option<Value>,
-}
-
-/// One resource's drift.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Drift {
-    pub addr: Address,
-    pub kind: DriftKind,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub attrs: Vec<AttrDrift>,
-    /// The cloud identifier, for unmanaged and deleted resources.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-}
-
 /// What the plan is for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
@@ -146,7 +114,7 @@ pub struct Plan {
     /// What refresh found for every address in the state (`None`: gone).
     pub refreshed: BTreeMap<Address, Option<Live>>,
     pub changes: Vec<Change>,
-    pub drift: Vec<Drift>,
+    pub drift: Vec<crate::drift::Finding>,
 }
 
 /// Counts for the summary line.

@@ -5,8 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use super::{Action, AttrDrift, Change, Drift, DriftKind, Mode};
+use super::{Action, Change, Mode};
 use crate::addr::Address;
+use crate::drift::Finding;
+use crate::provider::Discovery;
 use crate::resource::{Cbd, Desired, Expr, Live, Reference, spec_opt};
 use crate::state::ResourceState;
 
@@ -18,8 +20,8 @@ pub struct PlanInput<'a> {
     /// What refresh found for each prior address (`None`: gone). Addresses
     /// missing here were not refreshed and are taken as the prior says.
     pub live: &'a BTreeMap<Address, Option<Live>>,
-    /// Objects tagged as this stack's that the state does not know.
-    pub unmanaged: &'a BTreeMap<Address, Live>,
+    /// What exists beside the state's objects.
+    pub discovered: &'a Discovery,
     pub mode: &'a Mode,
 }
 
@@ -39,8 +41,8 @@ pub enum PlanError {
 }
 
 /// Computes changes and drift.
-pub fn plan(input: &PlanInput<'_>) -> Result<(Vec<Change>, Vec<Drift>), PlanError> {
-    let drift = drift(input);
+pub fn plan(input: &PlanInput<'_>) -> Result<(Vec<Change>, Vec<Finding>), PlanError> {
+    let drift = crate::drift::findings(input.prior, input.live, input.discovered);
     let current = |addr: &Address| -> Option<Live> {
         match input.live.get(addr) {
             Some(live) => live.clone(),
@@ -281,60 +283,10 @@ fn delete(addr: &Address, prior: &ResourceState, live: Live) -> Change {
     }
 }
 
-fn drift(input: &PlanInput<'_>) -> Vec<Drift> {
-    let mut out = Vec::new();
-    for (addr, prior) in input.prior {
-        match input.live.get(addr) {
-            None => {}
-            Some(None) => out.push(Drift {
-                addr: addr.clone(),
-                kind: DriftKind::Deleted,
-                attrs: Vec::new(),
-                id: Some(prior.id.clone()),
-            }),
-            Some(Some(live)) => {
-                let clock_driven = spec_opt(&addr.kind_key())
-                    .map(|s| s.clock_driven)
-                    .unwrap_or_default();
-                let names: BTreeSet<&String> =
-                    prior.attributes.keys().chain(live.attrs.keys()).collect();
-                let attrs: Vec<AttrDrift> = names
-                    .into_iter()
-                    .filter(|k| !clock_driven.contains(&k.as_str()))
-                    .filter(|k| prior.attributes.get(*k) != live.attrs.get(*k))
-                    .map(|k| AttrDrift {
-                        name: k.clone(),
-                        prior: prior.attributes.get(k).cloned(),
-                        live: live.attrs.get(k).cloned(),
-                    })
-                    .collect();
-                if !attrs.is_empty() {
-                    out.push(Drift {
-                        addr: addr.clone(),
-                        kind: DriftKind::Changed,
-                        attrs,
-                        id: None,
-                    });
-                }
-            }
-        }
-    }
-    for (addr, live) in input.unmanaged {
-        if !input.prior.contains_key(addr) {
-            out.push(Drift {
-                addr: addr.clone(),
-                kind: DriftKind::Unmanaged,
-                attrs: Vec::new(),
-                id: Some(live.id.clone()),
-            });
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::drift::FindingKind;
     use crate::resource::Resource;
     use serde_json::json;
 
@@ -394,12 +346,12 @@ mod tests {
         prior: &BTreeMap<Address, ResourceState>,
         live: &BTreeMap<Address, Option<Live>>,
         mode: Mode,
-    ) -> Result<(Vec<Change>, Vec<Drift>), PlanError> {
+    ) -> Result<(Vec<Change>, Vec<Finding>), PlanError> {
         plan(&PlanInput {
             desired,
             prior,
             live,
-            unmanaged: &BTreeMap::new(),
+            discovered: &Discovery::default(),
             mode: &mode,
         })
     }
@@ -656,8 +608,8 @@ mod tests {
         assert_eq!(changes[0].action, Action::Update);
         assert_eq!(changes[0].changed, ["tags"]);
         assert_eq!(drift.len(), 1);
-        assert_eq!(drift[0].kind, DriftKind::Changed);
-        assert_eq!(drift[0].attrs[0].name, "tags");
+        assert_eq!(drift[0].kind, FindingKind::Modified);
+        assert_eq!(drift[0].path.as_deref(), Some("tags"));
     }
 
     #[test]
@@ -668,8 +620,8 @@ mod tests {
         live.insert(a("aws.subnet.a"), None);
         let (changes, drift) = run(&d, &prior, &live, Mode::Apply).unwrap();
         assert_eq!(changes[1].action, Action::Create);
-        assert_eq!(drift[0].kind, DriftKind::Deleted);
-        assert_eq!(drift[0].addr, a("aws.subnet.a"));
+        assert_eq!(drift[0].kind, FindingKind::Deleted);
+        assert_eq!(drift[0].address, a("aws.subnet.a"));
     }
 
     #[test]
@@ -742,24 +694,24 @@ mod tests {
     fn unmanaged_objects_are_reported() {
         let d = desired();
         let prior = applied();
-        let unmanaged: BTreeMap<Address, Live> = [(
-            a("aws.subnet.z"),
-            Live {
+        let discovered = Discovery {
+            tagged: vec![crate::provider::Tagged {
+                addr: a("aws.subnet.z"),
                 id: "subnet-9".into(),
-                attrs: Default::default(),
-            },
-        )]
-        .into();
+                claims_address: true,
+            }],
+            ..Discovery::default()
+        };
         let (_, drift) = plan(&PlanInput {
             desired: &d,
             prior: &prior,
             live: &live_of(&prior),
-            unmanaged: &unmanaged,
+            discovered: &discovered,
             mode: &Mode::Apply,
         })
         .unwrap();
         assert_eq!(drift.len(), 1);
-        assert_eq!(drift[0].kind, DriftKind::Unmanaged);
+        assert_eq!(drift[0].kind, FindingKind::Unmanaged);
         assert_eq!(drift[0].id.as_deref(), Some("subnet-9"));
     }
 }

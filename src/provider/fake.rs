@@ -8,7 +8,7 @@
 //! objects return `None`, deletes of gone objects succeed. Faults and delays
 //! are configured in the file's `faults` section.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{OpContext, Provider, ProviderError};
+use super::{DiscoverScope, Discovery, OpContext, Provider, ProviderError, Tagged};
 use crate::addr::Address;
 use crate::resource::{Attrs, Live, spec_opt};
 
@@ -254,17 +254,21 @@ impl Provider for FakeProvider {
         Ok(found)
     }
 
-    async fn discover(
-        &self,
-        stack: &str,
-        known: &BTreeSet<String>,
-    ) -> Result<BTreeMap<Address, Live>, ProviderError> {
+    async fn discover(&self, scope: &DiscoverScope<'_>) -> Result<Discovery, ProviderError> {
         let w = self.lock();
-        Ok(w.objects
-            .iter()
-            .filter(|(id, o)| o.stack == stack && !known.contains(*id))
-            .map(|(id, o)| (o.addr.clone(), live(id, o)))
-            .collect())
+        Ok(Discovery {
+            tagged: w
+                .objects
+                .iter()
+                .filter(|(id, o)| o.stack == scope.stack && !scope.known.contains(*id))
+                .map(|(id, o)| Tagged {
+                    addr: o.addr.clone(),
+                    id: id.clone(),
+                    claims_address: true,
+                })
+                .collect(),
+            ..Discovery::default()
+        })
     }
 
     async fn create(
@@ -446,20 +450,20 @@ mod tests {
         assert_eq!(err.code, "InjectedFault");
         let reopened = FakeProvider::open("s", &path).unwrap();
         assert_eq!(reopened.world().objects.len(), 1);
-        assert_eq!(
-            reopened
-                .discover("s", &BTreeSet::new())
-                .await
-                .unwrap()
-                .len(),
-            1
-        );
-        assert!(
-            reopened
-                .discover("other", &BTreeSet::new())
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        let none = std::collections::BTreeSet::new();
+        let found = |stack| {
+            let reopened = &reopened;
+            let none = &none;
+            async move {
+                reopened
+                    .discover(&DiscoverScope::everything(stack, none))
+                    .await
+                    .unwrap()
+                    .tagged
+                    .len()
+            }
+        };
+        assert_eq!(found("s").await, 1);
+        assert_eq!(found("other").await, 0);
     }
 }

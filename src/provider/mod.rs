@@ -6,7 +6,7 @@ pub mod fake;
 pub mod kube;
 pub mod tls;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -127,13 +127,11 @@ pub trait Provider: Send + Sync {
         futures::future::join_all(reads).await
     }
 
-    /// Objects tagged as belonging to `stack` whose ids are not in `known`, by
-    /// address, so that orphans can be reported.
-    async fn discover(
-        &self,
-        stack: &str,
-        known: &BTreeSet<String>,
-    ) -> Result<BTreeMap<Address, Live>, ProviderError>;
+    /// What exists beside the state's objects: objects tagged or labelled
+    /// as `scope.stack`'s whose ids the state does not know and, when
+    /// thorough, members of managed collections the state does not know and
+    /// what the load balancer controller made. Strictly read-only.
+    async fn discover(&self, scope: &DiscoverScope<'_>) -> Result<Discovery, ProviderError>;
 
     /// Creates the object, or adopts one an interrupted earlier run created.
     async fn create(
@@ -165,6 +163,93 @@ pub trait Provider: Send + Sync {
     /// connection lives in another resource (Kubernetes, in the EKS
     /// cluster) follows it when it is replaced.
     fn observed(&self, _addr: &Address, _live: Option<&Live>) {}
+}
+
+/// Where [`Provider::discover`] looks.
+pub struct DiscoverScope<'a> {
+    pub stack: &'a str,
+    /// The id of every object the state tracks (any provider).
+    pub known: &'a BTreeSet<String>,
+    /// The state's objects this provider serves, as last recorded.
+    pub managed: &'a [(Address, Live)],
+    /// Every service and every managed collection (`drift`, the end of a
+    /// destroy), or only what a plan needs (tagged EC2 objects, labelled
+    /// Kubernetes objects).
+    pub thorough: bool,
+}
+
+impl<'a> DiscoverScope<'a> {
+    /// Everything tagged as `stack`'s, none of it known.
+    pub fn everything(stack: &'a str, none: &'a BTreeSet<String>) -> Self {
+        DiscoverScope {
+            stack,
+            known: none,
+            managed: &[],
+            thorough: true,
+        }
+    }
+}
+
+/// What [`Provider::discover`] found.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Discovery {
+    pub tagged: Vec<Tagged>,
+    pub extras: Vec<Extra>,
+    pub controller: Vec<ControllerMade>,
+}
+
+impl Discovery {
+    pub fn extend(&mut self, other: Discovery) {
+        self.tagged.extend(other.tagged);
+        self.extras.extend(other.extras);
+        self.controller.extend(other.controller);
+    }
+}
+
+/// An object tagged (or labelled) as the stack's that the state does not
+/// track, by the address it claims. Without an address tag, `addr` is made
+/// from its kind and id and `claims_address` is false.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tagged {
+    pub addr: Address,
+    pub id: String,
+    pub claims_address: bool,
+}
+
+/// A member of a managed collection the state does not know: a rule added
+/// to a managed security group, a policy attached to a managed role, a
+/// Fargate profile or access entry added to the managed cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Extra {
+    /// The managed object holding it.
+    pub of: Address,
+    /// Which of its collections (`rules`, `attached_policies`…).
+    pub collection: String,
+    pub id: String,
+    /// What it is, as read.
+    pub detail: serde_json::Value,
+}
+
+/// A load balancer, target group or security group the load balancer
+/// controller made for the stack's cluster, and what it was made for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControllerMade {
+    /// `load_balancer`, `target_group` or `security_group`.
+    pub kind: &'static str,
+    /// ARN or id.
+    pub id: String,
+    pub name: String,
+    /// The Ingress (`namespace/name`), IngressGroup (its name) or Service
+    /// (`namespace/name`) it fronts, from its tags.
+    pub fronts: Option<Fronts>,
+}
+
+/// What a controller-made object fronts.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Fronts {
+    Ingress(String),
+    IngressGroup(String),
+    Service(String),
 }
 
 /// The providers of one run. Each address goes to the provider registered

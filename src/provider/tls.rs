@@ -12,8 +12,6 @@
 //! itself is near its end, a new one is made and the bundle holds both, the
 //! new and the old, so the certificate still served is trusted too.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use async_trait::async_trait;
 use base64::Engine as _;
 use rcgen::{
@@ -23,7 +21,7 @@ use rcgen::{
 use serde_json::{Value, json};
 use time::{Duration, OffsetDateTime};
 
-use super::{OpContext, Provider, ProviderError};
+use super::{DiscoverScope, Discovery, OpContext, Provider, ProviderError};
 use crate::addr::Address;
 use crate::resource::{Attrs, Live};
 
@@ -294,12 +292,8 @@ impl Provider for TlsProvider {
         Ok(Some(Self::read_at(prior, OffsetDateTime::now_utc())))
     }
 
-    async fn discover(
-        &self,
-        _stack: &str,
-        _known: &BTreeSet<String>,
-    ) -> Result<BTreeMap<Address, Live>, ProviderError> {
-        Ok(BTreeMap::new())
+    async fn discover(&self, _scope: &DiscoverScope<'_>) -> Result<Discovery, ProviderError> {
+        Ok(Discovery::default())
     }
 
     async fn create(

@@ -4,11 +4,19 @@
 use serde_json::{Map, Value, json};
 
 use super::redact;
-use crate::plan::{Drift, Mode, Plan};
+use crate::drift::{Counts, Finding, FindingKind};
+use crate::plan::{Mode, Plan};
 use crate::resource::Expr;
 
-/// The version of every JSON document slipway prints.
+/// The version of the JSON documents slipway prints, except plans and drift
+/// reports, which have their own.
 pub const JSON_FORMAT_VERSION: &str = "1";
+
+/// `plan --json`. 2: `drift` holds findings, as `drift --json`.
+pub const PLAN_JSON_FORMAT_VERSION: &str = "2";
+
+/// `drift --json`. 2: findings of every kind, counts, errors, timings.
+pub const DRIFT_JSON_FORMAT_VERSION: &str = "2";
 
 /// A plan for `plan --json`.
 pub fn plan(plan: &Plan) -> Value {
@@ -61,7 +69,7 @@ pub fn plan(plan: &Plan) -> Value {
         Mode::Destroy { env } => ("destroy", env.clone()),
     };
     json!({
-        "format_version": JSON_FORMAT_VERSION,
+        "format_version": PLAN_JSON_FORMAT_VERSION,
         "slipway_version": plan.slipway_version,
         "plan_id": plan.id,
         "created_at": plan.created_at,
@@ -70,35 +78,85 @@ pub fn plan(plan: &Plan) -> Value {
         "environment": env,
         "state": {"lineage": plan.state_lineage, "serial": plan.state_serial},
         "changes": changes,
-        "drift": drift_entries(&plan.drift),
+        "drift": findings(&plan.drift),
         "summary": plan.summary(),
         "has_changes": plan.has_changes(),
     })
 }
 
+/// What `drift --json` prints.
+pub struct DriftReport<'a> {
+    pub stack: &'a str,
+    pub findings: &'a [Finding],
+    /// Addresses in the state that were read.
+    pub checked: usize,
+    /// What could not be checked: `(address, code, message)`.
+    pub errors: &'a [(String, String, String)],
+    /// Milliseconds: `total`, `read`, `discover`, `orphans`.
+    pub timings: &'a [(&'static str, u128)],
+}
+
 /// A drift report for `drift --json`.
-pub fn drift(stack: &str, drift: &[Drift]) -> Value {
+pub fn drift(r: &DriftReport<'_>) -> Value {
+    let counts = Counts::of(r.findings);
+    let by_kind: Map<String, Value> = FindingKind::ALL
+        .iter()
+        .map(|k| {
+            (
+                k.as_str().to_string(),
+                json!(counts.by_kind.get(k).copied().unwrap_or(0)),
+            )
+        })
+        .collect();
+    let result = if !r.errors.is_empty() {
+        "error"
+    } else if counts.drifted() > 0 {
+        "drift"
+    } else {
+        "clean"
+    };
     json!({
-        "format_version": JSON_FORMAT_VERSION,
-        "stack": stack,
-        "drifted": !drift.is_empty(),
-        "drift": drift_entries(drift),
+        "format_version": DRIFT_JSON_FORMAT_VERSION,
+        "slipway_version": env!("CARGO_PKG_VERSION"),
+        "stack": r.stack,
+        "result": result,
+        "drifted": counts.drifted() > 0,
+        "counts": {
+            "by_kind": by_kind,
+            "drifted": counts.drifted(),
+            "ignored": counts.ignored,
+            "checked": r.checked,
+            "errors": r.errors.len(),
+        },
+        "findings": findings(r.findings),
+        "errors": r.errors.iter().map(|(a, c, m)| json!({"address": a, "code": c, "message": m})).collect::<Vec<_>>(),
+        "timings_ms": r.timings.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<Map<String, Value>>(),
     })
 }
 
-fn drift_entries(drift: &[Drift]) -> Vec<Value> {
-    drift
+/// Findings as `drift --json` and `plan --json` print them; every member
+/// is present (`null` when it does not apply), sensitive values redacted.
+pub fn findings(findings: &[Finding]) -> Vec<Value> {
+    findings
         .iter()
-        .map(|d| {
+        .map(|f| {
+            let attr = f
+                .path
+                .as_deref()
+                .map(|p| p.split(['.', '[']).next().unwrap_or(p))
+                .unwrap_or_default();
+            let shown = |v: &Option<Value>| v.as_ref().map(|v| redact(&f.address, attr, v));
             json!({
-                "address": d.addr.to_string(),
-                "kind": d.kind,
-                "id": d.id,
-                "attributes": d.attrs.iter().map(|a| json!({
-                    "name": a.name,
-                    "prior": a.prior.as_ref().map(|v| redact(&d.addr, &a.name, v)),
-                    "live": a.live.as_ref().map(|v| redact(&d.addr, &a.name, v)),
-                })).collect::<Vec<_>>(),
+                "kind": f.kind,
+                "address": f.address.to_string(),
+                "id": f.id,
+                "path": f.path,
+                "recorded": shown(&f.recorded),
+                "live": shown(&f.live),
+                "ids": f.ids,
+                "detail": f.detail,
+                "ignored": f.ignored(),
+                "ignored_by": f.ignored_by,
             })
         })
         .collect()

@@ -8,7 +8,8 @@ use serde_json::Value;
 use super::{SENSITIVE, is_sensitive};
 use crate::addr::Address;
 use crate::apply::ApplyReport;
-use crate::plan::{Action, Change, Drift, DriftKind, Mode, Plan};
+use crate::drift::{Counts, Finding, FindingKind};
+use crate::plan::{Action, Change, Mode, Plan};
 use crate::resource::Expr;
 use crate::ui::{Paint, paint};
 
@@ -278,64 +279,149 @@ fn value(v: &Value, indent: usize) -> String {
     }
 }
 
-/// What changed outside slipway.
-pub fn drift(drift: &[Drift], color: bool) -> String {
-    if drift.is_empty() {
-        return "No drift: every resource matches the last apply.\n".to_string();
+/// What changed outside slipway: findings grouped by address, accepted
+/// (ignored) ones listed apart, and a count per kind.
+pub fn drift(findings: &[Finding], color: bool) -> String {
+    let (ignored, open): (Vec<&Finding>, Vec<&Finding>) =
+        findings.iter().partition(|f| f.ignored());
+    let counts = Counts::of(findings);
+    let mut s = String::new();
+    if open.is_empty() {
+        s.push_str("No drift: every resource matches the last apply");
+        if !ignored.is_empty() {
+            let _ = write!(s, " ({} accepted difference(s) ignored)", ignored.len());
+        }
+        s.push_str(".\n");
+    } else {
+        let _ = writeln!(
+            s,
+            "{}\n",
+            paint(
+                color,
+                Paint::Bold,
+                "Objects have changed outside of slipway:"
+            )
+        );
+        let mut last_modified: Option<&Address> = None;
+        for f in &open {
+            if f.kind != FindingKind::Modified {
+                last_modified = None;
+            }
+            finding(&mut s, f, color, &mut last_modified);
+        }
     }
-    let mut s = format!(
-        "{}\n\n",
-        paint(
-            color,
-            Paint::Bold,
-            "Objects have changed outside of slipway:"
-        )
-    );
-    for d in drift {
-        match d.kind {
-            DriftKind::Changed => {
+    if !ignored.is_empty() {
+        let _ = writeln!(s, "\nAccepted drift (ignored):");
+        for f in &ignored {
+            let at = f
+                .path
+                .as_deref()
+                .map(|p| format!(":{p}"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "  {}{at} {} (by `{}`)",
+                f.address,
+                f.kind.as_str(),
+                f.ignored_by.as_deref().unwrap_or("?")
+            );
+        }
+    }
+    if !open.is_empty() || !ignored.is_empty() {
+        let _ = writeln!(s, "\nDrift: {}.", counts.summary());
+    }
+    s
+}
+
+fn finding<'f>(
+    s: &mut String,
+    f: &'f Finding,
+    color: bool,
+    last_modified: &mut Option<&'f Address>,
+) {
+    let id = f.id.as_deref().unwrap_or("?");
+    let shown = |v: &Option<Value>| {
+        let attr = f
+            .path
+            .as_deref()
+            .map(|p| p.split(['.', '[']).next().unwrap_or(p))
+            .unwrap_or_default();
+        match v {
+            _ if is_sensitive(&f.address, attr) => SENSITIVE.to_string(),
+            Some(v) => value(v, 8),
+            None => "(absent)".to_string(),
+        }
+    };
+    match f.kind {
+        FindingKind::Modified => {
+            if *last_modified != Some(&f.address) {
                 let _ = writeln!(
                     s,
                     "  {} {} has changed",
                     paint(color, Paint::Yellow, "~"),
-                    d.addr
-                );
-                for a in &d.attrs {
-                    let show = |v: &Option<Value>| match v {
-                        _ if is_sensitive(&d.addr, &a.name) => SENSITIVE.to_string(),
-                        Some(v) => value(v, 8),
-                        None => "null".to_string(),
-                    };
-                    let _ = writeln!(
-                        s,
-                        "      ~ {} = {} -> {}",
-                        a.name,
-                        show(&a.prior),
-                        show(&a.live)
-                    );
-                }
-            }
-            DriftKind::Deleted => {
-                let _ = writeln!(
-                    s,
-                    "  {} {} has been deleted (was `{}`)",
-                    paint(color, Paint::Red, "-"),
-                    d.addr,
-                    d.id.as_deref().unwrap_or("?")
+                    f.address
                 );
             }
-            DriftKind::Unmanaged => {
-                let _ = writeln!(
-                    s,
-                    "  {} {} exists (`{}`) and is tagged as this stack's, but the state does not know it",
-                    paint(color, Paint::Green, "+"),
-                    d.addr,
-                    d.id.as_deref().unwrap_or("?")
-                );
-            }
+            let _ = writeln!(
+                s,
+                "      ~ {} = {} -> {}",
+                f.path.as_deref().unwrap_or("?"),
+                shown(&f.recorded),
+                shown(&f.live)
+            );
+        }
+        FindingKind::Deleted => {
+            let _ = writeln!(
+                s,
+                "  {} {} has been deleted (was `{id}`)",
+                paint(color, Paint::Red, "-"),
+                f.address,
+            );
+        }
+        FindingKind::Extra => {
+            let member = f.live.as_ref().map(|v| value(v, 8)).unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "  {} {} has a member in `{}` the stack does not declare: {member}",
+                paint(color, Paint::Yellow, "+"),
+                f.address,
+                f.path.as_deref().unwrap_or("?"),
+            );
+        }
+        FindingKind::Unmanaged => {
+            let _ = writeln!(
+                s,
+                "  {} {} exists (`{id}`) and is tagged as this stack's, but the state does not know it",
+                paint(color, Paint::Green, "+"),
+                f.address,
+            );
+        }
+        FindingKind::Duplicate => {
+            let _ = writeln!(
+                s,
+                "  {} {} is claimed by {} objects (`{}`): {}",
+                paint(color, Paint::Red, "!"),
+                f.address,
+                f.ids.len(),
+                f.ids.join("`, `"),
+                f.detail.as_deref().unwrap_or_default()
+            );
+        }
+        FindingKind::Orphaned => {
+            let _ = writeln!(
+                s,
+                "  {} {} (`{id}`) was {}",
+                paint(color, Paint::Red, "?"),
+                f.address,
+                f.detail
+                    .as_deref()
+                    .unwrap_or("left by the load balancer controller"),
+            );
         }
     }
-    s
+    if f.kind == FindingKind::Modified {
+        *last_modified = Some(&f.address);
+    }
 }
 
 /// The end of an apply or destroy.
@@ -434,7 +520,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::plan::{AttrDrift, StackRef};
+    use crate::plan::StackRef;
     use crate::resource::Live;
 
     fn a(s: &str) -> Address {
@@ -537,15 +623,16 @@ mod tests {
                 cert,
                 change("aws.vpc.same", Action::NoOp),
             ],
-            drift: vec![Drift {
-                addr: a("aws.vpc.main"),
-                kind: DriftKind::Changed,
-                attrs: vec![AttrDrift {
-                    name: "enable_dns_hostnames".into(),
-                    prior: Some(json!(true)),
-                    live: Some(json!(false)),
-                }],
-                id: None,
+            drift: vec![Finding {
+                kind: FindingKind::Modified,
+                address: a("aws.vpc.main"),
+                id: Some("vpc-1".into()),
+                path: Some("enable_dns_hostnames".into()),
+                recorded: Some(json!(true)),
+                live: Some(json!(false)),
+                ids: Vec::new(),
+                detail: None,
+                ignored_by: None,
             }],
         }
     }

@@ -35,6 +35,7 @@ pub struct Stack {
     ingress: &'static lbc::Release,
     ingress_policy: Option<serde_json::Value>,
     environments: Vec<Environment>,
+    drift_ignore: Vec<crate::drift::ignore::Pattern>,
 }
 
 /// One deployment environment: a branch deployed into a namespace.
@@ -210,6 +211,7 @@ impl Stack {
             ingress: m.ingress,
             ingress_policy: m.ingress_policy,
             environments: m.environments,
+            drift_ignore: m.drift_ignore,
         })
     }
 
@@ -257,6 +259,11 @@ impl Stack {
     }
 
     /// The EKS cluster's name.
+    /// `[drift] ignore`: accepted drift.
+    pub fn drift_ignore(&self) -> &[crate::drift::ignore::Pattern] {
+        &self.drift_ignore
+    }
+
     pub fn cluster_name(&self) -> &str {
         &self.cluster.name
     }

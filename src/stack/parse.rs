@@ -9,9 +9,9 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::diag::Sink;
 use super::schema::{
-    CLUSTER, ENVIRONMENT, INGRESS, JENKINS, JENKINS_AGENTS, JENKINS_MASTER, NETWORK, REGISTRY,
-    RawCluster, RawEnvironment, RawIngress, RawJenkins, RawNetwork, RawRegistry, RawStack, STACK,
-    TOP, TableKeys,
+    CLUSTER, DRIFT, ENVIRONMENT, INGRESS, JENKINS, JENKINS_AGENTS, JENKINS_MASTER, NETWORK,
+    REGISTRY, RawCluster, RawDrift, RawEnvironment, RawIngress, RawJenkins, RawNetwork,
+    RawRegistry, RawStack, STACK, TOP, TableKeys,
 };
 
 /// The stack file's sections, each present only if it parsed.
@@ -23,6 +23,7 @@ pub(super) struct RawDocument {
     pub registry: Option<RawRegistry>,
     pub cluster: Option<RawCluster>,
     pub ingress: Option<RawIngress>,
+    pub drift: Option<RawDrift>,
     /// In file order: the table name (with its span) and its contents.
     pub environments: Vec<(Spanned<String>, RawEnvironment)>,
     /// Where `[environments]` is, when it exists but has no environment.
@@ -68,6 +69,7 @@ pub(super) fn parse(sink: &mut Sink<'_>, source: &str) -> RawDocument {
             "registry" => doc.registry = section(sink, value, &REGISTRY, &[]),
             "cluster" => doc.cluster = section(sink, value, &CLUSTER, &[]),
             "ingress" => doc.ingress = section(sink, value, &INGRESS, &[]),
+            "drift" => doc.drift = section(sink, value, &DRIFT, &[]),
             "environments" => environments(sink, key_span, value, &mut doc),
             _ => {}
         }

@@ -26,6 +26,7 @@ pub(super) const TOP: TableKeys = TableKeys {
         "cluster",
         "ingress",
         "environments",
+        "drift",
     ],
     required: &[
         "stack",
@@ -93,6 +94,11 @@ pub(super) const INGRESS: TableKeys = TableKeys {
     path: "ingress",
     allowed: &["controller_version", "iam_policy_file"],
     required: &["controller_version"],
+};
+pub(super) const DRIFT: TableKeys = TableKeys {
+    path: "drift",
+    allowed: &["ignore"],
+    required: &[],
 };
 pub(super) const ENVIRONMENT: TableKeys = TableKeys {
     path: "environments.NAME",
@@ -206,6 +212,12 @@ pub(super) struct RawCluster {
     pub public_access_cidrs: Option<Strings>,
     pub logging: Option<Strings>,
     pub admins: Option<Strings>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDrift {
+    pub ignore: Option<Strings>,
 }
 
 #[derive(Debug, Deserialize)]

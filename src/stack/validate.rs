@@ -43,6 +43,8 @@ pub(super) struct Model {
     /// the one embedded for the release, if any.
     pub ingress_policy: Option<serde_json::Value>,
     pub environments: Vec<Environment>,
+    /// `[drift] ignore`: accepted drift.
+    pub drift_ignore: Vec<crate::drift::ignore::Pattern>,
 }
 
 /// Checks the parsed document; `None` when anything was reported.
@@ -135,6 +137,7 @@ pub(super) fn validate(sink: &mut Sink<'_>, doc: RawDocument, stack_path: &Path)
         doc.environments_span.as_ref(),
         &root,
     );
+    let drift_ignore = drift_ignore(sink, doc.drift.as_ref());
     if !sink.is_empty() {
         return None;
     }
@@ -149,7 +152,31 @@ pub(super) fn validate(sink: &mut Sink<'_>, doc: RawDocument, stack_path: &Path)
         ingress: ingress?,
         ingress_policy,
         environments,
+        drift_ignore,
     })
+}
+
+/// `[drift] ignore`: each entry a pattern, reported where it is written.
+fn drift_ignore(
+    sink: &mut Sink<'_>,
+    raw: Option<&super::schema::RawDrift>,
+) -> Vec<crate::drift::ignore::Pattern> {
+    let mut out = Vec::new();
+    for p in raw
+        .and_then(|d| d.ignore.as_ref())
+        .map(|l| l.get_ref().as_slice())
+        .unwrap_or_default()
+    {
+        match p.get_ref().parse() {
+            Ok(pattern) => out.push(pattern),
+            Err(e) => sink.err(
+                &p.span(),
+                e,
+                "write `ADDRESS_GLOB` or `ADDRESS_GLOB:attribute.path`, e.g. `aws.instance.jenkins_agent_*:tags.LastPatched`; see docs/drift.md",
+            ),
+        }
+    }
+    out
 }
 
 /// The directory overlay paths are relative to: the parent of the `stacks/`
@@ -782,6 +809,7 @@ fn cluster_admins(
     stack: Option<&str>,
 ) -> Vec<String> {
     let jenkins = stack.map(|s| format!("role/{s}-jenkins"));
+    let drift = stack.map(|s| format!("role/{s}-drift"));
     let partition = region.map(super::partition_of);
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
@@ -841,6 +869,14 @@ fn cluster_admins(
                 &item.span(),
                 format!("`{arn}` is the stack's Jenkins role"),
                 "it has its own access entry, limited to the environment namespaces; list other principals here",
+            );
+            continue;
+        }
+        if drift.as_deref() == Some(parts[5]) {
+            sink.err(
+                &item.span(),
+                format!("`{arn}` is the stack's drift role"),
+                "it has its own access entry, read-only; list other principals here",
             );
             continue;
         }

@@ -110,45 +110,39 @@ impl LocalAws {
         ]
     }
 
-    /// An EKS client, to act on the cluster the way someone else would.
+    /// The SDK configuration of a client acting on the local AWS the way
+    /// someone else would (independently of slipway).
+    pub fn sdk_config(&self) -> aws_types::SdkConfig {
+        let creds =
+            aws_credential_types::Credentials::new("testing", "testing", None, None, "tests");
+        aws_types::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_types::region::Region::new("ap-south-1"))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(creds),
+            )
+            .build()
+    }
+
     pub async fn eks(&self) -> aws_sdk_eks::Client {
-        let creds =
-            aws_credential_types::Credentials::new("testing", "testing", None, None, "tests");
-        let config = aws_sdk_eks::Config::builder()
-            .behavior_version(aws_sdk_eks::config::BehaviorVersion::latest())
-            .region(aws_sdk_eks::config::Region::new("ap-south-1"))
-            .endpoint_url(&self.endpoint)
-            .credentials_provider(creds)
-            .build();
-        aws_sdk_eks::Client::from_conf(config)
+        aws_sdk_eks::Client::new(&self.sdk_config())
     }
 
-    /// An ELBv2 client, to make what the load balancer controller would.
     pub async fn elbv2(&self) -> aws_sdk_elasticloadbalancingv2::Client {
-        let creds =
-            aws_credential_types::Credentials::new("testing", "testing", None, None, "tests");
-        let config = aws_sdk_elasticloadbalancingv2::Config::builder()
-            .behavior_version(aws_sdk_elasticloadbalancingv2::config::BehaviorVersion::latest())
-            .region(aws_sdk_elasticloadbalancingv2::config::Region::new(
-                "ap-south-1",
-            ))
-            .endpoint_url(&self.endpoint)
-            .credentials_provider(creds)
-            .build();
-        aws_sdk_elasticloadbalancingv2::Client::from_conf(config)
+        aws_sdk_elasticloadbalancingv2::Client::new(&self.sdk_config())
     }
 
-    /// An EC2 client for checking what exists, independently of slipway.
     pub async fn ec2(&self) -> aws_sdk_ec2::Client {
-        let creds =
-            aws_credential_types::Credentials::new("testing", "testing", None, None, "tests");
-        let config = aws_sdk_ec2::Config::builder()
-            .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
-            .region(aws_sdk_ec2::config::Region::new("ap-south-1"))
-            .endpoint_url(&self.endpoint)
-            .credentials_provider(creds)
-            .build();
-        aws_sdk_ec2::Client::from_conf(config)
+        aws_sdk_ec2::Client::new(&self.sdk_config())
+    }
+
+    pub async fn iam(&self) -> aws_sdk_iam::Client {
+        aws_sdk_iam::Client::new(&self.sdk_config())
+    }
+
+    pub async fn ecr(&self) -> aws_sdk_ecr::Client {
+        aws_sdk_ecr::Client::new(&self.sdk_config())
     }
 }
 

@@ -97,7 +97,7 @@ fn plan_for(
         desired,
         prior: state.resources(),
         live,
-        unmanaged: &BTreeMap::new(),
+        discovered: &crate::provider::Discovery::default(),
         mode: &mode,
     })
     .unwrap();

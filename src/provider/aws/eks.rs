@@ -101,7 +101,7 @@ fn cluster_live(c: &aws_sdk_eks::types::Cluster, prior: Option<&Attrs>) -> Live 
         .flat_map(|s| s.types().iter().map(|t| t.as_str().to_string()))
         .collect();
     let p = |k: &str| prior.and_then(|a| a.get(k));
-    live(
+    let mut l = live(
         name,
         [
             ("id", json!(name)),
@@ -156,7 +156,12 @@ fn cluster_live(c: &aws_sdk_eks::types::Cluster, prior: Option<&Attrs>) -> Live 
             ),
             ("tags", tags_value(c.tags())),
         ],
-    )
+    );
+    // Known only from the create; kept from the state.
+    if let Some(creator) = p("creator_arn") {
+        l.attrs.insert("creator_arn".to_string(), creator.clone());
+    }
+    l
 }
 
 async fn describe_cluster(
@@ -347,9 +352,13 @@ pub async fn create_cluster(
         Err(e) => return Err(e),
     }
     wait_cluster_active(aws, addr, name, ctx).await?;
+    // EKS gives the creator an access entry of its own; drift knows it by
+    // this (EKS does not say who created a cluster).
+    let mut attrs = desired.clone();
+    attrs.insert("creator_arn".to_string(), json!(aws.caller));
     let prior = Live {
         id: name.to_string(),
-        attrs: desired.clone(),
+        attrs,
     };
     read_clusters(aws, &[(addr.clone(), prior)])
         .await?

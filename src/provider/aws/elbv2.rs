@@ -16,7 +16,7 @@ use crate::provider::{OpContext, ProviderError};
 pub const CLUSTER_TAG: &str = "elbv2.k8s.aws/cluster";
 
 /// ELBv2 DescribeTags takes at most 20 ARNs per call.
-const TAGS_PER_CALL: usize = 20;
+pub(super) const TAGS_PER_CALL: usize = 20;
 
 /// What the controller left for one cluster, by ARN or id.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -15,6 +15,7 @@ mod error;
 mod iam;
 mod images;
 mod instance;
+mod inventory;
 mod network;
 mod policy;
 mod security;
@@ -30,7 +31,7 @@ use aws_config::retry::RetryConfig;
 use aws_credential_types::provider::ProvideCredentials;
 use serde_json::Value;
 
-use super::{OpContext, Provider, ProviderError};
+use super::{DiscoverScope, Discovery, OpContext, Provider, ProviderError};
 use crate::addr::Address;
 use crate::resource::{Attrs, Live};
 pub use error::AwsSetupError;
@@ -102,6 +103,8 @@ pub struct Aws {
     timeouts: Timeouts,
     /// How often to poll while waiting.
     poll: Duration,
+    /// The ARN slipway runs as (recorded as an EKS cluster's creator).
+    caller: String,
 }
 
 /// The AWS provider.
@@ -175,6 +178,7 @@ impl AwsProvider {
                 ssm: aws_sdk_ssm::Client::new(&config),
                 timeouts: Timeouts::default(),
                 poll,
+                caller: me.arn().unwrap_or_default().to_string(),
             },
             caller: me.arn().unwrap_or_default().to_string(),
             account: me.account().unwrap_or_default().to_string(),
@@ -474,12 +478,17 @@ impl Provider for AwsProvider {
             .collect()
     }
 
-    async fn discover(
-        &self,
-        stack: &str,
-        known: &BTreeSet<String>,
-    ) -> Result<BTreeMap<Address, Live>, ProviderError> {
-        tags::discover_ec2(&self.aws, stack, known).await
+    async fn discover(&self, scope: &DiscoverScope<'_>) -> Result<Discovery, ProviderError> {
+        let tagged = tags::discover_ec2(&self.aws, scope.stack, scope.known);
+        if !scope.thorough {
+            return Ok(Discovery {
+                tagged: tagged.await?,
+                ..Discovery::default()
+            });
+        }
+        let (tagged, mut rest) = futures::try_join!(tagged, inventory::discover(&self.aws, scope))?;
+        rest.tagged.extend(tagged);
+        Ok(rest)
     }
 
     async fn create(

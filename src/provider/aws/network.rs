@@ -721,7 +721,7 @@ pub async fn create_route_table(
 }
 
 /// A route's id: `<route table id>_<destination>`, as EC2 has none of its own.
-fn route_id(table: &str, destination: &str) -> String {
+pub(super) fn route_id(table: &str, destination: &str) -> String {
     format!("{table}_{destination}")
 }
 

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use super::Aws;
 use super::error::sdk_error;
 use crate::addr::Address;
-use crate::provider::ProviderError;
+use crate::provider::{ProviderError, Tagged};
 use crate::resource::{Attrs, Live};
 
 pub const STACK_TAG: &str = "slipway:stack";
@@ -171,15 +171,26 @@ pub async fn sync_ec2(
     Ok(())
 }
 
+/// The slipway kind of an EC2 resource type, as `DescribeTags` names it.
+fn kind_of(resource_type: &str) -> String {
+    match resource_type {
+        "elastic-ip" => "eip".to_string(),
+        "natgateway" => "nat_gateway".to_string(),
+        other => other.replace('-', "_"),
+    }
+}
+
 /// EC2 objects tagged as this stack's whose ids the state does not know,
-/// confirmed to still exist.
+/// confirmed to still exist, each with the address it claims — two claiming
+/// one address are both kept.
 pub async fn discover_ec2(
     aws: &Aws,
     stack: &str,
     known: &BTreeSet<String>,
-) -> Result<BTreeMap<Address, Live>, ProviderError> {
+) -> Result<Vec<Tagged>, ProviderError> {
     let probe = Address::domain_wide(crate::addr::Domain::Aws);
-    let mut candidates: BTreeMap<String, Address> = BTreeMap::new();
+    // Each candidate's kind, by id.
+    let mut candidates: BTreeMap<String, String> = BTreeMap::new();
     let mut token = None;
     loop {
         let page = aws
@@ -192,12 +203,15 @@ pub async fn discover_ec2(
             .await
             .map_err(|e| sdk_error(&probe, "DescribeTags", &e))?;
         for t in page.tags() {
+            let kind = t.resource_type().map(|r| kind_of(r.as_str()));
             // Root volumes carry their instance's tags; they are part of it.
-            if t.resource_type().is_some_and(|r| r.as_str() == "volume") {
+            if kind.as_deref() == Some("volume") {
                 continue;
             }
-            if let Some(id) = t.resource_id().filter(|id| !known.contains(*id)) {
-                candidates.insert(id.to_string(), probe.clone());
+            if let (Some(id), Some(kind)) =
+                (t.resource_id().filter(|id| !known.contains(*id)), kind)
+            {
+                candidates.insert(id.to_string(), kind);
             }
         }
         token = page.next_token().map(str::to_string);
@@ -206,11 +220,11 @@ pub async fn discover_ec2(
         }
     }
     if candidates.is_empty() {
-        return Ok(BTreeMap::new());
+        return Ok(Vec::new());
     }
-    // Their addresses, from the address tag.
+    // The addresses they claim, from the address tag.
     let ids: Vec<String> = candidates.keys().cloned().collect();
-    let mut found: BTreeMap<Address, String> = BTreeMap::new();
+    let mut claimed: BTreeMap<String, Address> = BTreeMap::new();
     for chunk in ids.chunks(200) {
         let page = aws
             .ec2
@@ -224,23 +238,27 @@ pub async fn discover_ec2(
             if let (Some(id), Some(Ok(addr))) =
                 (t.resource_id(), t.value().map(str::parse::<Address>))
             {
-                found.insert(addr, id.to_string());
+                claimed.insert(id.to_string(), addr);
             }
         }
     }
     // Tags outlive some objects for a while (terminated instances, deleted
-    // NAT gateways): keep only those a read still finds.
+    // NAT gateways): keep only those a read still finds. Each is read under
+    // an address of its own, so two claiming one address both stay.
     let mut by_kind: BTreeMap<String, Vec<(Address, Live)>> = BTreeMap::new();
-    for (addr, id) in found {
-        by_kind.entry(addr.kind().to_string()).or_default().push((
-            addr,
+    for (id, kind) in &candidates {
+        let Some(own) = super::inventory::synthetic(kind, id) else {
+            continue;
+        };
+        by_kind.entry(kind.clone()).or_default().push((
+            own,
             Live {
-                id,
+                id: id.clone(),
                 attrs: Attrs::new(),
             },
         ));
     }
-    let mut out = BTreeMap::new();
+    let mut out = Vec::new();
     for (kind, items) in by_kind {
         let live = match kind.as_str() {
             "vpc" => super::network::read_vpcs(aws, &items).await?,
@@ -253,7 +271,14 @@ pub async fn discover_ec2(
             "instance" => super::instance::read(aws, &items).await?,
             _ => items.into_iter().collect(),
         };
-        out.extend(live);
+        for (own, l) in live {
+            let claim = claimed.get(&l.id).cloned();
+            out.push(Tagged {
+                claims_address: claim.is_some(),
+                addr: claim.unwrap_or(own),
+                id: l.id,
+            });
+        }
     }
     Ok(out)
 }

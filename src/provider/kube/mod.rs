@@ -12,7 +12,7 @@
 pub mod app;
 pub mod token;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,7 +24,7 @@ use kube::core::GroupVersionKind;
 use kube::discovery::{ApiCapabilities, ApiResource, Scope};
 use serde_json::{Value, json};
 
-use super::{OpContext, Provider, ProviderError};
+use super::{DiscoverScope, Discovery, Fronts, OpContext, Provider, ProviderError, Tagged};
 use crate::addr::Address;
 use crate::resource::{Attrs, Live};
 
@@ -42,6 +42,10 @@ pub const STACK_LABEL: &str = "slipway.dev/stack";
 
 /// The kinds slipway creates, for finding objects the state lost:
 /// (apiVersion, kind, catalog kind).
+/// The annotation that joins an Ingress to an IngressGroup (one load
+/// balancer for all its members).
+pub const INGRESS_GROUP_ANNOTATION: &str = "alb.ingress.kubernetes.io/group.name";
+
 const DISCOVERABLE: &[(&str, &str, &str)] = &[
     ("v1", "Namespace", "namespace"),
     ("v1", "ServiceAccount", "service_account"),
@@ -262,6 +266,47 @@ impl KubeProvider {
         let addr = app::object_addr("namespace", namespace, namespace);
         let (client, _) = self.client(&addr).await?;
         Ok(app::AppCluster::new(client.clone(), namespace))
+    }
+
+    /// Everything in the cluster the load balancer controller makes load
+    /// balancers for: each Ingress (and the IngressGroup it joins) and each
+    /// `LoadBalancer` Service, in every namespace. Read-only.
+    pub async fn fronted(&self) -> Result<BTreeSet<Fronts>, ProviderError> {
+        let probe = Address::domain_wide(crate::addr::Domain::K8s);
+        let (client, _) = self.client(&probe).await?;
+        let mut out = BTreeSet::new();
+        for (api_version, kind) in [("networking.k8s.io/v1", "Ingress"), ("v1", "Service")] {
+            let manifest = json!({"apiVersion": api_version, "kind": kind});
+            let (ar, _) = self.resource(&probe, &client, &manifest).await?;
+            let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+            let list = api
+                .list(&kube::api::ListParams::default())
+                .await
+                .map_err(|e| api_error(&probe, &format!("list {kind}"), &e))?;
+            for obj in list {
+                let id = format!(
+                    "{}/{}",
+                    obj.metadata.namespace.as_deref().unwrap_or_default(),
+                    obj.metadata.name.as_deref().unwrap_or_default()
+                );
+                if kind == "Ingress" {
+                    if let Some(group) = obj
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(INGRESS_GROUP_ANNOTATION))
+                    {
+                        out.insert(Fronts::IngressGroup(group.clone()));
+                    }
+                    out.insert(Fronts::Ingress(id));
+                } else if obj.data.pointer("/spec/type").and_then(Value::as_str)
+                    == Some("LoadBalancer")
+                {
+                    out.insert(Fronts::Service(id));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The client, connecting on first use; the string names the endpoint
@@ -1073,52 +1118,47 @@ impl Provider for KubeProvider {
     /// Objects of the kinds slipway manages that carry the stack's label but
     /// that the state does not know. Only once connected, i.e. when the state
     /// has Kubernetes objects: a plan of a new stack needs no cluster.
-    async fn discover(
-        &self,
-        stack: &str,
-        known: &BTreeSet<String>,
-    ) -> Result<BTreeMap<Address, Live>, ProviderError> {
+    async fn discover(&self, scope: &DiscoverScope<'_>) -> Result<Discovery, ProviderError> {
         let Some(client) = self.client_if_connected().await else {
-            return Ok(BTreeMap::new());
+            return Ok(Discovery::default());
         };
         let client = &client;
         let probe = Address::domain_wide(crate::addr::Domain::K8s);
-        let selector = format!("{STACK_LABEL}={stack}");
-        let mut out = BTreeMap::new();
+        let selector = format!("{STACK_LABEL}={}", scope.stack);
+        let managed: BTreeSet<&Address> = scope.managed.iter().map(|(a, _)| a).collect();
+        let mut out = Discovery::default();
         for (api_version, kind, catalog) in DISCOVERABLE {
             let manifest = json!({"apiVersion": api_version, "kind": kind});
-            // A kind the cluster does not serve (a CRD gone) has nothing to find.
-            let Ok((ar, caps)) = self.resource(&probe, client, &manifest).await else {
-                continue;
+            // A kind the cluster does not serve (a CRD gone) has nothing to
+            // find; any other failure leaves the kind unchecked.
+            let (ar, caps) = match self.resource(&probe, client, &manifest).await {
+                Ok(found) => found,
+                Err(e) if e.code == "KindUnknown" => continue,
+                Err(e) => return Err(e),
             };
             let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
             let list = api
                 .list(&kube::api::ListParams::default().labels(&selector))
                 .await
-                .map_err(|e| api_error(&probe, "list", &e))?;
+                .map_err(|e| api_error(&probe, &format!("list {kind}"), &e))?;
             for obj in list {
                 let name = obj.metadata.name.clone().unwrap_or_default();
                 let id = match (&caps.scope, &obj.metadata.namespace) {
                     (Scope::Namespaced, Some(ns)) => format!("{ns}/{name}"),
                     _ => name,
                 };
-                if known.contains(&id) {
+                let Ok(addr) = Address::new(crate::addr::Domain::K8s, catalog, &id) else {
+                    continue;
+                };
+                // Names are unique per kind: the state tracks it by address.
+                if managed.contains(&addr) {
                     continue;
                 }
-                if let Ok(addr) = Address::new(crate::addr::Domain::K8s, catalog, &id) {
-                    let uid = obj.metadata.uid.clone().unwrap_or_default();
-                    out.insert(
-                        addr,
-                        Live {
-                            id: id.clone(),
-                            attrs: [
-                                ("id".to_string(), json!(id)),
-                                ("uid".to_string(), json!(uid)),
-                            ]
-                            .into(),
-                        },
-                    );
-                }
+                out.tagged.push(Tagged {
+                    addr,
+                    id,
+                    claims_address: true,
+                });
             }
         }
         Ok(out)
