@@ -610,3 +610,225 @@ fn destroying_an_environment_removes_its_load_balancers_even_when_the_controller
     assert!(load_balancers_of(&aws, stack).is_empty());
     assert!(kube.get(&["namespace", "smallcase-develop"]).is_none());
 }
+
+#[test]
+fn drift_reports_load_balancers_whose_ingress_is_gone_and_never_the_applications_objects() {
+    let (aws, kube, p) = platform(None);
+    put_image(&aws, "develop-aaaaaaa", "a");
+    deploy(
+        &p,
+        &[
+            "--branch",
+            "develop",
+            "--image-tag",
+            "develop-aaaaaaa",
+            "--commit",
+            "aaaaaaa1234",
+        ],
+    )
+    .success();
+    let stack = "smallcase-develop/app";
+    assert_eq!(load_balancers_of(&aws, stack).len(), 1);
+    // The deployed application and the ALB the controller made for its
+    // Ingress are not drift of the platform.
+    aws.reset_calls();
+    p.run(&["drift"]).code(0).stdout_has("No drift");
+    assert_eq!(aws.calls()["mutating"], 0, "{}", aws.calls());
+
+    // The controller stops, and someone forces the Ingress away: its ALB
+    // and target group stay behind, fronting nothing.
+    let out = kube.kubectl(&[
+        "-n",
+        "kube-system",
+        "scale",
+        "deployment",
+        "aws-load-balancer-controller",
+        "--replicas=0",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for args in [
+        &[
+            "-n",
+            "smallcase-develop",
+            "patch",
+            "ingress",
+            "app",
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ][..],
+        &[
+            "-n",
+            "smallcase-develop",
+            "delete",
+            "ingress",
+            "app",
+            "--wait=false",
+        ][..],
+    ] {
+        let out = kube.kubectl(args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let run = p.run(&["drift", "--json"]);
+    run.code(2);
+    let doc = run.json();
+    let orphans: Vec<&Value> = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "orphaned")
+        .collect();
+    let kinds: Vec<&str> = orphans
+        .iter()
+        .map(|f| f["address"].as_str().unwrap().split('.').nth(1).unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"load_balancer") && kinds.contains(&"target_group"),
+        "{doc:#}"
+    );
+    assert!(
+        orphans.iter().all(|f| f["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Ingress `smallcase-develop/app`")),
+        "{doc:#}"
+    );
+    assert_eq!(doc["counts"]["by_kind"]["orphaned"], orphans.len());
+    p.run(&["drift"])
+        .code(2)
+        .stdout_has("was made by the load balancer controller for Ingress `smallcase-develop/app`, which no longer exists");
+}
+
+#[test]
+fn a_namespace_held_by_a_finalizer_is_named_with_what_to_do_and_a_rerun_finishes() {
+    let (_aws, kube, p) = platform(None);
+    kube_apply(
+        &kube,
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "held", "namespace": "smallcase-develop",
+                            "finalizers": ["example.com/hold"]}}),
+    );
+    let run = p.run(&[
+        "destroy",
+        "--env",
+        "develop",
+        "--auto-approve",
+        "--namespace-timeout",
+        "4s",
+    ]);
+    run.code(1)
+        .stdout_has("`smallcase-develop` is still terminating after")
+        .stdout_has("ConfigMap `smallcase-develop/held` waits on finalizer `example.com/hold`")
+        .stdout_has("remove the finalizer by hand");
+    // The profile its pods run on stays until the namespace is gone.
+    assert!(
+        !run.stdout
+            .contains("aws.eks_fargate_profile.develop: destroyed"),
+        "{}",
+        run.stdout
+    );
+    assert!(kube.get(&["namespace", "smallcase-blue"]).is_some());
+
+    // Its controller done (here: by hand), the same command finishes.
+    let out = kube.kubectl(&[
+        "-n",
+        "smallcase-develop",
+        "patch",
+        "configmap",
+        "held",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    p.run(&["destroy", "--env", "develop", "--auto-approve"])
+        .success();
+    assert!(kube.get(&["namespace", "smallcase-develop"]).is_none());
+    p.run(&["plan"])
+        .success()
+        .stdout_has("+ k8s.namespace.smallcase-develop");
+}
+
+#[test]
+fn a_teardown_waiting_on_the_controller_can_be_interrupted_and_a_rerun_finishes() {
+    let (aws, kube, p) = platform(None);
+    put_image(&aws, "develop-aaaaaaa", "a");
+    deploy(
+        &p,
+        &[
+            "--branch",
+            "develop",
+            "--image-tag",
+            "develop-aaaaaaa",
+            "--commit",
+            "aaaaaaa1234",
+        ],
+    )
+    .success();
+    let out = kube.kubectl(&[
+        "-n",
+        "kube-system",
+        "scale",
+        "deployment",
+        "aws-load-balancer-controller",
+        "--replicas=0",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Nothing removes the ALB: slipway would wait ten minutes for it.
+    let args = [
+        "destroy",
+        "--env",
+        "develop",
+        "--auto-approve",
+        "--controller-timeout",
+        "10m",
+    ];
+    let child = common::spawn(&p, &args);
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(p.path("run.out"))
+        .unwrap_or_default()
+        .contains("waiting until AWS no longer lists")
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the teardown started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    common::send_signal(child.id(), "INT");
+    let run = common::finished(&p, &args, child);
+    run.code(130).stderr_has("run the destroy again to finish");
+    assert!(
+        !p.path("state/smallcase.json.lock").exists(),
+        "the lock is released"
+    );
+    assert!(kube.get(&["namespace", "smallcase-develop"]).is_some());
+
+    p.run(&[
+        "destroy",
+        "--env",
+        "develop",
+        "--auto-approve",
+        "--controller-timeout",
+        "2s",
+    ])
+    .success();
+    assert!(load_balancers_of(&aws, "smallcase-develop/app").is_empty());
+    assert!(kube.get(&["namespace", "smallcase-develop"]).is_none());
+}

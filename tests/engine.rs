@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Project;
+use common::{Project, finished, send_signal, spawn};
 use serde_json::{Value, json};
 
 fn applied() -> Project {
@@ -352,23 +352,6 @@ fn sigterm_finishes_in_flight_work_saves_state_and_a_rerun_converges() {
     p.edit_world(|w| w["faults"] = json!({}));
     p.run(&["apply", "--auto-approve"]).success();
     p.run(&["plan", "--detailed-exitcode"]).code(0);
-}
-
-/// Starts `slipway ARGS` with output to files, for signalling it.
-fn spawn(p: &Project, args: &[&str]) -> std::process::Child {
-    let out = std::fs::File::create(p.path("run.out")).unwrap();
-    let err = std::fs::File::create(p.path("run.err")).unwrap();
-    p.command(args).stdout(out).stderr(err).spawn().unwrap()
-}
-
-fn finished(p: &Project, args: &[&str], mut child: std::process::Child) -> common::Run {
-    let status = child.wait().unwrap();
-    common::Run {
-        cmd: format!("slipway {}", args.join(" ")),
-        code: status.code().unwrap_or(-1),
-        stdout: std::fs::read_to_string(p.path("run.out")).unwrap(),
-        stderr: std::fs::read_to_string(p.path("run.err")).unwrap(),
-    }
 }
 
 #[test]
@@ -917,15 +900,6 @@ fn without_credentials_plan_says_so_once_with_a_hint() {
         "one error, not an SDK dump:\n{}",
         run.stderr
     );
-}
-
-fn send_signal(pid: u32, name: &str) {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 /// Runs slipway under a pseudo-terminal (util-linux `script`), typing `input`.

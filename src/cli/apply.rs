@@ -56,6 +56,10 @@ pub struct DestroyArgs {
     /// environment's load balancers before slipway removes them itself
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = crate::clock::parse_duration)]
     pub controller_timeout: std::time::Duration,
+    /// How long a namespace may take to terminate before slipway names what
+    /// holds it (the finalizers left) and stops
+    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = crate::clock::parse_duration)]
+    pub namespace_timeout: std::time::Duration,
 }
 
 /// Marks each change protected as the stack (for what it declares) or the
@@ -240,6 +244,9 @@ pub async fn run_destroy(ctx: &Ctx<'_>, args: &DestroyArgs) -> Result<Exit> {
     let interrupts = Interrupts::install(&ctx.printer);
     let state = common::load_state(&backend, &stack)?;
     let platform = ctx.platform(&stack).await?;
+    if let Some(kube) = &platform.kube {
+        kube.set_namespace_timeout(args.namespace_timeout);
+    }
     let providers = &platform.providers;
     let planned = common::make_plan(
         ctx,
@@ -281,11 +288,50 @@ pub async fn run_destroy(ctx: &Ctx<'_>, args: &DestroyArgs) -> Result<Exit> {
             Some(Err(e)) => return Err(e),
         }
     }
-    // An environment's load balancers go first, while the controller runs.
-    if let Some(env) = &args.env
-        && plan.has_changes()
-    {
-        super::teardown::environment(ctx, &platform, &stack, env, args.controller_timeout).await?;
+    // Load balancers go first, while the controller runs: the
+    // environment's, or every environment's and then the cluster's.
+    if plan.has_changes() {
+        let cluster = state
+            .as_ref()
+            .and_then(|s| {
+                s.get_opt(
+                    &crate::addr::Address::new(crate::addr::Domain::Aws, "eks_cluster", "main")
+                        .ok()?,
+                )
+                .map(|r| r.id.clone())
+            })
+            .unwrap_or_else(|| stack.cluster_name().to_string());
+        let teardown = async {
+            match &args.env {
+                Some(env) => {
+                    super::teardown::environment(
+                        ctx,
+                        &platform,
+                        &stack,
+                        env,
+                        args.controller_timeout,
+                    )
+                    .await
+                }
+                None => {
+                    super::teardown::stack(
+                        ctx,
+                        &platform,
+                        &stack,
+                        &cluster,
+                        args.controller_timeout,
+                    )
+                    .await
+                }
+            }
+        };
+        tokio::select! {
+            done = teardown => done?,
+            _ = interrupts.at_least(1) => {
+                ctx.printer.warn("interrupted while removing load balancers, before any resource was deleted; the state lock is released: run the destroy again to finish");
+                return Ok(Exit::Interrupted);
+            }
+        }
     }
     let exit = execute(
         ctx,

@@ -45,6 +45,36 @@ fn ingress_stack(namespace: &str, ing: &Value) -> (String, bool) {
     }
 }
 
+/// Before a whole-stack destroy: every environment as `destroy --env`
+/// would, then whatever the controller made for the cluster (Ingresses and
+/// Services outside the environments), before anything else is deleted.
+pub async fn stack(
+    ctx: &Ctx<'_>,
+    platform: &Platform,
+    stack: &Stack,
+    cluster: &str,
+    wait: Duration,
+) -> Result<()> {
+    let Some(aws) = &platform.aws else {
+        return Ok(());
+    };
+    for env in stack.environments() {
+        environment(ctx, platform, stack, env.name(), wait).await?;
+    }
+    let status = |m: &str| ctx.printer.debug(m);
+    let swept = aws
+        .sweep_controller_load_balancers(cluster, &OpContext::new(&status))
+        .await?;
+    if !swept.is_empty() {
+        ctx.printer.info(&format!(
+            "Removed {} load balancer(s) and {} target group(s) the load balancer controller made for cluster `{cluster}` outside the environments.",
+            swept.load_balancers.len(),
+            swept.target_groups.len()
+        ));
+    }
+    Ok(())
+}
+
 /// Removes the environment's load balancers before its namespace goes.
 pub async fn environment(
     ctx: &Ctx<'_>,

@@ -260,3 +260,29 @@ impl Project {
             .map_or(0, |c| c.iter().filter(|c| c["mutating"] == true).count())
     }
 }
+
+/// Starts `slipway ARGS` with output to files, for signalling it.
+pub fn spawn(p: &Project, args: &[&str]) -> std::process::Child {
+    let out = std::fs::File::create(p.path("run.out")).unwrap();
+    let err = std::fs::File::create(p.path("run.err")).unwrap();
+    p.command(args).stdout(out).stderr(err).spawn().unwrap()
+}
+
+pub fn finished(p: &Project, args: &[&str], mut child: std::process::Child) -> Run {
+    let status = child.wait().unwrap();
+    Run {
+        cmd: format!("slipway {}", args.join(" ")),
+        code: status.code().unwrap_or(-1),
+        stdout: std::fs::read_to_string(p.path("run.out")).unwrap(),
+        stderr: std::fs::read_to_string(p.path("run.err")).unwrap(),
+    }
+}
+
+pub fn send_signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}

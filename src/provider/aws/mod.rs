@@ -242,6 +242,18 @@ impl AwsProvider {
         .await
     }
 
+    /// Deletes every load balancer and target group the controller made
+    /// for `cluster` (tagged `elbv2.k8s.aws/cluster`), as the cluster's
+    /// delete does first.
+    pub async fn sweep_controller_load_balancers(
+        &self,
+        cluster: &str,
+        ctx: &OpContext<'_>,
+    ) -> Result<elbv2::Leftovers, ProviderError> {
+        let probe = Address::domain_wide(crate::addr::Domain::Aws);
+        elbv2::sweep_load_balancers(&self.aws, &probe, cluster, ctx).await
+    }
+
     pub fn deploy_clients(&self) -> DeployAws {
         let region = self
             .config

@@ -118,7 +118,30 @@ pub struct KubeProvider {
     refused: Mutex<Option<ProviderError>>,
     /// Keeps the token file alive while the client may read it.
     _token_dir: Mutex<Option<tempfile::TempDir>>,
+    /// How long a namespace may take to terminate, in milliseconds.
+    namespace_timeout_ms: AtomicU64,
 }
+
+/// How long a namespace may take to terminate unless told otherwise.
+pub const NAMESPACE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// Kinds whose finalizers commonly hold a namespace in `Terminating`,
+/// looked at when one takes too long (those the cluster does not serve are
+/// skipped).
+const FINALIZED_KINDS: &[(&str, &str)] = &[
+    ("networking.k8s.io/v1", "Ingress"),
+    ("v1", "Service"),
+    ("elbv2.k8s.aws/v1beta1", "TargetGroupBinding"),
+    ("v1", "PersistentVolumeClaim"),
+    ("v1", "Pod"),
+    ("apps/v1", "Deployment"),
+    ("apps/v1", "ReplicaSet"),
+    ("batch/v1", "Job"),
+    ("v1", "ConfigMap"),
+    ("v1", "Secret"),
+    ("v1", "ServiceAccount"),
+    ("coordination.k8s.io/v1", "Lease"),
+];
 
 fn err(addr: &Address, code: &str, message: impl Into<String>, retryable: bool) -> ProviderError {
     ProviderError::new(addr, code, message, retryable)
@@ -257,7 +280,71 @@ impl KubeProvider {
             kinds: Mutex::new(HashMap::new()),
             refused: Mutex::new(None),
             _token_dir: Mutex::new(None),
+            namespace_timeout_ms: AtomicU64::new(NAMESPACE_TIMEOUT.as_millis() as u64),
         }
+    }
+
+    /// How long deleting a namespace waits for it to be gone.
+    pub fn set_namespace_timeout(&self, timeout: Duration) {
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self.namespace_timeout_ms.store(ms, Ordering::SeqCst);
+    }
+
+    fn namespace_timeout(&self) -> Duration {
+        Duration::from_millis(self.namespace_timeout_ms.load(Ordering::SeqCst))
+    }
+
+    /// What keeps namespace `ns` terminating: the conditions the API
+    /// server reports, its own finalizers, and each object left in it with
+    /// a finalizer, as `Kind `ns/name` (finalizer …)`.
+    async fn blocking(&self, addr: &Address, client: &kube::Client, ns: &Value) -> Vec<String> {
+        let name = ns
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let mut out: Vec<String> = ns
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|c| c.get("status").and_then(Value::as_str) == Some("True"))
+            .filter_map(|c| c.get("message").and_then(Value::as_str))
+            .map(str::to_string)
+            .collect();
+        let own: Vec<&str> = ["/metadata/finalizers", "/spec/finalizers"]
+            .iter()
+            .filter_map(|p| ns.pointer(p).and_then(Value::as_array))
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter(|f| *f != "kubernetes")
+            .collect();
+        if !own.is_empty() {
+            out.push(format!(
+                "the namespace itself has finalizer(s) `{}`",
+                own.join("`, `")
+            ));
+        }
+        for (api_version, kind) in FINALIZED_KINDS {
+            let manifest = json!({"apiVersion": api_version, "kind": kind});
+            let Ok((ar, _)) = self.resource(addr, client, &manifest).await else {
+                continue;
+            };
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), name, &ar);
+            let Ok(list) = api.list(&kube::api::ListParams::default()).await else {
+                continue;
+            };
+            for obj in list {
+                let finalizers = obj.metadata.finalizers.clone().unwrap_or_default();
+                if !finalizers.is_empty() {
+                    out.push(format!(
+                        "{kind} `{name}/{}` waits on finalizer `{}`",
+                        obj.metadata.name.as_deref().unwrap_or_default(),
+                        finalizers.join("`, `")
+                    ));
+                }
+            }
+        }
+        out
     }
 
     /// The cluster, scoped to `namespace`, for the deploy stage's own
@@ -1258,19 +1345,43 @@ impl Provider for KubeProvider {
         }
         // Namespaces terminate their contents; finalizers run; wait for gone.
         let started = tokio::time::Instant::now();
+        let timeout = if addr.kind() == "namespace" {
+            self.namespace_timeout()
+        } else {
+            NAMESPACE_TIMEOUT
+        };
         loop {
             match api.get_opt(&name).await {
                 Ok(None) => return Ok(()),
-                Ok(Some(_)) if started.elapsed() < Duration::from_secs(15 * 60) => {
+                Ok(Some(_)) if started.elapsed() < timeout => {
                     ctx.status(&format!("terminating ({}s)", started.elapsed().as_secs()));
                     tokio::time::sleep(poll_delay(started.elapsed())).await;
                 }
-                Ok(Some(_)) => {
+                Ok(Some(obj)) => {
+                    let (client, _) = self.client(addr).await?;
+                    let full = serde_json::to_value(&obj).unwrap_or(Value::Null);
+                    let why = if addr.kind() == "namespace" {
+                        self.blocking(addr, &client, &full).await
+                    } else {
+                        obj.metadata
+                            .finalizers
+                            .clone()
+                            .unwrap_or_default()
+                            .iter()
+                            .map(|f| format!("it waits on finalizer `{f}`"))
+                            .collect()
+                    };
+                    let why = if why.is_empty() {
+                        "nothing left in it names a finalizer slipway can see".to_string()
+                    } else {
+                        why.join("; ")
+                    };
                     return Err(err(
                         addr,
                         "DeletionTimeout",
                         format!(
-                            "`{name}` is still terminating after 15 minutes; a finalizer may be blocking it"
+                            "`{name}` is still terminating after {}s: {why}. A finalizer is removed by the controller that set it once its work is done: check that controller runs (`kubectl get pods -A`); if it is gone for good, remove the finalizer by hand (`kubectl patch KIND NAME --type=merge -p '{{\"metadata\":{{\"finalizers\":null}}}}'`) and run slipway again",
+                            started.elapsed().as_secs()
                         ),
                         true,
                     ));

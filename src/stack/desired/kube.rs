@@ -134,7 +134,13 @@ impl Kube<'_, '_> {
                 None,
                 vec![],
             );
-            self.push_env(&ns_addr, manifest, &after, &env.name);
+            // Its pods run on its Fargate profile: on teardown the
+            // namespace goes first, its pods terminating where they run,
+            // and the profile once nothing is left to schedule.
+            let profile = Address::new(Domain::Aws, "eks_fargate_profile", &env.name)?;
+            let mut ns_after = after.clone();
+            ns_after.push(&profile);
+            self.push_env(&ns_addr, manifest, &ns_after, &env.name);
 
             let role = k8s("role", &format!("{ns}/{DEPLOYER}"))?;
             let rules = json!([
