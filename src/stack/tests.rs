@@ -842,9 +842,148 @@ fn cluster_admins_get_admin_access_entries_and_bad_arns_are_explained() {
         "\"arn:aws:iam::123456789012:role/s-jenkins\"",
         "`arn:aws:iam::123456789012:role/s-jenkins` is the stack's Jenkins role",
     );
+    assert_reports(
+        &with_admins("\"arn:aws:iam::123456789012:role/s-drift\""),
+        "\"arn:aws:iam::123456789012:role/s-drift\"",
+        "`arn:aws:iam::123456789012:role/s-drift` is the stack's drift role",
+    );
     let twice = "\"arn:aws:iam::123456789012:role/ci\"";
     let out = errors(&with_admins(&format!("{twice}, {twice}")));
     assert!(out.contains("is listed twice"), "{out}");
+}
+
+/// A reference's value as the cloud would give it: ARNs and names from the
+/// address's name.
+fn fake_output(r: &crate::resource::Reference) -> Option<serde_json::Value> {
+    let name = format!("smallcase-{}", r.addr.name().replace('_', "-"));
+    Some(serde_json::json!(match r.attr.as_str() {
+        "arn" => format!("arn:aws:iam::123456789012:role/{name}"),
+        _ => name,
+    }))
+}
+
+#[test]
+fn drift_role_may_only_read() {
+    let d = reference().desired().unwrap();
+    let policy = &d.resources()[&"aws.iam_role_policy.drift_read".parse().unwrap()];
+    assert_eq!(
+        policy.within_opt().map(ToString::to_string).as_deref(),
+        Some("aws.iam_role.drift")
+    );
+    let doc = policy.attrs()["policy"].known().expect("a literal policy");
+    let statements = doc["Statement"].as_array().unwrap();
+    let mut actions = Vec::new();
+    for st in statements {
+        assert_eq!(st["Effect"], "Allow", "{st}");
+        assert!(
+            st.get("NotAction").is_none() && st.get("NotResource").is_none(),
+            "{st}"
+        );
+        assert_eq!(st["Resource"], "*", "{st}");
+        for a in st["Action"].as_array().unwrap() {
+            actions.push(a.as_str().unwrap().to_string());
+        }
+    }
+    actions.sort();
+    // The documented list (docs/drift.md), exactly.
+    let mut documented = vec![
+        "ec2:Describe*",
+        "iam:Get*",
+        "iam:List*",
+        "ecr:DescribeRepositories",
+        "ecr:ListTagsForResource",
+        "ecr:GetLifecyclePolicy",
+        "eks:Describe*",
+        "eks:List*",
+        "elasticloadbalancing:Describe*",
+        "sts:GetCallerIdentity",
+    ];
+    documented.sort_unstable();
+    assert_eq!(actions, documented);
+    for action in &actions {
+        let verb = action.split_once(':').map_or("", |(_, verb)| verb);
+        assert!(
+            ["Describe", "Get", "List"]
+                .iter()
+                .any(|read| verb.starts_with(read))
+                || action == "sts:GetCallerIdentity",
+            "`{action}` is not a read action"
+        );
+    }
+}
+
+#[test]
+fn only_jenkins_may_assume_the_drift_role_and_its_master_knows_it() {
+    let d = reference().desired().unwrap();
+    let get = |a: &str| &d.resources()[&a.parse().unwrap()];
+    let trust = get("aws.iam_role.drift").attrs()["assume_role_policy"]
+        .resolve(&fake_output)
+        .unwrap();
+    assert_eq!(
+        trust["Statement"],
+        serde_json::json!([{
+            "Effect": "Allow",
+            "Principal": {"AWS": "arn:aws:iam::123456789012:role/smallcase-jenkins"},
+            "Action": "sts:AssumeRole",
+        }])
+    );
+
+    let deploy = get("aws.iam_role_policy.jenkins_deploy").attrs()["policy"]
+        .resolve(&fake_output)
+        .unwrap();
+    let assumes: Vec<_> = deploy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|st| st["Action"].to_string().contains("sts:"))
+        .collect();
+    assert_eq!(
+        assumes,
+        [&serde_json::json!({
+            "Sid": "AssumeDriftRole",
+            "Effect": "Allow",
+            "Action": "sts:AssumeRole",
+            "Resource": "arn:aws:iam::123456789012:role/smallcase-drift",
+        })]
+    );
+
+    let entry = get("aws.eks_access_entry.drift");
+    assert_eq!(
+        entry.within_opt().map(ToString::to_string).as_deref(),
+        Some("aws.eks_cluster.main")
+    );
+    let attrs = |name: &str| entry.attrs()[name].resolve(&fake_output).unwrap();
+    assert_eq!(
+        attrs("principal_arn"),
+        "arn:aws:iam::123456789012:role/smallcase-drift"
+    );
+    assert_eq!(attrs("type"), "STANDARD");
+    assert_eq!(attrs("kubernetes_groups"), serde_json::json!([]));
+    assert_eq!(
+        attrs("access_policies"),
+        serde_json::json!([{
+            "policy_arn": "arn:aws:eks::aws:cluster-access-policy/AmazonEKSAdminViewPolicy",
+            "access_scope": {"type": "cluster"},
+        }])
+    );
+
+    // The master's drift job is configured with the role's ARN.
+    let master = get("aws.instance.jenkins_master");
+    assert!(
+        master
+            .dependencies()
+            .contains(&"aws.iam_role.drift".parse().unwrap())
+    );
+    let user_data = master.attrs()["user_data"].resolve(&fake_output).unwrap();
+    let user_data = user_data.as_str().unwrap();
+    assert!(
+        user_data.contains("role_arn = arn:aws:iam::123456789012:role/smallcase-drift"),
+        "{user_data}"
+    );
+    assert!(
+        user_data.contains(r"SLIPWAY_STACK = \\'stacks/smallcase.toml\\'"),
+        "{user_data}"
+    );
 }
 
 #[test]

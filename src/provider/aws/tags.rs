@@ -247,10 +247,12 @@ pub async fn discover_ec2(
     // an address of its own, so two claiming one address both stay.
     let mut by_kind: BTreeMap<String, Vec<(Address, Live)>> = BTreeMap::new();
     for (id, kind) in &candidates {
+        // The kind its address names, else its resource type's.
+        let kind = claimed.get(id).map_or(kind.as_str(), Address::kind);
         let Some(own) = super::inventory::synthetic(kind, id) else {
             continue;
         };
-        by_kind.entry(kind.clone()).or_default().push((
+        by_kind.entry(kind.to_string()).or_default().push((
             own,
             Live {
                 id: id.clone(),

@@ -16,10 +16,10 @@ pub(super) fn build(b: &mut Builder<'_>) -> Result<Shared, AddressError> {
     let sgs = security_groups(b, &net)?;
     let registry = ecr(b)?;
     let cluster = eks_cluster(b, &net)?;
-    let jenkins_role = jenkins_iam(b, &registry, &cluster)?;
-    instances(b, &net, &sgs, &jenkins_role)?;
+    let roles = jenkins_iam(b, &registry, &cluster)?;
+    instances(b, &net, &sgs, &roles)?;
     let (kube_system_profile, lb_controller_role, lb_controller_permissions) =
-        eks_extras(b, &net, &cluster, &jenkins_role)?;
+        eks_extras(b, &net, &cluster, &roles)?;
     Ok(Shared {
         vpc: net.vpc,
         cluster,
@@ -299,6 +299,19 @@ fn ecr(b: &mut Builder<'_>) -> Result<Address, AddressError> {
     Ok(repo)
 }
 
+/// A role named `<stack>-<name>` that `trust` lets assume.
+fn role(b: &mut Builder<'_>, name: &str, trust: Expr) -> Result<Address, AddressError> {
+    let role = aws("iam_role", name)?;
+    let aws_name = b.named(&name.replace('_', "-"));
+    b.push(
+        Resource::new(role.clone())
+            .attr("name", aws_name.as_str())
+            .attr("assume_role_policy", trust)
+            .attr("tags", b.tags(&role, &aws_name, &[])),
+    );
+    Ok(role)
+}
+
 /// A role assumable by an AWS service, with managed policies attached.
 fn service_role(
     b: &mut Builder<'_>,
@@ -306,14 +319,7 @@ fn service_role(
     service: &str,
     managed: &[&str],
 ) -> Result<(Address, Vec<Address>), AddressError> {
-    let role = aws("iam_role", name)?;
-    let aws_name = b.named(&name.replace('_', "-"));
-    b.push(
-        Resource::new(role.clone())
-            .attr("name", aws_name.as_str())
-            .attr("assume_role_policy", service_trust(service))
-            .attr("tags", b.tags(&role, &aws_name, &[])),
-    );
+    let role = role(b, name, service_trust(service))?;
     let mut attachments = Vec::new();
     for policy_name in managed {
         let att = aws("iam_role_policy_attachment", name)?;
@@ -368,12 +374,35 @@ fn eks_cluster(b: &mut Builder<'_>, net: &Net) -> Result<Address, AddressError> 
     Ok(cluster)
 }
 
+/// The drift role's whole policy: the reads `slipway drift` makes, and no
+/// action that writes.
+const DRIFT_READ_ACTIONS: &[&str] = &[
+    "ec2:Describe*",
+    "iam:Get*",
+    "iam:List*",
+    "ecr:DescribeRepositories",
+    "ecr:ListTagsForResource",
+    "ecr:GetLifecyclePolicy",
+    "eks:Describe*",
+    "eks:List*",
+    "elasticloadbalancing:Describe*",
+    "sts:GetCallerIdentity",
+];
+
+/// The roles Jenkins runs as: its instances' role, and the read-only role
+/// its drift job assumes.
+struct Roles {
+    jenkins: Address,
+    drift: Address,
+}
+
 fn jenkins_iam(
     b: &mut Builder<'_>,
     registry: &Address,
     cluster: &Address,
-) -> Result<Address, AddressError> {
+) -> Result<Roles, AddressError> {
     let (role, _) = service_role(b, "jenkins", "ec2.amazonaws.com", &[])?;
+    let drift = drift_iam(b, &role)?;
     b.push(
         Resource::new(aws("iam_role_policy", "jenkins_deploy")?)
             .within(&role)
@@ -429,6 +458,13 @@ fn jenkins_iam(
                         "Action": "elasticloadbalancing:DescribeTargetHealth",
                         "Resource": "*",
                     })),
+                    // The hourly drift job runs slipway under the read-only role.
+                    Expr::map([
+                        ("Sid", Expr::str("AssumeDriftRole")),
+                        ("Effect", Expr::str("Allow")),
+                        ("Action", Expr::str("sts:AssumeRole")),
+                        ("Resource", arn(&drift)),
+                    ]),
                 ]),
             ),
     );
@@ -440,15 +476,48 @@ fn jenkins_iam(
             .attr("role", Expr::reference(&role, "name"))
             .attr("tags", b.tags(&profile, &name, &[])),
     );
+    Ok(Roles {
+        jenkins: role,
+        drift,
+    })
+}
+
+/// The role Jenkins' drift job runs `slipway drift` as: only the Jenkins role
+/// may assume it, and it may only read.
+fn drift_iam(b: &mut Builder<'_>, jenkins_role: &Address) -> Result<Address, AddressError> {
+    let trust = policy(vec![Expr::map([
+        ("Effect", Expr::str("Allow")),
+        ("Principal", Expr::map([("AWS", arn(jenkins_role))])),
+        ("Action", Expr::str("sts:AssumeRole")),
+    ])]);
+    let role = role(b, "drift", trust)?;
+    b.push(
+        Resource::new(aws("iam_role_policy", "drift_read")?)
+            .within(&role)
+            .attr("role", Expr::reference(&role, "name"))
+            .attr("name", "slipway-drift-read")
+            .attr(
+                "policy",
+                // `*`: the EC2 and ELBv2 Describe actions, the account-wide
+                // List actions and `sts:GetCallerIdentity` have no
+                // resource-level permissions, and drift reads every object
+                // of a kind at once (ECR's repositories, IAM's policies and
+                // OIDC providers), not only the stack's. Every action reads.
+                lit(json!({
+                    "Version": "2012-10-17",
+                    "Statement": [{
+                        "Sid": "ReadForDrift",
+                        "Effect": "Allow",
+                        "Action": DRIFT_READ_ACTIONS,
+                        "Resource": "*",
+                    }],
+                })),
+            ),
+    );
     Ok(role)
 }
 
-fn instances(
-    b: &mut Builder<'_>,
-    net: &Net,
-    sgs: &Sgs,
-    jenkins_role: &Address,
-) -> Result<(), AddressError> {
+fn instances(b: &mut Builder<'_>, net: &Net, sgs: &Sgs, roles: &Roles) -> Result<(), AddressError> {
     let s = b.s;
     let j = &s.jenkins;
     let profile = aws("iam_instance_profile", "jenkins")?;
@@ -473,7 +542,7 @@ fn instances(
             .attr("root_volume_size", lit(json!(volume)))
             .attr("root_volume_encrypted", true)
             .attr("user_data", user_data)
-            .after(jenkins_role);
+            .after(&roles.jenkins);
         if let Some(k) = &j.key_name {
             r = r.attr("key_name", k.as_str());
         }
@@ -519,9 +588,11 @@ fn instances(
     let user_data = super::jenkins::master(&super::jenkins::Master {
         stack: &s.name,
         region: &s.region,
+        stack_path: repository_path(s),
         repository_url: &j.repository_url,
         branches: s.environments.iter().map(|e| e.branch.as_str()).collect(),
         agents,
+        drift_role_arn: arn(&roles.drift),
     });
     let mut r = base(
         &master,
@@ -539,13 +610,25 @@ fn instances(
     Ok(())
 }
 
-/// Fargate profiles, the OIDC provider, the Jenkins access entry and the
-/// load balancer controller's IAM role.
+/// The stack file's path in the repository Jenkins checks out (the project
+/// directory), `/`-separated, as the pipelines pass it to `--stack`.
+fn repository_path(s: &crate::stack::Stack) -> String {
+    let path = s.path();
+    path.strip_prefix(s.project_root())
+        .unwrap_or(path)
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Fargate profiles, the OIDC provider, the Jenkins and drift access
+/// entries and the load balancer controller's IAM role.
 fn eks_extras(
     b: &mut Builder<'_>,
     net: &Net,
     cluster: &Address,
-    jenkins_role: &Address,
+    roles: &Roles,
 ) -> Result<(Address, Address, Vec<Address>), AddressError> {
     let s = b.s;
     let (pod_role, pod_attachments) = service_role(
@@ -600,11 +683,30 @@ fn eks_extras(
         Resource::new(entry.clone())
             .within(cluster)
             .attr("cluster_name", Expr::reference(cluster, "name"))
-            .attr("principal_arn", arn(jenkins_role))
+            .attr("principal_arn", arn(&roles.jenkins))
             .attr("kubernetes_groups", lit(json!([DEPLOYERS_GROUP])))
             .attr("type", "STANDARD")
             .attr("access_policies", lit(json!([])))
             .attr("tags", b.tags(&entry, &b.named("jenkins"), &[])),
+    );
+    // The drift job: view everything, Secrets included (drift compares the
+    // load balancer controller's TLS Secret), change nothing.
+    let entry = aws("eks_access_entry", "drift")?;
+    b.push(
+        Resource::new(entry.clone())
+            .within(cluster)
+            .attr("cluster_name", Expr::reference(cluster, "name"))
+            .attr("principal_arn", arn(&roles.drift))
+            .attr("kubernetes_groups", lit(json!([])))
+            .attr("type", "STANDARD")
+            .attr(
+                "access_policies",
+                lit(json!([{
+                    "policy_arn": format!("arn:{}:eks::aws:cluster-access-policy/AmazonEKSAdminViewPolicy", b.partition()),
+                    "access_scope": {"type": "cluster"},
+                }])),
+            )
+            .attr("tags", b.tags(&entry, &b.named("drift"), &[])),
     );
     // `[cluster] admins`: cluster-admin for the identities CI and cron run
     // slipway as (the cluster's creator has it already).

@@ -4,13 +4,14 @@
 //! repository, the plugins it needs, and configures everything as code
 //! (JCasC): the local admin user (its password generated at first boot and
 //! kept in SSM Parameter Store as a SecureString), one SSH-launched agent node
-//! per agent instance, and a multibranch pipeline job for the stack's
+//! per agent instance, a multibranch pipeline job for the stack's
 //! repository that builds the environments' branches with the repository's
-//! `Jenkinsfile`. The agents install Java, git, Docker, kubectl for the
-//! cluster's Kubernetes version and, when `jenkins.slipway_url` is set,
-//! slipway; they authorize the master's SSH key, which the master publishes
-//! in SSM. Values known only after apply (the agents' private IPs) are spliced
-//! in as references.
+//! `Jenkinsfile`, and an hourly job that runs `slipway drift` under the
+//! stack's read-only drift role and fails on drift. The agents install Java,
+//! git, Docker, kubectl for the cluster's Kubernetes version and, when
+//! `jenkins.slipway_url` is set, slipway; they authorize the master's SSH
+//! key, which the master publishes in SSM. Values known only after apply (the
+//! agents' private IPs, the drift role's ARN) are spliced in as references.
 
 use serde_json::{Value, json};
 
@@ -32,14 +33,28 @@ const PLUGINS: &[&str] = &[
 /// The plugin installation manager release used to install them.
 const PLUGIN_MANAGER: &str = "2.13.2";
 
+/// The drift job's name.
+const DRIFT_JOB: &str = "slipway-drift";
+
+/// The branch the drift job checks out: the one holding the stack file (and,
+/// with the local state backend, the state) the platform was applied from.
+const DRIFT_BRANCH: &str = "master";
+
+/// The AWS profile the drift job runs slipway with.
+const DRIFT_PROFILE: &str = "slipway-drift";
+
 /// What the master's script needs.
 pub(super) struct Master<'a> {
     pub stack: &'a str,
     pub region: &'a str,
+    /// The stack file's path in the repository, as `--stack` takes it.
+    pub stack_path: String,
     pub repository_url: &'a str,
     pub branches: Vec<&'a str>,
     /// Each agent's node name and private IP.
     pub agents: Vec<(String, Expr)>,
+    /// The ARN of the role the drift job assumes.
+    pub drift_role_arn: Expr,
 }
 
 /// What an agent's script needs.
@@ -60,9 +75,15 @@ fn sq(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// A value for a single-quoted Groovy string.
+/// A value for a single-quoted Groovy string (which cannot span lines).
 fn groovy(s: &str) -> String {
-    format!("'{}'", s.replace('\\', r"\\").replace('\'', r"\'"))
+    format!(
+        "'{}'",
+        s.replace('\\', r"\\")
+            .replace('\'', r"\'")
+            .replace('\n', r"\n")
+            .replace('\r', r"\r")
+    )
 }
 
 /// The job's name: the repository's last path segment without `.git`.
@@ -105,7 +126,94 @@ fn job_dsl(m: &Master<'_>) -> String {
     )
 }
 
-/// The JCasC document, with `@@N@@` standing for agent N's private IP.
+/// The marker [`splice`] replaces with the drift role's ARN: the one after
+/// the agents' IPs.
+fn drift_role_marker(m: &Master<'_>) -> String {
+    format!("@@{}@@", m.agents.len())
+}
+
+/// The drift job's pipeline: check out the stack's repository, run `slipway
+/// drift --json` under the drift role, keep its report, fail on drift or error.
+///
+/// JCasC would substitute `${…}` anywhere in its document, so the script
+/// builds strings by concatenation and lets the shell expand `$VAR`. The
+/// role's ARN goes in unquoted: IAM ARNs hold no quote, backslash or `$`.
+fn drift_pipeline(m: &Master<'_>) -> String {
+    let config = ".slipway-drift-aws-config";
+    let profile = format!(
+        "[profile {DRIFT_PROFILE}]\nrole_arn = {arn}\ncredential_source = Ec2InstanceMetadata\nregion = {region}\n",
+        arn = drift_role_marker(m),
+        region = m.region,
+    );
+    format!(
+        r#"// Rendered by slipway for stack {stack}: hourly `slipway drift` under the stack's
+// read-only drift role; fails when the platform differs from the state.
+pipeline {{
+  agent {{ label 'slipway' }}
+  options {{
+    disableConcurrentBuilds()
+    timeout(time: 30, unit: 'MINUTES')
+  }}
+  environment {{
+    AWS_PROFILE   = {profile_name}
+    AWS_REGION    = {region}
+    SLIPWAY_STACK = {stack_path}
+    NO_COLOR      = '1'
+  }}
+  stages {{
+    stage('Checkout') {{
+      steps {{
+        git(url: {url}, branch: {branch})
+      }}
+    }}
+    stage('Drift') {{
+      steps {{
+        writeFile(file: {config}, text: {profile})
+        script {{
+          def status
+          withEnv(['AWS_CONFIG_FILE=' + env.WORKSPACE + {config_path}]) {{
+            status = sh(script: 'slipway --stack "$SLIPWAY_STACK" drift --json > drift.json', returnStatus: true)
+          }}
+          archiveArtifacts(artifacts: 'drift.json', allowEmptyArchive: true)
+          if (status == 2) {{
+            error('slipway drift found drift (exit 2): the platform differs from the state; drift.json, archived with this build, lists what changed')
+          }}
+          if (status != 0) {{
+            error('slipway drift failed (exit ' + status + '): it could not check for drift; its error is in the log above')
+          }}
+        }}
+      }}
+    }}
+  }}
+}}
+"#,
+        stack = m.stack,
+        profile_name = groovy(DRIFT_PROFILE),
+        region = groovy(m.region),
+        stack_path = groovy(&m.stack_path),
+        url = groovy(m.repository_url),
+        branch = groovy(DRIFT_BRANCH),
+        config = groovy(config),
+        config_path = groovy(&format!("/{config}")),
+        profile = groovy(&profile),
+    )
+}
+
+fn drift_job_dsl(m: &Master<'_>) -> String {
+    format!(
+        "pipelineJob({name}) {{\n  displayName({display})\n  description({description})\n  logRotator {{\n    numToKeep(48)\n  }}\n  properties {{\n    pipelineTriggers {{\n      triggers {{\n        cron {{\n          spec('H * * * *')\n        }}\n      }}\n    }}\n  }}\n  definition {{\n    cps {{\n      script({script})\n      sandbox(true)\n    }}\n  }}\n}}\n",
+        name = groovy(DRIFT_JOB),
+        display = groovy(&format!("slipway drift (stack {})", m.stack)),
+        description = groovy(&format!(
+            "Every hour: `slipway drift` under the read-only role, on branch {DRIFT_BRANCH} of {}. Fails when the platform drifted (exit 2) or drift could not be checked (exit 1); each build archives drift.json.",
+            m.repository_url
+        )),
+        script = groovy(&drift_pipeline(m)),
+    )
+}
+
+/// The JCasC document, with `@@N@@` standing for agent N's private IP and
+/// the drift role's ARN after them.
 fn casc(m: &Master<'_>) -> Value {
     let nodes: Vec<Value> = m
         .agents
@@ -145,7 +253,7 @@ fn casc(m: &Master<'_>) -> Value {
             "description": "SSH key the master launches agents with",
             "privateKeySource": {"directEntry": {"privateKey": "${readFile:/var/lib/jenkins/.ssh/agent_ed25519}"}},
         }}]}]}},
-        "jobs": [{"script": job_dsl(m)}],
+        "jobs": [{"script": job_dsl(m)}, {"script": drift_job_dsl(m)}],
     })
 }
 
@@ -243,8 +351,9 @@ systemctl enable --now jenkins
         plugins = PLUGINS.join(" "),
         casc = casc,
     );
-    let ips: Vec<Expr> = m.agents.iter().map(|(_, ip)| ip.clone()).collect();
-    splice(&script, &ips)
+    let mut values: Vec<Expr> = m.agents.iter().map(|(_, ip)| ip.clone()).collect();
+    values.push(m.drift_role_arn.clone());
+    splice(&script, &values)
 }
 
 /// An agent's user data.
@@ -328,6 +437,7 @@ mod tests {
         Master {
             stack: "smallcase",
             region: "ap-south-1",
+            stack_path: "stacks/smallcase.toml".into(),
             repository_url: "https://github.com/example/app.git",
             branches: vec!["master", "staging", "develop"],
             agents: vec![
@@ -346,21 +456,63 @@ mod tests {
                     ),
                 ),
             ],
+            drift_role_arn: Expr::reference(&"aws.iam_role.drift".parse().unwrap(), "arn"),
         }
     }
 
+    const DRIFT_ROLE_ARN: &str = "arn:aws:iam::123456789012:role/smallcase-drift";
+
     fn rendered_master() -> String {
         let e = master(&master_input());
-        assert!(e.known().is_none(), "agent IPs are known only after apply");
+        assert!(
+            e.known().is_none(),
+            "agent IPs and the drift role's ARN are known only after apply"
+        );
         let v = e
-            .resolve(&|r| {
-                Some(json!(format!(
+            .resolve(&|r| match r.attr.as_str() {
+                "arn" => Some(json!(DRIFT_ROLE_ARN)),
+                _ => Some(json!(format!(
                     "10.0.32.{}",
                     if r.addr.name().ends_with('1') { 11 } else { 12 }
-                )))
+                ))),
             })
             .unwrap();
         v.as_str().unwrap().to_string()
+    }
+
+    /// The value of the single-quoted Groovy string `quoted` (as [`groovy`]
+    /// writes them).
+    fn ungroovy(quoted: &str) -> String {
+        let inner = quoted
+            .strip_prefix('\'')
+            .and_then(|q| q.strip_suffix('\''))
+            .unwrap_or_else(|| panic!("not a single-quoted Groovy string: {quoted}"));
+        let mut out = String::new();
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('r') => out.push('\r'),
+                Some(other) => out.push(other),
+                None => panic!("a trailing backslash in {quoted}"),
+            }
+        }
+        out
+    }
+
+    /// The pipeline a job-DSL `cps { script('…') }` holds.
+    fn cps_script(dsl: &str) -> String {
+        let start = dsl.find("script('").expect("a cps script") + "script(".len();
+        let end = dsl[start..]
+            .find("')\n      sandbox(true)")
+            .expect("the sandboxed script's end")
+            + start
+            + 1;
+        ungroovy(&dsl[start..end])
     }
 
     fn shellcheck(script: &str) {
@@ -415,6 +567,52 @@ mod tests {
     }
 
     #[test]
+    fn drift_job_runs_hourly_under_the_drift_role_and_fails_on_drift() {
+        let script = rendered_master();
+        let casc = casc_of(&script);
+        let jobs = casc["jobs"].as_sequence().unwrap();
+        assert_eq!(jobs.len(), 2, "the multibranch job and the drift job");
+        let dsl = jobs[1]["script"].as_str().unwrap();
+        assert!(dsl.starts_with("pipelineJob('slipway-drift') {"), "{dsl}");
+        assert!(dsl.contains("cron {\n          spec('H * * * *')"), "{dsl}");
+        assert!(dsl.contains("numToKeep(48)"), "{dsl}");
+        assert!(dsl.contains("sandbox(true)"), "{dsl}");
+        // JCasC substitutes `${…}` in its whole document.
+        for job in jobs {
+            let text = job["script"].as_str().unwrap();
+            assert!(!text.contains("${"), "JCasC would expand this: {text}");
+        }
+
+        let pipeline = cps_script(dsl);
+        for want in [
+            "agent { label 'slipway' }",
+            "git(url: 'https://github.com/example/app.git', branch: 'master')",
+            "SLIPWAY_STACK = 'stacks/smallcase.toml'",
+            "AWS_PROFILE   = 'slipway-drift'",
+            "NO_COLOR      = '1'",
+            "withEnv(['AWS_CONFIG_FILE=' + env.WORKSPACE + '/.slipway-drift-aws-config'])",
+            "status = sh(script: 'slipway --stack \"$SLIPWAY_STACK\" drift --json > drift.json', returnStatus: true)",
+            "archiveArtifacts(artifacts: 'drift.json'",
+            "if (status == 2) {\n            error('slipway drift found drift (exit 2)",
+            "if (status != 0) {\n            error('slipway drift failed (exit ' + status",
+        ] {
+            assert!(pipeline.contains(want), "want `{want}` in:\n{pipeline}");
+        }
+        let file = ".slipway-drift-aws-config";
+        let start = pipeline
+            .find(&format!("writeFile(file: '{file}', text: '"))
+            .expect("the AWS config is written")
+            + format!("writeFile(file: '{file}', text: ").len();
+        let end = pipeline[start..].find("')\n").unwrap() + start + 1;
+        assert_eq!(
+            ungroovy(&pipeline[start..end]),
+            format!(
+                "[profile slipway-drift]\nrole_arn = {DRIFT_ROLE_ARN}\ncredential_source = Ec2InstanceMetadata\nregion = ap-south-1\n"
+            )
+        );
+    }
+
+    #[test]
     fn agent_script_passes_shellcheck() {
         let a = Agent {
             stack: "smallcase",
@@ -441,6 +639,8 @@ mod tests {
     fn quoting_survives_hostile_values() {
         assert_eq!(sq("it's"), r"'it'\''s'");
         assert_eq!(groovy(r"a'b\c"), r"'a\'b\\c'");
+        assert_eq!(groovy("a\nb"), r"'a\nb'");
+        assert_eq!(ungroovy(&groovy("it's\n\\n")), "it's\n\\n");
         assert_eq!(job_name("git@github.com:org/my.repo.git"), "my-repo");
         assert_eq!(job_name("https://example.com/x/"), "x");
     }
