@@ -163,6 +163,21 @@ fn one_apply_goes_from_empty_to_a_working_platform_and_keeps_it_there() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let drift = p.run(&["drift", "--json"]);
+    drift.code(2);
+    let doc = drift.json();
+    let extra = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "extra")
+        .unwrap_or_else(|| panic!("a subject added is an extra member: {doc:#}"));
+    assert_eq!(
+        extra["address"],
+        "k8s.role_binding.smallcase-green/slipway-deployer"
+    );
+    assert_eq!(extra["path"], "manifest.subjects");
+    assert_eq!(extra["live"]["name"], "mallory");
     p.run(&["plan", "--detailed-exitcode"])
         .code(2)
         .stdout_has("~ k8s.role_binding.smallcase-green/slipway-deployer")

@@ -324,18 +324,33 @@ fn render_path(path: &[Seg]) -> String {
     s
 }
 
-/// Whether every item of `recorded` is in `live` (counting repeats), so
-/// that `live` only adds members.
+/// The members `live` adds when it kept every member of `recorded`
+/// (counting repeats); `None` when it dropped or changed one.
 fn only_adds(recorded: &[Value], live: &[Value]) -> Option<Vec<Value>> {
     if live.len() <= recorded.len() {
         return None;
     }
     let mut rest: Vec<&Value> = live.iter().collect();
     for r in recorded {
-        let i = rest.iter().position(|l| *l == r)?;
+        let i = rest.iter().position(|l| covers(l, r))?;
         rest.remove(i);
     }
     Some(rest.into_iter().cloned().collect())
+}
+
+/// Whether `live` has everything `recorded` has: a recorded member holds
+/// only the fields slipway manages, the live one also what the server
+/// defaulted (a subject's `apiGroup`).
+fn covers(live: &Value, recorded: &Value) -> bool {
+    match (live, recorded) {
+        (Value::Object(l), Value::Object(r)) => r
+            .iter()
+            .all(|(k, rv)| l.get(k).is_some_and(|lv| covers(lv, rv))),
+        (Value::Array(l), Value::Array(r)) => {
+            l.len() == r.len() && l.iter().zip(r).all(|(lv, rv)| covers(lv, rv))
+        }
+        _ => live == recorded,
+    }
 }
 
 fn diff(
@@ -475,6 +490,8 @@ mod tests {
     fn a_member_added_to_a_list_is_an_extra_member() {
         let subject = json!({"kind": "Group", "name": "slipway-deployers"});
         let stranger = json!({"kind": "User", "name": "mallory"});
+        // As read back when the list grew: the server's defaults included.
+        let defaulted = json!({"kind": "Group", "name": "slipway-deployers", "apiGroup": "rbac.authorization.k8s.io"});
         let prior: BTreeMap<_, _> = [state(
             "k8s.role_binding.ns/deployer",
             "ns/deployer",
