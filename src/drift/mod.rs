@@ -502,7 +502,7 @@ mod tests {
             a("k8s.role_binding.ns/deployer"),
             live(
                 "ns/deployer",
-                json!({"manifest": {"subjects": [stranger, subject]}}),
+                json!({"manifest": {"subjects": [stranger, defaulted]}}),
             ),
         )]
         .into();
