@@ -632,8 +632,15 @@ fn drift_reports_load_balancers_whose_ingress_is_gone_and_never_the_applications
     // The deployed application and the ALB the controller made for its
     // Ingress are not drift of the platform.
     aws.reset_calls();
+    kube.reset_requests();
     p.run(&["drift"]).code(0).stdout_has("No drift");
     assert_eq!(aws.calls()["mutating"], 0, "{}", aws.calls());
+    let requests = kube.requests();
+    assert_eq!(
+        requests["mutating"], 0,
+        "drift wrote to the cluster: {requests}"
+    );
+    assert!(requests["total"].as_u64().unwrap() > 0, "{requests}");
 
     // The controller stops, and someone forces the Ingress away: its ALB
     // and target group stay behind, fronting nothing.
@@ -677,8 +684,10 @@ fn drift_reports_load_balancers_whose_ingress_is_gone_and_never_the_applications
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    kube.reset_requests();
     let run = p.run(&["drift", "--json"]);
     run.code(2);
+    assert_eq!(kube.requests()["mutating"], 0);
     let doc = run.json();
     let orphans: Vec<&Value> = doc["findings"]
         .as_array()
@@ -736,6 +745,18 @@ fn a_namespace_held_by_a_finalizer_is_named_with_what_to_do_and_a_rerun_finishes
         run.stdout
     );
     assert!(kube.get(&["namespace", "smallcase-blue"]).is_some());
+    // Again while it is still terminating: the same wait and the same
+    // answer, not the API server's conflict.
+    p.run(&[
+        "destroy",
+        "--env",
+        "develop",
+        "--auto-approve",
+        "--namespace-timeout",
+        "2s",
+    ])
+    .code(1)
+    .stdout_has("ConfigMap `smallcase-develop/held` waits on finalizer `example.com/hold`");
 
     // Its controller done (here: by hand), the same command finishes.
     let out = kube.kubectl(&[

@@ -353,9 +353,18 @@ fn drift_finds_every_kind_of_change_in_every_service_and_changes_nothing() {
     assert_eq!(doc["counts"]["ignored"], 6, "{doc:#}");
     assert_eq!(doc["counts"]["by_kind"]["extra"], 5);
 
-    // Nothing the platform itself needs changed: a plan touches none of
-    // the planted objects, and apply leaves them alone.
-    p.run(&["plan"]).success();
+    // Drift never touches the planted objects, and neither does a plan:
+    // it puts back nothing that is not the stack's.
+    let plan = p.run(&["plan", "--json"]);
+    plan.success();
+    let changed: Vec<String> = plan.json()["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["action"] != "no-op")
+        .map(|c| c["address"].as_str().unwrap().to_string())
+        .collect();
+    assert!(changed.is_empty(), "{changed:?}");
 }
 
 #[test]
@@ -376,19 +385,19 @@ fn an_object_that_cannot_be_checked_makes_drift_an_error_naming_it() {
             .await
             .unwrap();
     });
-    // Every ListRoleTags fails, retries too: IAM cannot be checked.
-    aws.configure(
-        json!({"faults": {"rate": 1.0, "kinds": ["500"], "operations": ["ListRoleTags"]}}),
-    );
+    // Every ListRoleTags and DescribeTargetGroups fails, retries too: IAM
+    // and ELBv2 cannot be checked, and both are named.
+    aws.configure(json!({"faults": {"rate": 1.0, "kinds": ["500"],
+        "operations": ["ListRoleTags", "DescribeTargetGroups"]}}));
     let run = p.run(&["drift", "--json"]);
-    run.code(1).stderr_has("ListRoleTags");
+    run.code(1)
+        .stderr_has("ListRoleTags")
+        .stderr_has("DescribeTargetGroups");
     let doc = run.json();
     assert_eq!(doc["result"], "error");
+    let message = doc["errors"][0]["message"].as_str().unwrap();
     assert!(
-        doc["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("ListRoleTags"),
+        message.contains("ListRoleTags") && message.contains("DescribeTargetGroups"),
         "{doc}"
     );
 }

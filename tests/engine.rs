@@ -714,6 +714,18 @@ fn drift_reports_two_objects_claiming_one_address_and_counts_accepted_drift() {
     p.run(&["drift", "--ignore", ":tags"])
         .code(1)
         .stderr_has("--ignore: `:tags` is not a drift pattern");
+    // For cron, one document on stdout whatever fails.
+    let run = p.run(&["drift", "--json", "--ignore", ":tags"]);
+    run.code(1);
+    let doc = run.json();
+    assert_eq!(doc["result"], "error");
+    assert!(
+        doc["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a drift pattern"),
+        "{doc}"
+    );
     assert_eq!(p.mutating_calls(), 0, "drift must not change anything");
 }
 

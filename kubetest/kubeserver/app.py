@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 import sys
 import time
 
@@ -39,6 +40,22 @@ class App:
         self.verbose = verbose
         self.on_config = on_config
         self.authn = authenticator or Authenticator(token, verbose=verbose)
+        # The request log: API requests by method, for proving a client
+        # read-only (`GET /_kubetest/requests`).
+        self._requests_lock = threading.Lock()
+        self._requests: dict[str, int] = {}
+
+    def _log_request(self, req: Request) -> None:
+        if req.path.startswith("/_kubetest"):
+            return
+        with self._requests_lock:
+            self._requests[req.method] = self._requests.get(req.method, 0) + 1
+
+    def requests_report(self) -> dict:
+        with self._requests_lock:
+            by = dict(self._requests)
+        return {"by_method": by, "total": sum(by.values()),
+                "mutating": sum(n for m, n in by.items() if m in ("POST", "PUT", "PATCH", "DELETE"))}
 
     def __call__(self, environ, start_response):
         req = Request(environ)
@@ -57,6 +74,7 @@ class App:
 
     # ------------------------------------------------------------------ routing
     def handle(self, req: Request) -> Response:
+        self._log_request(req)
         if self.authn.authenticate(req.headers.get("Authorization", "")) is None:
             return jresp({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                           "message": "Unauthorized", "reason": "Unauthorized", "code": 401}, 401)
@@ -571,6 +589,15 @@ class App:
             elif req.method != "GET":
                 raise ApiError(405, "MethodNotAllowed", f"{req.method} is not allowed on /_kubetest/auth")
             return jresp(self.authn.report())
+        if parts == ["requests"]:
+            if req.method == "DELETE":
+                report = self.requests_report()
+                with self._requests_lock:
+                    self._requests.clear()
+                return jresp(report)
+            if req.method != "GET":
+                raise ApiError(405, "MethodNotAllowed", f"{req.method} is not allowed on /_kubetest/requests")
+            return jresp(self.requests_report())
         if parts == ["state"]:
             with self.store.lock:
                 return jresp({"resourceVersion": self.store.rv, "time": now_ts(),

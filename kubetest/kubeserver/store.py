@@ -888,7 +888,9 @@ class Store:
                         return 200, self.out(rt, new)
                     self._store(rt, new, "MODIFIED")
                     return 200, self.out(rt, new)
-                return 200, self.out(rt, cur)
+                # As the API server answers a namespace already terminating.
+                raise conflict(rt, name, "The system is ensuring all content is removed from this namespace.  "
+                                         "Upon completion, this namespace will automatically be purged by the system.")
             if fins:
                 if nmd.get("deletionTimestamp"):
                     return 200, self.out(rt, cur)

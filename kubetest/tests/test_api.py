@@ -371,3 +371,21 @@ def test_watch_selector_transitions(kube, ns):
     kube.patch(base + "/s1", {"metadata": {"labels": {"sel": "no"}}})
     t.join(timeout=10)
     assert [e["type"] for e in events] == ["ADDED", "MODIFIED", "DELETED"]
+
+
+def test_request_log_counts_api_requests_by_method(kube, ns):
+    code, _ = kube.delete("/_kubetest/requests")
+    assert code == 200
+    kube.get(f"/api/v1/namespaces/{ns}/configmaps")
+    kube.post(f"/api/v1/namespaces/{ns}/configmaps", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "logged"}})
+    kube.delete(f"/api/v1/namespaces/{ns}/configmaps/logged")
+    code, log = kube.get("/_kubetest/requests")
+    assert code == 200
+    assert log["by_method"]["GET"] >= 1 and log["by_method"]["POST"] == 1 and log["by_method"]["DELETE"] == 1
+    assert log["mutating"] == 2 and log["total"] == log["by_method"]["GET"] + 2
+    code, _ = kube.post("/_kubetest/requests", {})
+    assert code == 405
+    code, cleared = kube.delete("/_kubetest/requests")
+    assert cleared["mutating"] == 2
+    code, log = kube.get("/_kubetest/requests")
+    assert log["total"] == 0

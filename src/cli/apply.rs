@@ -301,24 +301,29 @@ pub async fn run_destroy(ctx: &Ctx<'_>, args: &DestroyArgs) -> Result<Exit> {
                 .map(|r| r.id.clone())
             })
             .unwrap_or_else(|| stack.cluster_name().to_string());
+        let environments = super::teardown::environments(&stack, state.as_ref());
         let teardown = async {
             match &args.env {
-                Some(env) => {
-                    super::teardown::environment(
-                        ctx,
-                        &platform,
-                        &stack,
-                        env,
-                        args.controller_timeout,
-                    )
-                    .await
-                }
+                Some(env) => match environments.iter().find(|(e, _)| e == env) {
+                    Some((env, namespace)) => {
+                        super::teardown::environment(
+                            ctx,
+                            &platform,
+                            &cluster,
+                            env,
+                            namespace,
+                            args.controller_timeout,
+                        )
+                        .await
+                    }
+                    None => Ok(()),
+                },
                 None => {
                     super::teardown::stack(
                         ctx,
                         &platform,
-                        &stack,
                         &cluster,
+                        &environments,
                         args.controller_timeout,
                     )
                     .await

@@ -24,6 +24,40 @@ pub struct DriftArgs {
 
 pub async fn run(ctx: &Ctx<'_>, args: &DriftArgs) -> Result<Exit> {
     let started = Instant::now();
+    match check(ctx, args, started).await {
+        Ok(exit) => Ok(exit),
+        Err(e) => {
+            // For cron: one document on stdout, whatever went wrong.
+            if ctx.printer.json() {
+                let errors: Vec<(String, String, String)> = match e.downcast_ref::<RefreshError>() {
+                    Some(r) => r
+                        .errors
+                        .iter()
+                        .map(|e| (e.addr.to_string(), e.code.clone(), e.message.clone()))
+                        .collect(),
+                    None => vec![(String::new(), "Error".to_string(), format!("{e:#}"))],
+                };
+                let stack = ctx
+                    .load_stack()
+                    .map(|s| s.name().to_string())
+                    .unwrap_or_default();
+                ctx.printer.out(
+                    &render::json::drift(&render::json::DriftReport {
+                        stack: &stack,
+                        findings: &[],
+                        checked: 0,
+                        errors: &errors,
+                        timings: &[("total", started.elapsed().as_millis())],
+                    })
+                    .to_string(),
+                );
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn check(ctx: &Ctx<'_>, args: &DriftArgs, started: Instant) -> Result<Exit> {
     let patterns = args
         .ignore
         .iter()
@@ -40,7 +74,7 @@ pub async fn run(ctx: &Ctx<'_>, args: &DriftArgs) -> Result<Exit> {
     let backend = ctx.backend(&stack);
     let state = common::load_state(&backend, &stack)?;
     let platform = ctx.platform(&stack).await?;
-    let refreshed = common::refresh_and_plan(
+    let (plan, info) = common::refresh_and_plan(
         ctx,
         &platform.providers,
         &stack,
@@ -49,34 +83,7 @@ pub async fn run(ctx: &Ctx<'_>, args: &DriftArgs) -> Result<Exit> {
         Mode::Apply,
         true,
     )
-    .await;
-    let (plan, info) = match refreshed {
-        Ok(done) => done,
-        Err(e) => {
-            if ctx.printer.json() {
-                let errors: Vec<(String, String, String)> = match e.downcast_ref::<RefreshError>() {
-                    Some(r) => r
-                        .errors
-                        .iter()
-                        .map(|e| (e.addr.to_string(), e.code.clone(), e.message.clone()))
-                        .collect(),
-                    None => vec![(String::new(), "Error".to_string(), e.to_string())],
-                };
-                let total = started.elapsed().as_millis();
-                ctx.printer.out(
-                    &render::json::drift(&render::json::DriftReport {
-                        stack: stack.name(),
-                        findings: &[],
-                        checked: 0,
-                        errors: &errors,
-                        timings: &[("total", total)],
-                    })
-                    .to_string(),
-                );
-            }
-            return Err(e);
-        }
-    };
+    .await?;
     let mut findings = plan.drift;
 
     // What the controller made for Ingresses and Services now gone.
@@ -126,11 +133,15 @@ pub async fn run(ctx: &Ctx<'_>, args: &DriftArgs) -> Result<Exit> {
         ctx.printer
             .out(&render::text::drift(&findings, ctx.printer.color()));
     }
+    // The report is out (with the error in it under `--json`): say why
+    // here rather than print a second document.
     if let Some(e) = errors.into_iter().next() {
-        return Err(hinted(
-            format!("could not check what the load balancer controller made: {e}"),
-            "drift needs to list Ingresses and Services cluster-wide; check the cluster is reachable and the identity may list them",
-        ));
+        ctx.printer.error(
+            &format!("could not check what the load balancer controller made: {e}"),
+            &[],
+            Some("drift needs to list Ingresses and Services cluster-wide; check the cluster is reachable and the identity may list them"),
+        );
+        return Ok(Exit::Error);
     }
     Ok(if counts.drifted() > 0 {
         Exit::Changes

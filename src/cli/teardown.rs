@@ -15,6 +15,7 @@ use serde_json::Value;
 use super::common::{Ctx, Platform, hinted};
 use crate::provider::OpContext;
 use crate::stack::Stack;
+use crate::state::State;
 
 /// The finalizer the controller puts on the Ingresses it has taken on.
 const INGRESS_FINALIZER: &str = "ingress.k8s.aws/resources";
@@ -45,21 +46,39 @@ fn ingress_stack(namespace: &str, ing: &Value) -> (String, bool) {
     }
 }
 
+/// Each environment to tear down, with its namespace: the stack's, and any
+/// the state still has that the stack no longer declares.
+pub fn environments(stack: &Stack, state: Option<&State>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = stack
+        .environments()
+        .iter()
+        .map(|e| (e.name().to_string(), e.namespace().to_string()))
+        .collect();
+    for (addr, r) in state.map(State::resources).into_iter().flatten() {
+        if let (Some(env), "namespace") = (&r.env, addr.kind())
+            && !out.iter().any(|(e, _)| e == env)
+        {
+            out.push((env.clone(), addr.name().to_string()));
+        }
+    }
+    out
+}
+
 /// Before a whole-stack destroy: every environment as `destroy --env`
 /// would, then whatever the controller made for the cluster (Ingresses and
 /// Services outside the environments), before anything else is deleted.
 pub async fn stack(
     ctx: &Ctx<'_>,
     platform: &Platform,
-    stack: &Stack,
     cluster: &str,
+    environments: &[(String, String)],
     wait: Duration,
 ) -> Result<()> {
     let Some(aws) = &platform.aws else {
         return Ok(());
     };
-    for env in stack.environments() {
-        environment(ctx, platform, stack, env.name(), wait).await?;
+    for (env, namespace) in environments {
+        environment(ctx, platform, cluster, env, namespace, wait).await?;
     }
     let status = |m: &str| ctx.printer.debug(m);
     let swept = aws
@@ -79,18 +98,15 @@ pub async fn stack(
 pub async fn environment(
     ctx: &Ctx<'_>,
     platform: &Platform,
-    stack: &Stack,
+    cluster: &str,
     env: &str,
+    namespace: &str,
     wait: Duration,
 ) -> Result<()> {
     // The simulated cloud has no cluster.
     let (Some(aws), Some(kube)) = (&platform.aws, &platform.kube) else {
         return Ok(());
     };
-    let Some(e) = stack.environment_opt(env) else {
-        return Ok(());
-    };
-    let namespace = e.namespace();
     let app = match kube.app_cluster(namespace).await {
         Ok(app) => app,
         // No cluster: nothing in it to front.
@@ -135,7 +151,6 @@ pub async fn environment(
         app.delete(f.api_version, f.kind, &f.name, None, None)
             .await?;
     }
-    let cluster = stack.cluster_name();
     let started = tokio::time::Instant::now();
     loop {
         let mut remaining = Vec::new();

@@ -170,6 +170,11 @@ pub fn findings(
                 detail: Some("deleted outside slipway".to_string()),
                 ..Finding::new(FindingKind::Deleted, addr)
             }),
+            Some(Some(now)) if now.is_deleting() => out.push(Finding {
+                id: Some(recorded.id.clone()),
+                detail: Some("being deleted (terminating)".to_string()),
+                ..Finding::new(FindingKind::Deleted, addr)
+            }),
             Some(Some(now)) => {
                 let clock_driven = spec_opt(&addr.kind_key())
                     .map(|s| s.clock_driven)

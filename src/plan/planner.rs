@@ -81,7 +81,8 @@ fn plan_apply(input: &PlanInput<'_>, current: &dyn Fn(&Address) -> Option<Live>)
             .collect();
         let outputs = spec.map(|s| s.outputs).unwrap_or_default();
         let force_new = spec.map(|s| s.force_new).unwrap_or_default();
-        let before = current(&addr);
+        // An object on its way out is made again once it is gone.
+        let before = current(&addr).filter(|l| !l.is_deleting());
 
         let (action, changed, replace_because) = match &before {
             None => (Action::Create, Vec::new(), Vec::new()),
@@ -250,6 +251,16 @@ fn plan_destroy(
                 // what it no longer does.
                 if let Some(r) = input.desired.get_opt(addr) {
                     d.protected = r.is_protected();
+                }
+                // What the stack orders it after now, too (an edge added
+                // since the state was written: a namespace after its
+                // Fargate profile).
+                if let Some(r) = input.desired.get_opt(addr) {
+                    d.depends_on.extend(
+                        r.dependencies()
+                            .into_iter()
+                            .filter(|a| input.prior.contains_key(a)),
+                    );
                 }
                 // A state written before serial groups were kept: the stack's.
                 if d.serial_group.is_none() {
@@ -666,6 +677,50 @@ mod tests {
             ),
             Err(PlanError::EmptyEnv(_))
         ));
+    }
+
+    #[test]
+    fn a_destroy_orders_by_the_stacks_dependencies_as_well_as_the_recorded_ones() {
+        // Recorded before the stack ordered the subnet after the VPC.
+        let mut prior = applied();
+        if let Some(r) = prior.get_mut(&a("aws.subnet.a")) {
+            r.depends_on.clear();
+        }
+        let (changes, _) = run(
+            &desired(),
+            &prior,
+            &live_of(&prior),
+            Mode::Destroy { env: None },
+        )
+        .unwrap();
+        let subnet = changes
+            .iter()
+            .find(|c| c.addr == a("aws.subnet.a"))
+            .unwrap();
+        assert!(subnet.depends_on.contains(&a("aws.vpc.main")), "{subnet:?}");
+    }
+
+    #[test]
+    fn an_object_being_deleted_is_made_again_by_apply_and_waited_for_by_destroy() {
+        let d = desired();
+        let prior = applied();
+        let mut live = live_of(&prior);
+        if let Some(Some(l)) = live.get_mut(&a("aws.subnet.a")) {
+            l.attrs.insert(Live::DELETING.into(), json!(true));
+        }
+        let (changes, drift) = run(&d, &prior, &live, Mode::Apply).unwrap();
+        let subnet = changes
+            .iter()
+            .find(|c| c.addr == a("aws.subnet.a"))
+            .unwrap();
+        assert_eq!(subnet.action, Action::Create);
+        assert_eq!(drift[0].kind, FindingKind::Deleted);
+        let (changes, _) = run(&d, &prior, &live, Mode::Destroy { env: None }).unwrap();
+        let subnet = changes
+            .iter()
+            .find(|c| c.addr == a("aws.subnet.a"))
+            .unwrap();
+        assert_eq!(subnet.action, Action::Delete);
     }
 
     #[test]

@@ -379,7 +379,7 @@ fn finding<'f>(
             );
         }
         FindingKind::Extra => {
-            let member = f.live.as_ref().map(|v| value(v, 8)).unwrap_or_default();
+            let member = shown(&f.live);
             let _ = writeln!(
                 s,
                 "  {} {} has a member in `{}` the stack does not declare: {member}",

@@ -25,6 +25,16 @@ pub struct Live {
     pub attrs: Attrs,
 }
 
+impl Live {
+    /// The attribute a read sets on an object that is being deleted (a
+    /// namespace terminating): it exists, but not for long.
+    pub const DELETING: &'static str = "deleting";
+
+    pub fn is_deleting(&self) -> bool {
+        self.attrs.get(Self::DELETING) == Some(&Value::Bool(true))
+    }
+}
+
 /// One desired resource: its address, attributes and dependencies.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Resource {

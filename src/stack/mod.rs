@@ -258,12 +258,12 @@ impl Stack {
         &self.network
     }
 
-    /// The EKS cluster's name.
     /// `[drift] ignore`: accepted drift.
     pub fn drift_ignore(&self) -> &[crate::drift::ignore::Pattern] {
         &self.drift_ignore
     }
 
+    /// The EKS cluster's name.
     pub fn cluster_name(&self) -> &str {
         &self.cluster.name
     }

@@ -129,6 +129,27 @@ impl KubeTest {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// The API requests clients made since the last reset, by method, and
+    /// how many of them write (`mutating`).
+    pub fn requests(&self) -> serde_json::Value {
+        let out = self.kubectl(&["get", "--raw", "/_kubetest/requests"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    pub fn reset_requests(&self) {
+        let out = self.kubectl(&["delete", "--raw", "/_kubetest/requests"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// What EKS puts in a new cluster (the CoreDNS Deployment slipway patches).
     pub fn seed_eks_defaults(&self) {
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/eks-coredns.yaml");

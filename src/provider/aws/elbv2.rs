@@ -61,6 +61,64 @@ impl Scope<'_> {
     }
 }
 
+/// The tags of each of `arns` that still exists, 20 per call. A call
+/// fails whole when one of its ARNs is gone (deleted since it was listed):
+/// that batch is asked again one ARN at a time, skipping the gone.
+pub(super) async fn tags_of(
+    aws: &Aws,
+    addr: &Address,
+    arns: &[String],
+) -> Result<Vec<(String, Vec<(String, String)>)>, ProviderError> {
+    async fn describe(
+        aws: &Aws,
+        addr: &Address,
+        arns: &[String],
+    ) -> Result<Vec<(String, Vec<(String, String)>)>, ProviderError> {
+        let tags = aws
+            .elbv2
+            .describe_tags()
+            .set_resource_arns(Some(arns.to_vec()))
+            .send()
+            .await
+            .map_err(|e| sdk_error(addr, "DescribeTags", &e))?;
+        Ok(tags
+            .tag_descriptions()
+            .iter()
+            .filter_map(|d| {
+                let pairs = d
+                    .tags()
+                    .iter()
+                    .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+                    .collect();
+                Some((d.resource_arn()?.to_string(), pairs))
+            })
+            .collect())
+    }
+    let gone = |e: &ProviderError| {
+        matches!(
+            e.code.as_str(),
+            "LoadBalancerNotFound" | "TargetGroupNotFound"
+        )
+    };
+    let mut out = Vec::new();
+    for chunk in arns.chunks(TAGS_PER_CALL) {
+        match describe(aws, addr, chunk).await {
+            Ok(found) => out.extend(found),
+            Err(e) if gone(&e) => {
+                for arn in chunk {
+                    match describe(aws, addr, std::slice::from_ref(arn)).await {
+                        Ok(found) => out.extend(found),
+                        Err(e) if gone(&e) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
 /// The ARNs among `arns` whose tags are in `scope`.
 async fn tagged_in(
     aws: &Aws,
@@ -68,25 +126,12 @@ async fn tagged_in(
     arns: Vec<String>,
     scope: Scope<'_>,
 ) -> Result<Vec<String>, ProviderError> {
-    let mut out = Vec::new();
-    for chunk in arns.chunks(TAGS_PER_CALL) {
-        let tags = aws
-            .elbv2
-            .describe_tags()
-            .set_resource_arns(Some(chunk.to_vec()))
-            .send()
-            .await
-            .map_err(|e| sdk_error(addr, "DescribeTags", &e))?;
-        for d in tags.tag_descriptions() {
-            let pairs = d.tags().iter().filter_map(|t| Some((t.key()?, t.value()?)));
-            if scope.covers(pairs)
-                && let Some(arn) = d.resource_arn()
-            {
-                out.push(arn.to_string());
-            }
-        }
-    }
-    Ok(out)
+    Ok(tags_of(aws, addr, &arns)
+        .await?
+        .into_iter()
+        .filter(|(_, tags)| scope.covers(tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))))
+        .map(|(arn, _)| arn)
+        .collect())
 }
 
 /// Everything tagged for `cluster` that still exists.

@@ -22,13 +22,22 @@ const CONCURRENT_READS: usize = 8;
 
 /// Everything beyond tagged EC2 objects.
 pub async fn discover(aws: &Aws, scope: &DiscoverScope<'_>) -> Result<Discovery, ProviderError> {
-    let (iam, ecr, eks, elb, extras) = futures::try_join!(
+    let (iam, ecr, eks, elb, extras) = futures::join!(
         iam_tagged(aws, scope),
         ecr_tagged(aws, scope),
         eks_tagged(aws, scope),
         elbv2_inventory(aws, scope),
         extras(aws, scope),
-    )?;
+    );
+    let mut errors = Vec::new();
+    let iam = ok_or_note(iam, &mut errors);
+    let ecr = ok_or_note(ecr, &mut errors);
+    let eks = ok_or_note(eks, &mut errors);
+    let elb = ok_or_note(elb, &mut errors);
+    let extras = ok_or_note(extras, &mut errors);
+    if let Some(e) = combined(errors) {
+        return Err(e);
+    }
     let mut out = Discovery::default();
     out.tagged.extend(iam);
     out.tagged.extend(ecr);
@@ -36,6 +45,35 @@ pub async fn discover(aws: &Aws, scope: &DiscoverScope<'_>) -> Result<Discovery,
     out.extend(elb);
     out.extras.extend(extras);
     Ok(out)
+}
+
+/// The value, or its default with the error noted.
+pub(super) fn ok_or_note<T: Default>(
+    r: Result<T, ProviderError>,
+    errors: &mut Vec<ProviderError>,
+) -> T {
+    r.unwrap_or_else(|e| {
+        errors.push(e);
+        T::default()
+    })
+}
+
+/// Every failure as one error, so that each part left unchecked is named.
+pub(super) fn combined(mut errors: Vec<ProviderError>) -> Option<ProviderError> {
+    let first = errors.first()?.clone();
+    if errors.len() == 1 {
+        return errors.pop();
+    }
+    let message = errors
+        .iter()
+        .map(|e| format!("{}: {}", e.code, e.message))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Some(ProviderError {
+        message,
+        retryable: errors.iter().all(|e| e.retryable),
+        ..first
+    })
 }
 
 fn probe() -> Address {
@@ -98,7 +136,14 @@ async fn iam_tagged(aws: &Aws, scope: &DiscoverScope<'_>) -> Result<Vec<Tagged>,
     let at = probe();
     let at = &at;
     let stack = scope.stack;
-    let unknown = |id: &str| !scope.known.contains(id);
+    // Names are unique per kind only (a role and an instance profile are
+    // often named alike).
+    let (roles_known, policies_known, profiles_known, oidc_known) = (
+        ids_of(scope, "iam_role"),
+        ids_of(scope, "iam_policy"),
+        ids_of(scope, "iam_instance_profile"),
+        ids_of(scope, "iam_openid_connect_provider"),
+    );
 
     let mut roles = Vec::new();
     let mut pages = aws.iam.list_roles().into_paginator().send();
@@ -111,7 +156,7 @@ async fn iam_tagged(aws: &Aws, scope: &DiscoverScope<'_>) -> Result<Vec<Tagged>,
                 .filter(|r| !r.path().starts_with("/aws-service-role/"))
                 .filter(|r| !r.path().starts_with("/aws-reserved/"))
                 .map(|r| r.role_name().to_string())
-                .filter(|n| unknown(n)),
+                .filter(|n| !roles_known.contains(n.as_str())),
         );
     }
     let mut policies = Vec::new();
@@ -127,7 +172,7 @@ async fn iam_tagged(aws: &Aws, scope: &DiscoverScope<'_>) -> Result<Vec<Tagged>,
             page.policies()
                 .iter()
                 .filter_map(|p| p.arn().map(str::to_string))
-                .filter(|a| unknown(a)),
+                .filter(|a| !policies_known.contains(a.as_str())),
         );
     }
     let mut profiles = Vec::new();
@@ -138,7 +183,7 @@ async fn iam_tagged(aws: &Aws, scope: &DiscoverScope<'_>) -> Result<Vec<Tagged>,
             page.instance_profiles()
                 .iter()
                 .map(|p| p.instance_profile_name().to_string())
-                .filter(|n| unknown(n)),
+                .filter(|n| !profiles_known.contains(n.as_str())),
         );
     }
     let oidc: Vec<String> = aws
@@ -150,7 +195,7 @@ async fn iam_tagged(aws: &Aws, scope: &DiscoverScope<'_>) -> Result<Vec<Tagged>,
         .open_id_connect_provider_list()
         .iter()
         .filter_map(|p| p.arn().map(str::to_string))
-        .filter(|a| unknown(a))
+        .filter(|a| !oidc_known.contains(a.as_str()))
         .collect();
 
     // A tag read of an object deleted meanwhile finds nothing: it is gone.
@@ -240,13 +285,14 @@ async fn iam_tagged(aws: &Aws, scope: &DiscoverScope<'_>) -> Result<Vec<Tagged>,
 async fn ecr_tagged(aws: &Aws, scope: &DiscoverScope<'_>) -> Result<Vec<Tagged>, ProviderError> {
     let at = probe();
     let at = &at;
+    let known = ids_of(scope, "ecr_repository");
     let mut repos = Vec::new();
     let mut pages = aws.ecr.describe_repositories().into_paginator().send();
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| sdk_error(at, "DescribeRepositories", &e))?;
         repos.extend(page.repositories().iter().filter_map(|r| {
             let (name, arn) = (r.repository_name()?, r.repository_arn()?);
-            (!scope.known.contains(name)).then(|| (name.to_string(), arn.to_string()))
+            (!known.contains(name)).then(|| (name.to_string(), arn.to_string()))
         }));
     }
     each(repos, |(name, arn)| async move {
@@ -274,6 +320,7 @@ async fn ecr_tagged(aws: &Aws, scope: &DiscoverScope<'_>) -> Result<Vec<Tagged>,
 async fn eks_tagged(aws: &Aws, scope: &DiscoverScope<'_>) -> Result<Vec<Tagged>, ProviderError> {
     let at = probe();
     let at = &at;
+    let known = ids_of(scope, "eks_cluster");
     let mut names = Vec::new();
     let mut pages = aws.eks.list_clusters().into_paginator().send();
     while let Some(page) = pages.next().await {
@@ -281,7 +328,7 @@ async fn eks_tagged(aws: &Aws, scope: &DiscoverScope<'_>) -> Result<Vec<Tagged>,
         names.extend(
             page.clusters()
                 .iter()
-                .filter(|n| !scope.known.contains(*n))
+                .filter(|n| !known.contains(n.as_str()))
                 .cloned(),
         );
     }
@@ -366,37 +413,27 @@ async fn elbv2_inventory(aws: &Aws, scope: &DiscoverScope<'_>) -> Result<Discove
     let clusters = cluster_names(scope);
     let mut out = Discovery::default();
     let arns: Vec<String> = named.keys().cloned().collect();
-    for chunk in arns.chunks(super::elbv2::TAGS_PER_CALL) {
-        let tags = aws
-            .elbv2
-            .describe_tags()
-            .set_resource_arns(Some(chunk.to_vec()))
-            .send()
-            .await
-            .map_err(|e| sdk_error(&at, "DescribeTags", &e))?;
-        for d in tags.tag_descriptions() {
-            let Some((arn, (kind, name))) = d.resource_arn().and_then(|a| named.get_key_value(a))
-            else {
-                continue;
-            };
-            let pairs = d.tags().iter().filter_map(|t| Some((t.key()?, t.value()?)));
-            if let Some(t) = claim(scope.stack, kind, name, pairs.clone()) {
-                out.tagged.push(Tagged {
-                    id: arn.clone(),
-                    ..t
-                });
-            }
-            if pairs
-                .clone()
-                .any(|(k, v)| k == CLUSTER_TAG && clusters.contains(v))
-            {
-                out.controller.push(ControllerMade {
-                    kind,
-                    id: arn.clone(),
-                    name: name.clone(),
-                    fronts: fronts(pairs),
-                });
-            }
+    for (arn, tags) in super::elbv2::tags_of(aws, &at, &arns).await? {
+        let Some((kind, name)) = named.get(&arn) else {
+            continue;
+        };
+        let pairs = tags.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        if let Some(t) = claim(scope.stack, kind, name, pairs.clone()) {
+            out.tagged.push(Tagged {
+                id: arn.clone(),
+                ..t
+            });
+        }
+        if pairs
+            .clone()
+            .any(|(k, v)| k == CLUSTER_TAG && clusters.contains(v))
+        {
+            out.controller.push(ControllerMade {
+                kind,
+                id: arn.clone(),
+                name: name.clone(),
+                fronts: fronts(pairs),
+            });
         }
     }
     if !clusters.is_empty() {
@@ -438,6 +475,11 @@ fn managed<'s>(
         .map(|(a, l)| (a, l))
 }
 
+/// The ids the state tracks for one kind.
+fn ids_of<'s>(scope: &'s DiscoverScope<'_>, kind: &'s str) -> BTreeSet<&'s str> {
+    managed(scope, kind).map(|(_, l)| l.id.as_str()).collect()
+}
+
 /// Whether the state tracks `id` (a security-group rule's id lists every
 /// rule it stands for).
 fn known(scope: &DiscoverScope<'_>, id: &str) -> bool {
@@ -445,16 +487,23 @@ fn known(scope: &DiscoverScope<'_>, id: &str) -> bool {
 }
 
 async fn extras(aws: &Aws, scope: &DiscoverScope<'_>) -> Result<Vec<Extra>, ProviderError> {
-    let (rules, roles, routes, cluster) = futures::try_join!(
+    let (rules, roles, routes, cluster) = futures::join!(
         group_rules(aws, scope),
         role_policies(aws, scope),
         route_tables(aws, scope),
         cluster_members(aws, scope),
-    )?;
-    Ok([rules, roles, routes, cluster]
-        .into_iter()
-        .flatten()
-        .collect())
+    );
+    let mut errors = Vec::new();
+    let found = [
+        ok_or_note(rules, &mut errors),
+        ok_or_note(roles, &mut errors),
+        ok_or_note(routes, &mut errors),
+        ok_or_note(cluster, &mut errors),
+    ];
+    match combined(errors) {
+        Some(e) => Err(e),
+        None => Ok(found.into_iter().flatten().collect()),
+    }
 }
 
 /// Rules of managed security groups that no `aws.security_group_rule`

@@ -498,7 +498,13 @@ impl Provider for AwsProvider {
                 ..Discovery::default()
             });
         }
-        let (tagged, mut rest) = futures::try_join!(tagged, inventory::discover(&self.aws, scope))?;
+        let (tagged, rest) = futures::join!(tagged, inventory::discover(&self.aws, scope));
+        let mut errors = Vec::new();
+        let tagged = inventory::ok_or_note(tagged, &mut errors);
+        let mut rest = inventory::ok_or_note(rest, &mut errors);
+        if let Some(e) = inventory::combined(errors) {
+            return Err(e);
+        }
         rest.tagged.extend(tagged);
         Ok(rest)
     }

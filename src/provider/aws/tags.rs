@@ -174,7 +174,8 @@ pub async fn sync_ec2(
 /// The slipway kind of an EC2 resource type, as `DescribeTags` names it.
 fn kind_of(resource_type: &str) -> String {
     match resource_type {
-        "elastic-ip" => "eip".to_string(),
+        // moto says `vpc-elastic-ip`.
+        "elastic-ip" | "vpc-elastic-ip" => "eip".to_string(),
         "natgateway" => "nat_gateway".to_string(),
         other => other.replace('-', "_"),
     }
@@ -204,10 +205,6 @@ pub async fn discover_ec2(
             .map_err(|e| sdk_error(&probe, "DescribeTags", &e))?;
         for t in page.tags() {
             let kind = t.resource_type().map(|r| kind_of(r.as_str()));
-            // Root volumes carry their instance's tags; they are part of it.
-            if kind.as_deref() == Some("volume") {
-                continue;
-            }
             if let (Some(id), Some(kind)) =
                 (t.resource_id().filter(|id| !known.contains(*id)), kind)
             {
@@ -243,16 +240,15 @@ pub async fn discover_ec2(
         }
     }
     // Tags outlive some objects for a while (terminated instances, deleted
-    // NAT gateways): keep only those a read still finds. Each is read under
-    // an address of its own, so two claiming one address both stay.
-    let mut by_kind: BTreeMap<String, Vec<(Address, Live)>> = BTreeMap::new();
+    // NAT gateways): keep only those a read of their own type still finds.
+    // Each is read under an address of its own, so two claiming one address
+    // both stay.
+    let mut by_kind: BTreeMap<&str, Vec<(Address, Live)>> = BTreeMap::new();
     for (id, kind) in &candidates {
-        // The kind its address names, else its resource type's.
-        let kind = claimed.get(id).map_or(kind.as_str(), Address::kind);
         let Some(own) = super::inventory::synthetic(kind, id) else {
             continue;
         };
-        by_kind.entry(kind.to_string()).or_default().push((
+        by_kind.entry(kind.as_str()).or_default().push((
             own,
             Live {
                 id: id.clone(),
@@ -262,7 +258,7 @@ pub async fn discover_ec2(
     }
     let mut out = Vec::new();
     for (kind, items) in by_kind {
-        let live = match kind.as_str() {
+        let live = match kind {
             "vpc" => super::network::read_vpcs(aws, &items).await?,
             "internet_gateway" => super::network::read_igws(aws, &items).await?,
             "subnet" => super::network::read_subnets(aws, &items).await?,
@@ -270,11 +266,17 @@ pub async fn discover_ec2(
             "nat_gateway" => super::network::read_nats(aws, &items).await?,
             "route_table" => super::network::read_route_tables(aws, &items).await?,
             "security_group" => super::security::read_groups(aws, &items).await?,
+            "security_group_rule" => super::security::read_rules(aws, &items).await?,
             "instance" => super::instance::read(aws, &items).await?,
+            "volume" => detached_volumes(aws, &probe, items, known).await?,
+            // Kinds slipway makes none of (snapshots, images…): their tags
+            // say they exist.
             _ => items.into_iter().collect(),
         };
         for (own, l) in live {
-            let claim = claimed.get(&l.id).cloned();
+            // A copy of an object's tags on another type (a snapshot of an
+            // instance) claims nothing: it is reported as what it is.
+            let claim = claimed.get(&l.id).filter(|a| a.kind() == kind).cloned();
             out.push(Tagged {
                 claims_address: claim.is_some(),
                 addr: claim.unwrap_or(own),
@@ -283,6 +285,43 @@ pub async fn discover_ec2(
         }
     }
     Ok(out)
+}
+
+/// The volumes among `items` that exist and are attached to no instance the
+/// state tracks: a tracked instance's volumes carry its tags and are part
+/// of it.
+async fn detached_volumes(
+    aws: &Aws,
+    probe: &Address,
+    items: Vec<(Address, Live)>,
+    known: &BTreeSet<String>,
+) -> Result<BTreeMap<Address, Live>, ProviderError> {
+    let ids: Vec<String> = items.iter().map(|(_, l)| l.id.clone()).collect();
+    let mut keep: BTreeSet<String> = BTreeSet::new();
+    for chunk in ids.chunks(200) {
+        let mut pages = aws
+            .ec2
+            .describe_volumes()
+            .filters(filter("volume-id", chunk.to_vec()))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| sdk_error(probe, "DescribeVolumes", &e))?;
+            for v in page.volumes() {
+                let part_of_known = v
+                    .attachments()
+                    .iter()
+                    .any(|a| a.instance_id().is_some_and(|i| known.contains(i)));
+                if let Some(id) = v.volume_id().filter(|_| !part_of_known) {
+                    keep.insert(id.to_string());
+                }
+            }
+        }
+    }
+    Ok(items
+        .into_iter()
+        .filter(|(_, l)| keep.contains(&l.id))
+        .collect())
 }
 
 #[cfg(test)]

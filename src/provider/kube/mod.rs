@@ -40,12 +40,12 @@ const CLUSTER_GONE: &str = "ClusterNotFound";
 /// The label every object slipway creates carries, naming its stack.
 pub const STACK_LABEL: &str = "slipway.dev/stack";
 
-/// The kinds slipway creates, for finding objects the state lost:
-/// (apiVersion, kind, catalog kind).
 /// The annotation that joins an Ingress to an IngressGroup (one load
 /// balancer for all its members).
 pub const INGRESS_GROUP_ANNOTATION: &str = "alb.ingress.kubernetes.io/group.name";
 
+/// The kinds slipway creates, for finding objects the state lost:
+/// (apiVersion, kind, catalog kind).
 const DISCOVERABLE: &[(&str, &str, &str)] = &[
     ("v1", "Namespace", "namespace"),
     ("v1", "ServiceAccount", "service_account"),
@@ -1193,11 +1193,16 @@ impl Provider for KubeProvider {
             other => other?,
         };
         match api.get_opt(&name).await {
-            // An object being deleted is as good as gone.
-            Ok(Some(obj)) if obj.metadata.deletion_timestamp.is_none() => {
-                Ok(Some(self.live_of(addr, &obj, manifest)))
+            Ok(Some(obj)) => {
+                let mut live = self.live_of(addr, &obj, manifest);
+                // Being deleted: a plan makes it again, a destroy waits for it.
+                if obj.metadata.deletion_timestamp.is_some() {
+                    live.attrs
+                        .insert(Live::DELETING.to_string(), Value::Bool(true));
+                }
+                Ok(Some(live))
             }
-            Ok(_) => Ok(None),
+            Ok(None) => Ok(None),
             Err(e) => Err(api_error(addr, "get", &e)),
         }
     }
@@ -1234,9 +1239,16 @@ impl Provider for KubeProvider {
                     (Scope::Namespaced, Some(ns)) => format!("{ns}/{name}"),
                     _ => name,
                 };
-                let Ok(addr) = Address::new(crate::addr::Domain::K8s, catalog, &id) else {
-                    continue;
-                };
+                // A name an address cannot hold (`system:x`) is reported
+                // under one made from it.
+                let (addr, claims_address) =
+                    match Address::new(crate::addr::Domain::K8s, catalog, &id) {
+                        Ok(a) => (a, true),
+                        Err(_) => match Address::made_up(crate::addr::Domain::K8s, catalog, &id) {
+                            Some(a) => (a, false),
+                            None => continue,
+                        },
+                    };
                 // Names are unique per kind: the state tracks it by address.
                 if managed.contains(&addr) {
                     continue;
@@ -1244,7 +1256,7 @@ impl Provider for KubeProvider {
                 out.tagged.push(Tagged {
                     addr,
                     id,
-                    claims_address: true,
+                    claims_address,
                 });
             }
         }
@@ -1341,6 +1353,16 @@ impl Provider for KubeProvider {
         match api.delete(&name, &DeleteParams::background()).await {
             Ok(_) => {}
             Err(e) if is_not_found(&e) => return Ok(()),
+            // A namespace already terminating (an earlier run's delete)
+            // answers 409: wait for it as for our own.
+            Err(e)
+                if matches!(&e, kube::Error::Api(s) if s.code == 409)
+                    && api
+                        .get_opt(&name)
+                        .await
+                        .ok()
+                        .flatten()
+                        .is_some_and(|o| o.metadata.deletion_timestamp.is_some()) => {}
             Err(e) => return Err(api_error(addr, "delete", &e)),
         }
         // Namespaces terminate their contents; finalizers run; wait for gone.

@@ -612,10 +612,13 @@ fn instances(b: &mut Builder<'_>, net: &Net, sgs: &Sgs, roles: &Roles) -> Result
 
 /// The stack file's path in the repository Jenkins checks out (the project
 /// directory), `/`-separated, as the pipelines pass it to `--stack`.
+/// The same however `--stack` spells it (relative or absolute): it is in
+/// the master's user data.
 fn repository_path(s: &crate::stack::Stack) -> String {
-    let path = s.path();
-    path.strip_prefix(s.project_root())
-        .unwrap_or(path)
+    let path = std::path::absolute(s.path()).unwrap_or_else(|_| s.path().to_path_buf());
+    let root = crate::stack::validate::project_root(&path);
+    path.strip_prefix(&root)
+        .unwrap_or(&path)
         .components()
         .map(|c| c.as_os_str().to_string_lossy())
         .collect::<Vec<_>>()
