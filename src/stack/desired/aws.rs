@@ -593,6 +593,13 @@ fn instances(b: &mut Builder<'_>, net: &Net, sgs: &Sgs, roles: &Roles) -> Result
         branches: s.environments.iter().map(|e| e.branch.as_str()).collect(),
         agents,
         drift_role_arn: arn(&roles.drift),
+        // Production's branch: a protected environment's, else the first.
+        drift_branch: s
+            .environments
+            .iter()
+            .find(|e| e.protected)
+            .or(s.environments.first())
+            .map_or("master", |e| e.branch.as_str()),
     });
     let mut r = base(
         &master,

@@ -36,10 +36,6 @@ const PLUGIN_MANAGER: &str = "2.13.2";
 /// The drift job's name.
 const DRIFT_JOB: &str = "slipway-drift";
 
-/// The branch the drift job checks out: the one holding the stack file (and,
-/// with the local state backend, the state) the platform was applied from.
-const DRIFT_BRANCH: &str = "master";
-
 /// The AWS profile the drift job runs slipway with.
 const DRIFT_PROFILE: &str = "slipway-drift";
 
@@ -55,6 +51,10 @@ pub(super) struct Master<'a> {
     pub agents: Vec<(String, Expr)>,
     /// The ARN of the role the drift job assumes.
     pub drift_role_arn: Expr,
+    /// The branch the drift job checks out: production's, whose stack file
+    /// (and, with the local state backend, state) the platform was applied
+    /// from.
+    pub drift_branch: &'a str,
 }
 
 /// What an agent's script needs.
@@ -192,7 +192,7 @@ pipeline {{
         region = groovy(m.region),
         stack_path = groovy(&m.stack_path),
         url = groovy(m.repository_url),
-        branch = groovy(DRIFT_BRANCH),
+        branch = groovy(m.drift_branch),
         config = groovy(config),
         config_path = groovy(&format!("/{config}")),
         profile = groovy(&profile),
@@ -205,8 +205,8 @@ fn drift_job_dsl(m: &Master<'_>) -> String {
         name = groovy(DRIFT_JOB),
         display = groovy(&format!("slipway drift (stack {})", m.stack)),
         description = groovy(&format!(
-            "Every hour: `slipway drift` under the read-only role, on branch {DRIFT_BRANCH} of {}. Fails when the platform drifted (exit 2) or drift could not be checked (exit 1); each build archives drift.json.",
-            m.repository_url
+            "Every hour: `slipway drift` under the read-only role, on branch {} of {}. Fails when the platform drifted (exit 2) or drift could not be checked (exit 1); each build archives drift.json.",
+            m.drift_branch, m.repository_url
         )),
         script = groovy(&drift_pipeline(m)),
     )
@@ -438,6 +438,7 @@ mod tests {
             stack: "smallcase",
             region: "ap-south-1",
             stack_path: "stacks/smallcase.toml".into(),
+            drift_branch: "master",
             repository_url: "https://github.com/example/app.git",
             branches: vec!["master", "staging", "develop"],
             agents: vec![
