@@ -644,3 +644,32 @@ fn an_oidc_issuer_the_proxy_will_not_reach_is_registered_without_a_thumbprint() 
         .stdout_has("No changes.");
     p.run(&["drift"]).success().stdout_has("No drift");
 }
+
+#[test]
+fn a_trust_policy_naming_a_role_made_moments_ago_is_retried_until_iam_catches_up() {
+    let aws = launch();
+    // IAM refuses a new role as a principal for 1.5 s after it is made: the
+    // drift role trusts the Jenkins role created just before it.
+    aws.configure(json!({"iam_principal_propagation_ms": 1500}));
+    let p = Project::reference_on(&aws);
+    let run = p.run(&["apply", "--auto-approve"]);
+    run.success();
+    assert!(
+        !run.stdout.contains("MalformedPolicyDocument")
+            && !run.stderr.contains("MalformedPolicyDocument"),
+        "{}",
+        run.stdout
+    );
+    let roles = p.state()["resources"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|a| a.starts_with("aws.iam_role."))
+        .count() as u64;
+    assert!(
+        aws.calls_of("CreateRole") > roles,
+        "IAM refused at least once: {}",
+        aws.calls()
+    );
+    p.run(&["plan", "--detailed-exitcode"]).code(0);
+}

@@ -80,13 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     from werkzeug.serving import make_server
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 
-    from . import dependencies, eks_endpoint, fidelity, lifecycle, oidc
+    from . import dependencies, eks_endpoint, fidelity, iam_propagation, lifecycle, oidc
     from .middleware import RealismApp
 
     lifecycle.apply()
     eks_endpoint.apply()  # wraps lifecycle's endpoint / CA properties
     fidelity.apply()
     dependencies.apply()
+    iam_propagation.apply()
     issuer = oidc.start(verbose=args.verbose)
     oidc.apply()
     log(f"EKS OIDC issuer on https://localhost:{issuer.port}/id/<ID>")

@@ -59,6 +59,11 @@ DEFAULTS: dict[str, Any] = {
     # EC2 deletes of objects still in use answer DependencyViolation, as on
     # AWS (see dependencies.py); false: moto's own checks only.
     "dependency_violations": True,
+    # Milliseconds (wall clock, not scaled by time_scale) during which a new
+    # IAM role is not yet a valid trust-policy principal: CreateRole /
+    # UpdateAssumeRolePolicy naming it in Principal.AWS answer
+    # MalformedPolicyDocument (see iam_propagation.py). 0: off.
+    "iam_principal_propagation_ms": 0,
 }
 
 # Keys whose value is replaced as a whole by an update (not deep-merged).
@@ -107,6 +112,7 @@ def _check(cfg: dict[str, Any]) -> None:
     _check_targets(cfg["unhealthy_targets"])
     if not isinstance(cfg["dependency_violations"], bool):
         raise ConfigError(f"dependency_violations must be true or false, got {cfg['dependency_violations']!r}")
+    num(cfg["iam_principal_propagation_ms"], "iam_principal_propagation_ms")
 
 
 def _check_targets(targets: Any) -> None:
@@ -228,6 +234,11 @@ class Config:
     @property
     def dependency_violations(self) -> bool:
         return self._cfg["dependency_violations"]
+
+    @property
+    def iam_principal_propagation_ms(self) -> float:
+        """Not scaled by time_scale (a wall-clock window, like latency_ms)."""
+        return self._cfg["iam_principal_propagation_ms"]
 
     def duration(self, kind: str) -> float:
         """Scaled duration in seconds of a lifecycle phase."""

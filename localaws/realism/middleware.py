@@ -5,8 +5,9 @@ service and operation, count the call, sleep `latency_ms`, maybe inject a
 fault, serve the EKS operations moto lacks, otherwise pass through to moto
 untouched. `/_realism/*` are the layer's control endpoints (calls, config,
 oidc: the local EKS OIDC issuer's root CA, thumbprint and port); `/moto-api/*`
-passes through (POST /moto-api/reset also resets the layer's counters and
-fault RNGs). Neither kind of control call is delayed, counted or faulted.
+passes through (POST /moto-api/reset also resets the layer's counters, fault
+RNGs and IAM role creation times). Neither kind of control call is delayed,
+counted or faulted.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs
 
-from . import eks_api, oidc
+from . import eks_api, iam_propagation, oidc
 from .config import CONFIG, ConfigError
 from .faults import INJECTOR, DropConnection, fault_response
 from .lifecycle import reap_eks
@@ -104,6 +105,7 @@ def _json(start_response: StartResponse, status: int, obj: Any) -> Iterable[byte
 def reset_layer() -> None:
     COUNTERS.reset()
     INJECTOR.reset()
+    iam_propagation.reset()
 
 
 class RealismApp:

@@ -133,40 +133,48 @@ async fn create_role(
     ctx: &OpContext<'_>,
 ) -> Result<Live, ProviderError> {
     let name = s(addr, desired, "name")?;
+    let trust = json_text(addr, desired, "assume_role_policy")?;
+    let tags = iam_tags(addr, desired)?;
+    // `Ok(false)`: a role of that name exists already.
     let created = aws
-        .iam
-        .create_role()
-        .role_name(name)
-        .assume_role_policy_document(json_text(addr, desired, "assume_role_policy")?)
-        .set_path(s_opt(desired, "path").map(str::to_string))
-        .set_description(s_opt(desired, "description").map(str::to_string))
-        .set_tags(Some(iam_tags(addr, desired)?))
-        .send()
-        .await;
-    match created {
-        Ok(_) => {}
-        Err(e) if code_of(&e) == Some("EntityAlreadyExists") => {
-            let existing = aws
+        .retry_consistency(ctx, &[PRINCIPAL_NOT_YET_VISIBLE], || async {
+            match aws
                 .iam
-                .get_role()
+                .create_role()
                 .role_name(name)
+                .assume_role_policy_document(&trust)
+                .set_path(s_opt(desired, "path").map(str::to_string))
+                .set_description(s_opt(desired, "description").map(str::to_string))
+                .set_tags(Some(tags.clone()))
                 .send()
                 .await
-                .map_err(|e| sdk_error(addr, "GetRole", &e))?;
-            if !existing
-                .role()
-                .is_some_and(|r| owned_by(r.tags(), aws, addr))
             {
-                return Err(foreign(addr, "role", name, name));
+                Ok(_) => Ok(true),
+                Err(e) if code_of(&e) == Some("EntityAlreadyExists") => Ok(false),
+                Err(e) => Err(principal_not_yet_visible(sdk_error(addr, "CreateRole", &e))),
             }
-            let prior = Live {
-                id: name.to_string(),
-                attrs: Attrs::new(),
-            };
-            let prior = read_role(aws, addr, &prior).await?.unwrap_or(prior);
-            return update(aws, addr, &prior, desired, ctx).await;
+        })
+        .await?;
+    if !created {
+        let existing = aws
+            .iam
+            .get_role()
+            .role_name(name)
+            .send()
+            .await
+            .map_err(|e| sdk_error(addr, "GetRole", &e))?;
+        if !existing
+            .role()
+            .is_some_and(|r| owned_by(r.tags(), aws, addr))
+        {
+            return Err(foreign(addr, "role", name, name));
         }
-        Err(e) => return Err(sdk_error(addr, "CreateRole", &e)),
+        let prior = Live {
+            id: name.to_string(),
+            attrs: Attrs::new(),
+        };
+        let prior = read_role(aws, addr, &prior).await?.unwrap_or(prior);
+        return update(aws, addr, &prior, desired, ctx).await;
     }
     let prior = Live {
         id: name.to_string(),
@@ -281,11 +289,24 @@ pub(super) async fn sync_tags(
     }
 }
 
+/// What IAM answers, for a while, to a trust policy naming a role made
+/// moments ago: worth waiting for, unlike other malformed documents.
+const PRINCIPAL_NOT_YET_VISIBLE: &str = "PrincipalNotYetVisible";
+
+fn principal_not_yet_visible(mut e: ProviderError) -> ProviderError {
+    if e.code == "MalformedPolicyDocument" && e.message.contains("Invalid principal") {
+        e.code = PRINCIPAL_NOT_YET_VISIBLE.to_string();
+        e.retryable = true;
+    }
+    e
+}
+
 async fn update_role(
     aws: &Aws,
     addr: &Address,
     prior: &Live,
     desired: &Attrs,
+    ctx: &OpContext<'_>,
 ) -> Result<(), ProviderError> {
     let name = prior.id.as_str();
     if let Some(doc) = desired.get("assume_role_policy")
@@ -294,13 +315,20 @@ async fn update_role(
             .get("assume_role_policy")
             .is_some_and(|p| policy::same(p, doc))
     {
-        aws.iam
-            .update_assume_role_policy()
-            .role_name(name)
-            .policy_document(json_text(addr, desired, "assume_role_policy")?)
-            .send()
-            .await
-            .map_err(|e| sdk_error(addr, "UpdateAssumeRolePolicy", &e))?;
+        let trust = json_text(addr, desired, "assume_role_policy")?;
+        aws.retry_consistency(ctx, &[PRINCIPAL_NOT_YET_VISIBLE], || async {
+            aws.iam
+                .update_assume_role_policy()
+                .role_name(name)
+                .policy_document(&trust)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    principal_not_yet_visible(sdk_error(addr, "UpdateAssumeRolePolicy", &e))
+                })
+        })
+        .await?;
     }
     if let Some(d) = s_opt(desired, "description")
         && s_opt(&prior.attrs, "description") != Some(d)
@@ -955,7 +983,7 @@ pub async fn update(
     ctx: &OpContext<'_>,
 ) -> Result<Live, ProviderError> {
     match addr.kind() {
-        "iam_role" => update_role(aws, addr, prior, desired).await?,
+        "iam_role" => update_role(aws, addr, prior, desired, ctx).await?,
         "iam_role_policy" => return put_inline(aws, addr, desired, ctx).await,
         "iam_instance_profile" => update_profile(aws, addr, prior, desired, ctx).await?,
         "iam_policy" => update_policy(aws, addr, prior, desired).await?,
