@@ -544,6 +544,41 @@ fn load_balancers_of(aws: &LocalAws, stack: &str) -> Vec<String> {
     })
 }
 
+/// The example app's image pushed and deployed to `develop`: its Ingress
+/// becomes an ALB.
+fn deploy_develop(aws: &LocalAws, p: &Project) {
+    put_image(aws, "develop-aaaaaaa", "a");
+    deploy(
+        p,
+        &[
+            "--branch",
+            "develop",
+            "--image-tag",
+            "develop-aaaaaaa",
+            "--commit",
+            "aaaaaaa1234",
+        ],
+    )
+    .success();
+}
+
+/// The load balancer controller scaled to zero: nothing removes what it made.
+fn stop_the_controller(kube: &KubeTest) {
+    let out = kube.kubectl(&[
+        "-n",
+        "kube-system",
+        "scale",
+        "deployment",
+        "aws-load-balancer-controller",
+        "--replicas=0",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn destroying_an_environment_removes_its_load_balancers_even_when_the_controller_does_not() {
     let (aws, kube, p) = platform(None);
@@ -583,19 +618,7 @@ fn destroying_an_environment_removes_its_load_balancers_even_when_the_controller
     p.run(&["apply", "--auto-approve"]).success();
     deployed(&p);
     assert_eq!(load_balancers_of(&aws, stack).len(), 1);
-    let out = kube.kubectl(&[
-        "-n",
-        "kube-system",
-        "scale",
-        "deployment",
-        "aws-load-balancer-controller",
-        "--replicas=0",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    stop_the_controller(&kube);
     let run = p.run(&[
         "destroy",
         "--env",
@@ -614,19 +637,7 @@ fn destroying_an_environment_removes_its_load_balancers_even_when_the_controller
 #[test]
 fn drift_reports_load_balancers_whose_ingress_is_gone_and_never_the_applications_objects() {
     let (aws, kube, p) = platform(None);
-    put_image(&aws, "develop-aaaaaaa", "a");
-    deploy(
-        &p,
-        &[
-            "--branch",
-            "develop",
-            "--image-tag",
-            "develop-aaaaaaa",
-            "--commit",
-            "aaaaaaa1234",
-        ],
-    )
-    .success();
+    deploy_develop(&aws, &p);
     let stack = "smallcase-develop/app";
     assert_eq!(load_balancers_of(&aws, stack).len(), 1);
     // The deployed application and the ALB the controller made for its
@@ -644,19 +655,7 @@ fn drift_reports_load_balancers_whose_ingress_is_gone_and_never_the_applications
 
     // The controller stops, and someone forces the Ingress away: its ALB
     // and target group stay behind, fronting nothing.
-    let out = kube.kubectl(&[
-        "-n",
-        "kube-system",
-        "scale",
-        "deployment",
-        "aws-load-balancer-controller",
-        "--replicas=0",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    stop_the_controller(&kube);
     for args in [
         &[
             "-n",
@@ -785,32 +784,8 @@ fn a_namespace_held_by_a_finalizer_is_named_with_what_to_do_and_a_rerun_finishes
 #[test]
 fn a_teardown_waiting_on_the_controller_can_be_interrupted_and_a_rerun_finishes() {
     let (aws, kube, p) = platform(None);
-    put_image(&aws, "develop-aaaaaaa", "a");
-    deploy(
-        &p,
-        &[
-            "--branch",
-            "develop",
-            "--image-tag",
-            "develop-aaaaaaa",
-            "--commit",
-            "aaaaaaa1234",
-        ],
-    )
-    .success();
-    let out = kube.kubectl(&[
-        "-n",
-        "kube-system",
-        "scale",
-        "deployment",
-        "aws-load-balancer-controller",
-        "--replicas=0",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    deploy_develop(&aws, &p);
+    stop_the_controller(&kube);
     // Nothing removes the ALB: slipway would wait ten minutes for it.
     let args = [
         "destroy",

@@ -199,43 +199,29 @@ async fn iam_tagged(aws: &Aws, scope: &DiscoverScope<'_>) -> Result<Vec<Tagged>,
         .collect();
 
     // A tag read of an object deleted meanwhile finds nothing: it is gone.
-    let mut out = each(roles, |name| async move {
-        let tags = absent_ok(
+    let mut out = claims(stack, "iam_role", roles, |name| async move {
+        let t = absent_ok(
             at,
             "ListRoleTags",
             aws.iam.list_role_tags().role_name(&name).send().await,
         )?;
-        Ok(tags.and_then(|t| {
-            claim(
-                stack,
-                "iam_role",
-                &name,
-                t.tags().iter().map(|t| (t.key(), t.value())),
-            )
-        }))
+        Ok(t.map(|t| iam_pairs(t.tags())))
     })
     .await?;
     out.extend(
-        each(policies, |arn| async move {
-            let tags = absent_ok(
+        claims(stack, "iam_policy", policies, |arn| async move {
+            let t = absent_ok(
                 at,
                 "ListPolicyTags",
                 aws.iam.list_policy_tags().policy_arn(&arn).send().await,
             )?;
-            Ok(tags.and_then(|t| {
-                claim(
-                    stack,
-                    "iam_policy",
-                    &arn,
-                    t.tags().iter().map(|t| (t.key(), t.value())),
-                )
-            }))
+            Ok(t.map(|t| iam_pairs(t.tags())))
         })
         .await?,
     );
     out.extend(
-        each(profiles, |name| async move {
-            let tags = absent_ok(
+        claims(stack, "iam_instance_profile", profiles, |name| async move {
+            let t = absent_ok(
                 at,
                 "ListInstanceProfileTags",
                 aws.iam
@@ -244,40 +230,65 @@ async fn iam_tagged(aws: &Aws, scope: &DiscoverScope<'_>) -> Result<Vec<Tagged>,
                     .send()
                     .await,
             )?;
-            Ok(tags.and_then(|t| {
-                claim(
-                    stack,
-                    "iam_instance_profile",
-                    &name,
-                    t.tags().iter().map(|t| (t.key(), t.value())),
-                )
-            }))
+            Ok(t.map(|t| iam_pairs(t.tags())))
         })
         .await?,
     );
     out.extend(
-        each(oidc, |arn| async move {
-            let tags = absent_ok(
-                at,
-                "ListOpenIDConnectProviderTags",
-                aws.iam
-                    .list_open_id_connect_provider_tags()
-                    .open_id_connect_provider_arn(&arn)
-                    .send()
-                    .await,
-            )?;
-            Ok(tags.and_then(|t| {
-                claim(
-                    stack,
-                    "iam_openid_connect_provider",
-                    &arn,
-                    t.tags().iter().map(|t| (t.key(), t.value())),
-                )
-            }))
-        })
+        claims(
+            stack,
+            "iam_openid_connect_provider",
+            oidc,
+            |arn| async move {
+                let t = absent_ok(
+                    at,
+                    "ListOpenIDConnectProviderTags",
+                    aws.iam
+                        .list_open_id_connect_provider_tags()
+                        .open_id_connect_provider_arn(&arn)
+                        .send()
+                        .await,
+                )?;
+                Ok(t.map(|t| iam_pairs(t.tags())))
+            },
+        )
         .await?,
     );
     Ok(out)
+}
+
+fn iam_pairs(tags: &[aws_sdk_iam::types::Tag]) -> Vec<(String, String)> {
+    tags.iter()
+        .map(|t| (t.key().to_string(), t.value().to_string()))
+        .collect()
+}
+
+/// What each of `ids` (of `kind`) claims, from the tags `read` finds for it
+/// (`None`: gone meanwhile).
+async fn claims<F, Fut>(
+    stack: &str,
+    kind: &str,
+    ids: Vec<String>,
+    read: F,
+) -> Result<Vec<Tagged>, ProviderError>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<Vec<(String, String)>>, ProviderError>>,
+{
+    each(ids, |id| {
+        let tags = read(id.clone());
+        async move {
+            Ok(tags.await?.and_then(|t| {
+                claim(
+                    stack,
+                    kind,
+                    &id,
+                    t.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                )
+            }))
+        }
+    })
+    .await
 }
 
 // ---------------------------------------------------------------- ECR and EKS
