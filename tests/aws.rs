@@ -673,3 +673,129 @@ fn a_trust_policy_naming_a_role_made_moments_ago_is_retried_until_iam_catches_up
     );
     p.run(&["plan", "--detailed-exitcode"]).code(0);
 }
+
+/// The volume's zone, encryption and the instances it is attached to.
+fn volume(aws: &LocalAws, id: &str) -> (String, bool, Vec<String>) {
+    rt().block_on(async {
+        let out = aws
+            .ec2()
+            .await
+            .describe_volumes()
+            .volume_ids(id)
+            .send()
+            .await
+            .unwrap();
+        let v = &out.volumes()[0];
+        (
+            v.availability_zone().unwrap_or_default().to_string(),
+            v.encrypted().unwrap_or(false),
+            v.attachments()
+                .iter()
+                .filter_map(|a| a.instance_id().map(str::to_string))
+                .collect(),
+        )
+    })
+}
+
+#[test]
+fn jenkins_home_outlives_the_master_on_its_own_protected_volume() {
+    let aws = launch();
+    let p = Project::reference_on(&aws);
+    p.run(&["apply", "--auto-approve"]).success();
+    let state = p.state();
+    let home = state["resources"]["aws.ebs_volume.jenkins_home"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let master = state["resources"]["aws.instance.jenkins_master"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let zone = state["resources"]["aws.subnet.public_a"]["attributes"]["availability_zone"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        volume(&aws, &home),
+        (zone.clone(), true, vec![master.clone()])
+    );
+    assert!(
+        state["resources"]["aws.instance.jenkins_master"]["attributes"]["user_data"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("HOME_VOLUME='{home}'")),
+        "the master mounts it"
+    );
+
+    // A new master (its first-boot script changed): the volume stays and
+    // is attached to the new one.
+    p.edit_stack(
+        "https://github.com/example/app.git",
+        "https://github.com/example/web.git",
+    );
+    let plan = p.run(&["plan", "--json"]);
+    let doc = plan.json();
+    let action = |a: &str| {
+        doc["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["address"] == a)
+            .map(|c| c["action"].as_str().unwrap().to_string())
+    };
+    assert_eq!(
+        action("aws.instance.jenkins_master").as_deref(),
+        Some("replace")
+    );
+    assert_eq!(
+        action("aws.volume_attachment.jenkins_home").as_deref(),
+        Some("replace")
+    );
+    assert_eq!(
+        action("aws.ebs_volume.jenkins_home").as_deref(),
+        Some("no-op")
+    );
+    p.run(&["apply", "--auto-approve"])
+        .success()
+        .stdout_has("aws.volume_attachment.jenkins_home");
+    let state = p.state();
+    let new_master = state["resources"]["aws.instance.jenkins_master"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(new_master, master);
+    assert_eq!(
+        state["resources"]["aws.ebs_volume.jenkins_home"]["id"],
+        home.as_str()
+    );
+    assert_eq!(volume(&aws, &home), (zone, true, vec![new_master]));
+    p.run(&["plan", "--detailed-exitcode"]).code(0);
+
+    // It grows in place, and is never deleted without --allow-protected.
+    p.edit_stack(
+        "allowed_cidrs = [\"203.0.113.0/24\"] }",
+        "allowed_cidrs = [\"203.0.113.0/24\"], home_volume_size = 80 }",
+    );
+    p.run(&["plan"])
+        .success()
+        .stdout_has("~ aws.ebs_volume.jenkins_home");
+    p.run(&["apply", "--auto-approve"]).success();
+    assert_eq!(
+        p.state()["resources"]["aws.ebs_volume.jenkins_home"]["attributes"]["size"],
+        80
+    );
+    p.edit_stack("home_volume_size = 80", "home_volume_size = 60");
+    p.run(&["apply", "--auto-approve"])
+        .code(1)
+        .stdout_has("EBS volumes cannot shrink");
+    let destroy = p
+        .run(&["plan", "--destroy", "--allow-protected", "--json"])
+        .json();
+    let volume_change = destroy["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["address"] == "aws.ebs_volume.jenkins_home")
+        .unwrap();
+    assert_eq!(volume_change["protected"], true, "it holds Jenkins' data");
+}

@@ -155,6 +155,21 @@ pub static KINDS: &[KindSpec] = &[
         create_before_destroy: Cbd::Never,
     },
     kind(
+        "aws.ebs_volume",
+        &[
+            "availability_zone",
+            "volume_type",
+            "encrypted",
+            "kms_key_id",
+        ],
+        &["id"],
+    ),
+    kind(
+        "aws.volume_attachment",
+        &["volume_id", "instance_id", "device_name"],
+        &["id"],
+    ),
+    kind(
         "aws.ecr_repository",
         &["name", "encryption_type"],
         &["id", "arn", "registry_id", "repository_url"],

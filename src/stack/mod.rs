@@ -125,6 +125,8 @@ struct Jenkins {
     master_instance_type: String,
     allowed_cidrs: Vec<Ipv4Net>,
     master_volume_size: i64,
+    /// GiB of the volume `JENKINS_HOME` lives on.
+    home_volume_size: i64,
     key_name: Option<String>,
     agent_count: usize,
     agent_instance_type: String,

@@ -60,7 +60,13 @@ pub(super) const JENKINS: TableKeys = TableKeys {
 };
 pub(super) const JENKINS_MASTER: TableKeys = TableKeys {
     path: "jenkins.master",
-    allowed: &["instance_type", "allowed_cidrs", "volume_size", "key_name"],
+    allowed: &[
+        "instance_type",
+        "allowed_cidrs",
+        "volume_size",
+        "home_volume_size",
+        "key_name",
+    ],
     required: &["allowed_cidrs"],
 };
 pub(super) const JENKINS_AGENTS: TableKeys = TableKeys {
@@ -164,6 +170,7 @@ pub(super) struct RawMaster {
     pub instance_type: Option<S<String>>,
     pub allowed_cidrs: Strings,
     pub volume_size: Option<S<i64>>,
+    pub home_volume_size: Option<S<i64>>,
     pub key_name: Option<S<String>>,
 }
 

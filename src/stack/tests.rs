@@ -504,6 +504,7 @@ fn every_taggable_aws_resource_is_tagged() {
         "iam_role_policy_attachment",
         "iam_role_policy",
         "ecr_lifecycle_policy",
+        "volume_attachment",
     ]
     .into();
     for (addr, r) in d.resources() {

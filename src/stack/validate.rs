@@ -610,6 +610,14 @@ fn jenkins(sink: &mut Sink<'_>, raw: RawJenkins) -> Jenkins {
         "`volume_size`",
         volume,
     );
+    let home_volume_size = int_in(
+        sink,
+        master.home_volume_size.as_ref(),
+        50,
+        1..=16384,
+        "`home_volume_size`",
+        volume,
+    );
     let agents = raw.agents.as_ref().map(Spanned::get_ref);
     let agent_count = int_in(
         sink,
@@ -631,6 +639,7 @@ fn jenkins(sink: &mut Sink<'_>, raw: RawJenkins) -> Jenkins {
         master_instance_type: instance_type(sink, master.instance_type.as_ref(), "t3.medium"),
         allowed_cidrs,
         master_volume_size: master_volume_size.unwrap_or(30),
+        home_volume_size: home_volume_size.unwrap_or(50),
         key_name: master.key_name.as_ref().map(|k| k.get_ref().clone()),
         agent_count: agent_count
             .and_then(|n| usize::try_from(n).ok())

@@ -228,6 +228,24 @@ async fn wait_for_state(
     .await
 }
 
+/// Until the instance is stopped (or gone): before a data volume is
+/// detached from it.
+pub(super) async fn wait_stopped(
+    aws: &Aws,
+    addr: &Address,
+    id: &str,
+    ctx: &OpContext<'_>,
+) -> Result<(), ProviderError> {
+    aws.wait_until(addr, ctx, "stopped", aws.timeouts.instance, || async {
+        Ok(matches!(
+            state(aws, addr, id).await?,
+            None | Some(InstanceStateName::Stopped | InstanceStateName::Terminated)
+        )
+        .then_some(()))
+    })
+    .await
+}
+
 async fn resolve_ami(aws: &Aws, addr: &Address, parameter: &str) -> Result<String, ProviderError> {
     let out = aws
         .ssm

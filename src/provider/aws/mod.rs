@@ -21,6 +21,7 @@ mod policy;
 mod security;
 mod tags;
 pub mod thumbprint;
+mod volume;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -56,6 +57,8 @@ pub const KINDS: &[&str] = &[
     "aws.iam_instance_profile",
     "aws.iam_policy",
     "aws.instance",
+    "aws.ebs_volume",
+    "aws.volume_attachment",
     "aws.ecr_repository",
     "aws.ecr_lifecycle_policy",
     "aws.eks_cluster",
@@ -451,6 +454,8 @@ impl Provider for AwsProvider {
                 "security_group" => security::read_groups(&self.aws, &items).await,
                 "security_group_rule" => security::read_rules(&self.aws, &items).await,
                 "instance" => instance::read(&self.aws, &items).await,
+                "ebs_volume" => volume::read_volumes(&self.aws, &items).await,
+                "volume_attachment" => volume::read_attachments(&self.aws, &items).await,
                 "ecr_repository" => ecr::read_repositories(&self.aws, &items).await,
                 "ecr_lifecycle_policy" => ecr::read_lifecycle_policies(&self.aws, &items).await,
                 "eks_cluster" => eks::read_clusters(&self.aws, &items).await,
@@ -528,6 +533,8 @@ impl Provider for AwsProvider {
             "security_group" => security::create_group(aws, addr, desired, ctx).await,
             "security_group_rule" => security::create_rule(aws, addr, desired, ctx).await,
             "instance" => instance::create(aws, addr, desired, ctx).await,
+            "ebs_volume" => volume::create_volume(aws, addr, desired, ctx).await,
+            "volume_attachment" => volume::create_attachment(aws, addr, desired, ctx).await,
             "ecr_repository" => ecr::create_repository(aws, addr, desired, ctx).await,
             "ecr_lifecycle_policy" => ecr::put_lifecycle_policy(aws, addr, desired, ctx).await,
             "eks_cluster" => eks::create_cluster(aws, addr, desired, ctx).await,
@@ -559,6 +566,7 @@ impl Provider for AwsProvider {
             "security_group" => security::update_group(aws, addr, prior, desired, ctx).await,
             "security_group_rule" => security::update_rule(aws, addr, prior, desired, ctx).await,
             "instance" => instance::update(aws, addr, prior, desired, ctx).await,
+            "ebs_volume" => volume::update_volume(aws, addr, prior, desired, ctx).await,
             "ecr_repository" => ecr::update_repository(aws, addr, prior, desired, ctx).await,
             "ecr_lifecycle_policy" => ecr::put_lifecycle_policy(aws, addr, desired, ctx).await,
             "eks_cluster" => eks::update_cluster(aws, addr, prior, desired, ctx).await,
@@ -591,6 +599,8 @@ impl Provider for AwsProvider {
                 security::delete(aws, addr, prior, ctx).await
             }
             "instance" => instance::delete(aws, addr, prior, ctx).await,
+            "ebs_volume" => volume::delete_volume(aws, addr, prior, ctx).await,
+            "volume_attachment" => volume::delete_attachment(aws, addr, prior, ctx).await,
             "ecr_repository" | "ecr_lifecycle_policy" => ecr::delete(aws, addr, prior, ctx).await,
             "eks_cluster"
             | "eks_fargate_profile"

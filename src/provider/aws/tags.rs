@@ -177,6 +177,7 @@ fn kind_of(resource_type: &str) -> String {
         // moto says `vpc-elastic-ip`.
         "elastic-ip" | "vpc-elastic-ip" => "eip".to_string(),
         "natgateway" => "nat_gateway".to_string(),
+        "volume" => "ebs_volume".to_string(),
         other => other.replace('-', "_"),
     }
 }
@@ -268,7 +269,7 @@ pub async fn discover_ec2(
             "security_group" => super::security::read_groups(aws, &items).await?,
             "security_group_rule" => super::security::read_rules(aws, &items).await?,
             "instance" => super::instance::read(aws, &items).await?,
-            "volume" => detached_volumes(aws, &probe, items, known).await?,
+            "ebs_volume" => detached_volumes(aws, &probe, items, known).await?,
             // Kinds slipway makes none of (snapshots, images…): their tags
             // say they exist.
             _ => items.into_iter().collect(),

@@ -585,6 +585,21 @@ fn instances(b: &mut Builder<'_>, net: &Net, sgs: &Sgs, roles: &Roles) -> Result
     let Some(public_a) = net.public.first() else {
         return Ok(());
     };
+    // JENKINS_HOME: its own encrypted volume in the master's zone, kept
+    // when the master is replaced.
+    let home = aws("ebs_volume", "jenkins_home")?;
+    b.push(
+        Resource::new(home.clone())
+            .attr(
+                "availability_zone",
+                Expr::reference(public_a, "availability_zone"),
+            )
+            .attr("size", lit(json!(j.home_volume_size)))
+            .attr("volume_type", "gp3")
+            .attr("encrypted", true)
+            .attr("tags", b.tags(&home, &b.named("jenkins-home"), &[]))
+            .protect(),
+    );
     let user_data = super::jenkins::master(&super::jenkins::Master {
         stack: &s.name,
         region: &s.region,
@@ -593,6 +608,7 @@ fn instances(b: &mut Builder<'_>, net: &Net, sgs: &Sgs, roles: &Roles) -> Result
         branches: s.environments.iter().map(|e| e.branch.as_str()).collect(),
         agents,
         drift_role_arn: arn(&roles.drift),
+        home_volume: id(&home),
         // Production's branch: a protected environment's, else the first.
         drift_branch: s
             .environments
@@ -614,6 +630,13 @@ fn instances(b: &mut Builder<'_>, net: &Net, sgs: &Sgs, roles: &Roles) -> Result
         r = r.after(e);
     }
     b.push(r);
+    b.push(
+        Resource::new(aws("volume_attachment", "jenkins_home")?)
+            .within(&master)
+            .attr("volume_id", id(&home))
+            .attr("instance_id", id(&master))
+            .attr("device_name", "/dev/sdf"),
+    );
     Ok(())
 }
 

@@ -51,6 +51,8 @@ pub(super) struct Master<'a> {
     pub agents: Vec<(String, Expr)>,
     /// The ARN of the role the drift job assumes.
     pub drift_role_arn: Expr,
+    /// The id of the EBS volume `JENKINS_HOME` lives on.
+    pub home_volume: Expr,
     /// The branch the drift job checks out: production's, whose stack file
     /// (and, with the local state backend, state) the platform was applied
     /// from.
@@ -299,6 +301,29 @@ REGION={region}
 PARAMS={params}
 JENKINS_HOME=/var/lib/jenkins
 
+# JENKINS_HOME is its own EBS volume (jobs, builds, credentials outlive this
+# instance): wait for slipway to attach it, format it only when blank,
+# mount it by UUID.
+HOME_VOLUME={home_volume}
+DEVICE=""
+for _ in $(seq 1 180); do
+  for d in "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_${{HOME_VOLUME//-/}}" /dev/sdf /dev/xvdf; do
+    if [ -b "$d" ]; then DEVICE="$(readlink -f "$d")"; break 2; fi
+  done
+  sleep 5
+done
+if [ -z "$DEVICE" ]; then
+  echo "the JENKINS_HOME volume $HOME_VOLUME was not attached within 15 minutes" >&2
+  exit 1
+fi
+if ! blkid "$DEVICE" >/dev/null 2>&1; then
+  mkfs.xfs -L jenkins-home "$DEVICE"
+fi
+UUID="$(blkid -s UUID -o value "$DEVICE")"
+install -d "$JENKINS_HOME"
+grep -q "UUID=$UUID" /etc/fstab || echo "UUID=$UUID $JENKINS_HOME xfs defaults,nofail 0 2" >> /etc/fstab
+mountpoint -q "$JENKINS_HOME" || mount "$JENKINS_HOME"
+
 dnf install -y java-17-amazon-corretto-headless git fontconfig openssl
 curl -fsSL -o /etc/yum.repos.d/jenkins.repo https://pkg.jenkins.io/redhat-stable/jenkins.repo
 rpm --import https://pkg.jenkins.io/redhat-stable/jenkins.io-2023.key
@@ -350,9 +375,11 @@ systemctl enable --now jenkins
         pm = PLUGIN_MANAGER,
         plugins = PLUGINS.join(" "),
         casc = casc,
+        home_volume = format!("'@@{}@@'", m.agents.len() + 1),
     );
     let mut values: Vec<Expr> = m.agents.iter().map(|(_, ip)| ip.clone()).collect();
     values.push(m.drift_role_arn.clone());
+    values.push(m.home_volume.clone());
     splice(&script, &values)
 }
 
@@ -458,6 +485,7 @@ mod tests {
                 ),
             ],
             drift_role_arn: Expr::reference(&"aws.iam_role.drift".parse().unwrap(), "arn"),
+            home_volume: Expr::reference(&"aws.ebs_volume.jenkins_home".parse().unwrap(), "id"),
         }
     }
 
