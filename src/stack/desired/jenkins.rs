@@ -304,7 +304,7 @@ JENKINS_HOME=/var/lib/jenkins
 # JENKINS_HOME is its own EBS volume (jobs, builds, credentials outlive this
 # instance): wait for slipway to attach it, format it only when blank,
 # mount it by UUID.
-HOME_VOLUME={home_volume}
+HOME_VOLUME='@@{home_volume}@@'
 DEVICE=""
 for _ in $(seq 1 180); do
   for d in "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_${{HOME_VOLUME//-/}}" /dev/sdf /dev/xvdf; do
@@ -375,7 +375,7 @@ systemctl enable --now jenkins
         pm = PLUGIN_MANAGER,
         plugins = PLUGINS.join(" "),
         casc = casc,
-        home_volume = format!("'@@{}@@'", m.agents.len() + 1),
+        home_volume = m.agents.len() + 1,
     );
     let mut values: Vec<Expr> = m.agents.iter().map(|(_, ip)| ip.clone()).collect();
     values.push(m.drift_role_arn.clone());
