@@ -200,12 +200,15 @@ fn applies_from_empty_converges_and_a_no_op_refresh_is_cheap() {
     assert_eq!(aws.calls_of("DescribeSecurityGroupRules"), 1, "{calls}");
     assert_eq!(aws.calls_of("DescribeInstances"), 1, "{calls}");
     assert_eq!(aws.calls_of("DescribeRepositories"), 1, "{calls}");
+    // Volumes: the instances' root volumes, the home volume, its
+    // attachment, and tagged volumes attached to no tracked instance.
+    assert_eq!(aws.calls_of("DescribeVolumes"), 4, "{calls}");
     let total = calls["total"].as_u64().unwrap();
     // About one call per resource type; an access entry takes three (the
     // entry, its access policies, whether its cluster is being deleted).
     assert!(
-        total <= 47,
-        "{total} calls to refresh ~48 AWS resources: {calls}"
+        total <= 49,
+        "{total} calls to refresh ~50 AWS resources: {calls}"
     );
 }
 
