@@ -548,6 +548,11 @@ fn load_balancers_of(aws: &LocalAws, stack: &str) -> Vec<String> {
 /// becomes an ALB.
 fn deploy_develop(aws: &LocalAws, p: &Project) {
     put_image(aws, "develop-aaaaaaa", "a");
+    redeploy_develop(p);
+}
+
+/// The image `deploy_develop` pushed, deployed to `develop` (again).
+fn redeploy_develop(p: &Project) {
     deploy(
         p,
         &[
@@ -582,22 +587,7 @@ fn stop_the_controller(kube: &KubeTest) {
 #[test]
 fn destroying_an_environment_removes_its_load_balancers_even_when_the_controller_does_not() {
     let (aws, kube, p) = platform(None);
-    put_image(&aws, "develop-aaaaaaa", "a");
-    let deployed = |p: &Project| {
-        deploy(
-            p,
-            &[
-                "--branch",
-                "develop",
-                "--image-tag",
-                "develop-aaaaaaa",
-                "--commit",
-                "aaaaaaa1234",
-            ],
-        )
-        .success();
-    };
-    deployed(&p);
+    deploy_develop(&aws, &p);
     let stack = "smallcase-develop/app";
     assert_eq!(
         load_balancers_of(&aws, stack).len(),
@@ -616,7 +606,7 @@ fn destroying_an_environment_removes_its_load_balancers_even_when_the_controller
     // remove the ALB or the Ingress's finalizer, and the namespace would
     // never go. slipway does the controller's work after the timeout.
     p.run(&["apply", "--auto-approve"]).success();
-    deployed(&p);
+    redeploy_develop(&p);
     assert_eq!(load_balancers_of(&aws, stack).len(), 1);
     stop_the_controller(&kube);
     let run = p.run(&[

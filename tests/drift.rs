@@ -401,3 +401,55 @@ fn an_object_that_cannot_be_checked_makes_drift_an_error_naming_it() {
         "{doc}"
     );
 }
+
+#[test]
+fn a_load_balancer_deleted_while_drift_reads_it_is_gone_not_an_error() {
+    let aws = LocalAws::start(&["--time-scale", "0.002"]);
+    let p = Project::reference_on(&aws);
+    p.run(&["apply", "--auto-approve"]).success();
+    let subnets = [
+        id_of(&p, "aws.subnet.private_a"),
+        id_of(&p, "aws.subnet.private_b"),
+    ];
+    let elbv2 = rt().block_on(aws.elbv2());
+    let lb = rt().block_on(async {
+        elbv2
+            .create_load_balancer()
+            .name("smallcase-brief")
+            .set_subnets(Some(subnets.to_vec()))
+            .send()
+            .await
+            .unwrap()
+            .load_balancers()[0]
+            .load_balancer_arn()
+            .unwrap()
+            .to_string()
+    });
+    // Slow calls: the load balancer goes between the listing and the tag
+    // read, which ELBv2 then refuses as a whole (LoadBalancerNotFound).
+    aws.configure(json!({"latency_ms": 1000}));
+    aws.reset_calls();
+    let args = ["drift", "--json"];
+    let child = common::spawn(&p, &args);
+    let started = std::time::Instant::now();
+    while aws.calls_of("DescribeTargetGroups") == 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "drift lists target groups"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    rt().block_on(async {
+        elbv2
+            .delete_load_balancer()
+            .load_balancer_arn(&lb)
+            .send()
+            .await
+            .unwrap();
+    });
+    let run = common::finished(&p, &args, child);
+    aws.configure(json!({"latency_ms": 0}));
+    run.code(0);
+    let doc = run.json();
+    assert_eq!(doc["errors"], json!([]), "{doc:#}");
+}

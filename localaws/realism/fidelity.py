@@ -266,6 +266,24 @@ def _patch_iam_list_instance_profile_tags() -> None:
 _applied = False
 
 
+def _patch_elbv2_describe_tags_of_missing() -> None:
+    """ELBv2 DescribeTags of an ARN that does not exist (a load balancer or
+    target group deleted since it was listed) fails the whole call with
+    LoadBalancerNotFound / TargetGroupNotFound / ListenerNotFound /
+    RuleNotFound, as the ELBv2 API reference documents; moto answers empty
+    tags instead."""
+    from moto.elbv2.models import ELBv2Backend
+
+    original = ELBv2Backend.describe_tags
+
+    def describe_tags(self: Any, resource_arns: list[str]) -> dict[str, dict[str, str]]:
+        for arn in resource_arns:
+            self._get_resource_by_arn(arn)
+        return original(self, resource_arns)
+
+    ELBv2Backend.describe_tags = describe_tags
+
+
 def apply() -> None:
     global _applied
     if not _applied:
@@ -274,4 +292,5 @@ def apply() -> None:
         _patch_oidc_thumbprint_length()
         _patch_ecr_images()
         _patch_iam_list_instance_profile_tags()
+        _patch_elbv2_describe_tags_of_missing()
         _applied = True

@@ -34,3 +34,27 @@ def test_fargate_profiles_and_access_entries_can_be_tagged(aws, account):
     entry = eks.create_access_entry(clusterName="c1", principalArn=ROLE.format(account).replace("eks-cluster", "jenkins"))["accessEntry"]
     eks.tag_resource(resourceArn=entry["accessEntryArn"], tags={"team": "b"})
     assert eks.list_tags_for_resource(resourceArn=entry["accessEntryArn"])["tags"] == {"team": "b"}
+
+
+def test_elbv2_describe_tags_of_a_deleted_load_balancer_or_target_group_fails_the_call(aws):
+    import botocore.exceptions
+    import pytest
+
+    from test_ec2_elb import network
+
+    ec2, elb = aws("ec2"), aws("elbv2")
+    vpc, a, b = network(ec2)
+    lb = elb.create_load_balancer(Name="gone", Subnets=[a, b], Type="application",
+                                  Tags=[{"Key": "k", "Value": "v"}])["LoadBalancers"][0]["LoadBalancerArn"]
+    tg = elb.create_target_group(Name="gone-tg", Protocol="HTTP", Port=80, VpcId=vpc,
+                                 TargetType="ip")["TargetGroups"][0]["TargetGroupArn"]
+    got = elb.describe_tags(ResourceArns=[lb, tg])["TagDescriptions"]
+    assert {d["ResourceArn"] for d in got} == {lb, tg}
+    elb.delete_load_balancer(LoadBalancerArn=lb)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        elb.describe_tags(ResourceArns=[lb, tg])
+    assert e.value.response["Error"]["Code"] == "LoadBalancerNotFound"
+    elb.delete_target_group(TargetGroupArn=tg)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        elb.describe_tags(ResourceArns=[tg])
+    assert e.value.response["Error"]["Code"] == "TargetGroupNotFound"

@@ -231,6 +231,19 @@ fn attachment_id(volume: &str, instance: &str) -> String {
     format!("{volume}:{instance}")
 }
 
+fn attachment_live(volume: &str, instance: &str, device: Option<&str>) -> Live {
+    let id = attachment_id(volume, instance);
+    live(
+        &id,
+        [
+            ("id", json!(id)),
+            ("volume_id", json!(volume)),
+            ("instance_id", json!(instance)),
+            ("device_name", json!(device)),
+        ],
+    )
+}
+
 /// Attached (or attaching) to the instance the id names.
 pub async fn read_attachments(aws: &Aws, items: &[(Address, Live)]) -> Found {
     let at = batch_addr(items);
@@ -260,18 +273,7 @@ pub async fn read_attachments(aws: &Aws, items: &[(Address, Live)]) -> Found {
             let id = attachment_id(volume, instance);
             for (addr, prior) in items {
                 if prior.id == id {
-                    found.insert(
-                        addr.clone(),
-                        live(
-                            &id,
-                            [
-                                ("id", json!(id)),
-                                ("volume_id", json!(volume)),
-                                ("instance_id", json!(instance)),
-                                ("device_name", json!(a.device())),
-                            ],
-                        ),
-                    );
+                    found.insert(addr.clone(), attachment_live(volume, instance, a.device()));
                 }
             }
         }
@@ -288,7 +290,6 @@ pub async fn create_attachment(
     let volume = s(addr, desired, "volume_id")?;
     let instance = s(addr, desired, "instance_id")?;
     let device = s(addr, desired, "device_name")?;
-    let id = attachment_id(volume, instance);
     let attached_here = |v: Option<&aws_sdk_ec2::types::Volume>| {
         v.is_some_and(|v| {
             v.attachments().iter().any(|a| {
@@ -337,15 +338,7 @@ pub async fn create_attachment(
         .await?;
         wait_volume(aws, addr, volume, "attached", ctx, attached_here).await?;
     }
-    Ok(live(
-        &id,
-        [
-            ("id", json!(id)),
-            ("volume_id", json!(volume)),
-            ("instance_id", json!(instance)),
-            ("device_name", json!(device)),
-        ],
-    ))
+    Ok(attachment_live(volume, instance, Some(device)))
 }
 
 /// Stops the instance (a clean shutdown unmounts the volume), then detaches.
