@@ -6,7 +6,10 @@
 
 use std::fmt::Write as _;
 
-use crate::stack::{Environment, Stack};
+use crate::stack::{
+    Environment, JENKINS_BUILD_LABEL as BUILD_LABEL, JENKINS_PRODUCTION_LABEL as PRODUCTION_LABEL,
+    Stack,
+};
 
 /// How an environment's branch gets its image.
 enum Route<'a> {
@@ -44,6 +47,12 @@ pub fn render(stack: &Stack, stack_path: &str, app_dir: &str) -> String {
          // is tested, built once and deployed by slipway (see docs/deploy.md).",
         stack.name()
     );
+    let production: Vec<&str> = stack
+        .environments()
+        .iter()
+        .filter(|e| e.protected())
+        .map(Environment::branch)
+        .collect();
     let built: Vec<&Environment> = stack
         .environments()
         .iter()
@@ -52,7 +61,8 @@ pub fn render(stack: &Stack, stack_path: &str, app_dir: &str) -> String {
     let _ = write!(
         f,
         r#"pipeline {{
-  agent any
+  // {agent_note}
+  agent {{ label {agent} }}
   options {{
     disableConcurrentBuilds()
     buildDiscarder(logRotator(numToKeepStr: '50'))
@@ -90,6 +100,25 @@ pub fn render(stack: &Stack, stack_path: &str, app_dir: &str) -> String {
       }}
     }}
 "#,
+        agent_note = if production.is_empty() {
+            "Every branch builds on the build agents."
+        } else {
+            "Protected environments' branches run on the production agent, the only\n  // identity that may deploy there; the master lets no other job run on it."
+        },
+        agent = if production.is_empty() {
+            groovy(BUILD_LABEL)
+        } else {
+            format!(
+                "({} ? {} : {})",
+                production
+                    .iter()
+                    .map(|b| format!("env.BRANCH_NAME == {}", groovy(b)))
+                    .collect::<Vec<_>>()
+                    .join(" || "),
+                groovy(PRODUCTION_LABEL),
+                groovy(BUILD_LABEL)
+            )
+        },
         region = groovy(stack.region()),
         repo = groovy(stack.repository_name()),
         app_dir = groovy(app_dir),

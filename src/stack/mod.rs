@@ -5,6 +5,7 @@
 
 mod desired;
 mod diag;
+pub mod jenkins_release;
 pub mod lbc;
 mod parse;
 mod schema;
@@ -19,6 +20,14 @@ use sha2::{Digest, Sha256};
 use crate::resource::{Desired, DesiredError};
 pub use diag::{Diagnostic, StackError};
 pub use schema::{Nat, TagMutability};
+
+/// The Jenkins node label of the build agents.
+pub const JENKINS_BUILD_LABEL: &str = "slipway-build";
+
+/// The Jenkins node label of the production agent (made when an
+/// environment is protected): only the protected branches' builds and the
+/// drift job may run there.
+pub const JENKINS_PRODUCTION_LABEL: &str = "slipway-production";
 
 /// A parsed and validated stack file.
 #[derive(Debug)]
@@ -133,7 +142,23 @@ struct Jenkins {
     agent_volume_size: i64,
     repository_url: String,
     ami_parameter: String,
-    slipway_url: Option<String>,
+    /// The slipway binary the agents install.
+    slipway: Option<Download>,
+    /// Networks whose push webhooks reach the webhook port.
+    webhook_cidrs: Vec<Ipv4Net>,
+    /// How often the multibranch job scans the repository when no webhook
+    /// came: a Jenkins interval such as `1h`.
+    scan_interval: String,
+    /// SSM path holding `certificate` and `private-key` for the UI; a
+    /// self-signed certificate is made at first boot without it.
+    tls_parameter_path: Option<String>,
+}
+
+/// A file to download and the SHA-256 it must have.
+#[derive(Debug, Clone)]
+pub(crate) struct Download {
+    pub url: String,
+    pub sha256: String,
 }
 
 /// `[registry]`, with defaults applied.

@@ -55,6 +55,9 @@ pub(super) const JENKINS: TableKeys = TableKeys {
         "repository_url",
         "ami_parameter",
         "slipway_url",
+        "slipway_sha256",
+        "webhook_cidrs",
+        "scan_interval",
     ],
     required: &["master", "repository_url"],
 };
@@ -66,6 +69,7 @@ pub(super) const JENKINS_MASTER: TableKeys = TableKeys {
         "volume_size",
         "home_volume_size",
         "key_name",
+        "tls_parameter_path",
     ],
     required: &["allowed_cidrs"],
 };
@@ -162,6 +166,9 @@ pub(super) struct RawJenkins {
     pub repository_url: S<String>,
     pub ami_parameter: Option<S<String>>,
     pub slipway_url: Option<S<String>>,
+    pub slipway_sha256: Option<S<String>>,
+    pub webhook_cidrs: Option<Strings>,
+    pub scan_interval: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -172,6 +179,7 @@ pub(super) struct RawMaster {
     pub volume_size: Option<S<i64>>,
     pub home_volume_size: Option<S<i64>>,
     pub key_name: Option<S<String>>,
+    pub tls_parameter_path: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

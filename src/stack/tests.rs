@@ -813,7 +813,7 @@ fn cluster_admins_get_admin_access_entries_and_bad_arns_are_explained() {
     );
     // Jenkins gets no access policy at all.
     let jenkins = d
-        .get_opt(&"aws.eks_access_entry.jenkins".parse().unwrap())
+        .get_opt(&"aws.eks_access_entry.jenkins_agent".parse().unwrap())
         .unwrap();
     assert_eq!(
         jenkins.attrs()["access_policies"].known(),
@@ -839,9 +839,9 @@ fn cluster_admins_get_admin_access_entries_and_bad_arns_are_explained() {
         "`arn:aws-cn:iam::123456789012:role/ci` is in partition `aws-cn`, the stack's region is in `aws`",
     );
     assert_reports(
-        &with_admins("\"arn:aws:iam::123456789012:role/s-jenkins\""),
-        "\"arn:aws:iam::123456789012:role/s-jenkins\"",
-        "`arn:aws:iam::123456789012:role/s-jenkins` is the stack's Jenkins role",
+        &with_admins("\"arn:aws:iam::123456789012:role/s-jenkins-agent\""),
+        "\"arn:aws:iam::123456789012:role/s-jenkins-agent\"",
+        "`arn:aws:iam::123456789012:role/s-jenkins-agent` is one of the stack's Jenkins roles",
     );
     assert_reports(
         &with_admins("\"arn:aws:iam::123456789012:role/s-drift\""),
@@ -913,63 +913,211 @@ fn drift_role_may_only_read() {
     }
 }
 
+/// The resolved `policy` of an inline role policy, by address.
+fn inline_policy(d: &crate::resource::Desired, addr: &str) -> serde_json::Value {
+    d.resources()[&addr.parse().unwrap()].attrs()["policy"]
+        .resolve(&fake_output)
+        .unwrap()
+}
+
+/// Every statement of a policy as (Sid, Action, Resource, Condition).
+fn statements(policy: &serde_json::Value) -> Vec<serde_json::Value> {
+    policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|st| {
+            assert_eq!(st["Effect"], "Allow", "{st}");
+            assert!(st.get("NotAction").is_none() && st.get("NotResource").is_none());
+            serde_json::json!([st["Sid"], st["Action"], st["Resource"], st.get("Condition")])
+        })
+        .collect()
+}
+
+const REPO_ARN: &str = "arn:aws:iam::123456789012:role/smallcase-app";
+const CLUSTER_ARN: &str = "arn:aws:iam::123456789012:role/smallcase-main";
+
+/// What docs/jenkins.md lists for builds and production deploys.
+fn deploy_statements() -> Vec<serde_json::Value> {
+    use serde_json::json;
+    let p = "arn:aws:ssm:ap-south-1:*:parameter/slipway/smallcase/jenkins";
+    vec![
+        json!(["EcrLogin", "ecr:GetAuthorizationToken", "*", null]),
+        json!([
+            "EcrPushPullThisRepository",
+            [
+                "ecr:BatchCheckLayerAvailability",
+                "ecr:BatchGetImage",
+                "ecr:CompleteLayerUpload",
+                "ecr:DescribeImages",
+                "ecr:DescribeRepositories",
+                "ecr:GetDownloadUrlForLayer",
+                "ecr:InitiateLayerUpload",
+                "ecr:ListImages",
+                "ecr:PutImage",
+                "ecr:UploadLayerPart"
+            ],
+            REPO_ARN,
+            null
+        ]),
+        json!([
+            "ReadAgentKey",
+            "ssm:GetParameter",
+            format!("{p}/agent-ssh-public-key"),
+            null
+        ]),
+        json!([
+            "DescribeThisCluster",
+            "eks:DescribeCluster",
+            CLUSTER_ARN,
+            null
+        ]),
+        json!([
+            "ReadTargetHealth",
+            "elasticloadbalancing:DescribeTargetHealth",
+            "*",
+            null
+        ]),
+    ]
+}
+
 #[test]
-fn only_jenkins_may_assume_the_drift_role_and_its_master_knows_it() {
+fn jenkins_roles_grant_exactly_the_documented_actions_on_the_documented_resources() {
+    use serde_json::json;
     let d = reference().desired().unwrap();
-    let get = |a: &str| &d.resources()[&a.parse().unwrap()];
-    let trust = get("aws.iam_role.drift").attrs()["assume_role_policy"]
+    let p = "arn:aws:ssm:ap-south-1:*:parameter/slipway/smallcase/jenkins";
+    let drift_arn = "arn:aws:iam::123456789012:role/smallcase-drift";
+    let assume_drift = json!(["AssumeDriftRole", "sts:AssumeRole", drift_arn, null]);
+
+    // The master: its own parameters, and finding agents. No ECR, no EKS,
+    // no role to assume.
+    assert_eq!(
+        statements(&inline_policy(&d, "aws.iam_role_policy.jenkins_master")),
+        vec![
+            json!([
+                "OwnParameters",
+                ["ssm:GetParameter", "ssm:PutParameter"],
+                [
+                    format!("{p}/admin-password"),
+                    format!("{p}/webhook-token"),
+                    format!("{p}/agent-ssh-public-key")
+                ],
+                null
+            ]),
+            json!(["FindAgents", "ec2:DescribeInstances", "*", null]),
+            json!([
+                "ReadAgentHostKeys",
+                "ec2:GetConsoleOutput",
+                "arn:aws:ec2:ap-south-1:*:instance/*",
+                {
+                    "StringEquals": {"aws:ResourceTag/slipway:stack": "smallcase"},
+                    "StringLike": {"aws:ResourceTag/slipway:jenkins-agent": "*"}
+                }
+            ]),
+        ]
+    );
+    // Build agents: push and pull, read the master's public key; they may
+    // not read the admin password or the webhook token, nor write any
+    // parameter, nor assume the drift role (production exists).
+    assert_eq!(
+        statements(&inline_policy(&d, "aws.iam_role_policy.jenkins_agent")),
+        deploy_statements()
+    );
+    // The production agent: the same, and the drift job's role.
+    let mut production = deploy_statements();
+    production.push(assume_drift.clone());
+    assert_eq!(
+        statements(&inline_policy(&d, "aws.iam_role_policy.jenkins_production")),
+        production
+    );
+
+    // Three roles, three instance profiles, each instance on its own.
+    let profile_of = |addr: &str| {
+        d.resources()[&addr.parse().unwrap()].attrs()["iam_instance_profile"]
+            .resolve(&fake_output)
+            .unwrap()
+    };
+    assert_eq!(
+        profile_of("aws.instance.jenkins_master"),
+        "smallcase-jenkins-master"
+    );
+    assert_eq!(
+        profile_of("aws.instance.jenkins_agent_1"),
+        "smallcase-jenkins-agent"
+    );
+    assert_eq!(
+        profile_of("aws.instance.jenkins_production_agent"),
+        "smallcase-jenkins-production"
+    );
+
+    // Only the production agent's role may assume the drift role.
+    let trust = d.resources()[&"aws.iam_role.drift".parse().unwrap()].attrs()["assume_role_policy"]
         .resolve(&fake_output)
         .unwrap();
     assert_eq!(
         trust["Statement"],
-        serde_json::json!([{
+        json!([{
             "Effect": "Allow",
-            "Principal": {"AWS": "arn:aws:iam::123456789012:role/smallcase-jenkins"},
+            "Principal": {"AWS": "arn:aws:iam::123456789012:role/smallcase-jenkins-production"},
             "Action": "sts:AssumeRole",
         }])
     );
 
-    let deploy = get("aws.iam_role_policy.jenkins_deploy").attrs()["policy"]
-        .resolve(&fake_output)
-        .unwrap();
-    let assumes: Vec<_> = deploy["Statement"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|st| st["Action"].to_string().contains("sts:"))
-        .collect();
+    // In Kubernetes: builds deploy where nothing is protected, the
+    // production agent deploys to blue; each reads the other's.
+    let subjects = |addr: &str| {
+        d.resources()[&addr.parse().unwrap()].attrs()["manifest"]
+            .known()
+            .unwrap()
+    };
+    for (ns, deployer, reader) in [
+        (
+            "smallcase-blue",
+            "slipway-production-deployers",
+            "slipway-deployers",
+        ),
+        (
+            "smallcase-green",
+            "slipway-deployers",
+            "slipway-production-deployers",
+        ),
+        (
+            "smallcase-develop",
+            "slipway-deployers",
+            "slipway-production-deployers",
+        ),
+    ] {
+        let m = subjects(&format!("k8s.role_binding.{ns}/slipway-deployer"));
+        assert_eq!(m["subjects"][0]["name"], deployer, "{ns}");
+        assert_eq!(m["roleRef"]["name"], "slipway-deployer");
+        let m = subjects(&format!("k8s.role_binding.{ns}/slipway-reader"));
+        assert_eq!(m["subjects"][0]["name"], reader, "{ns}");
+        assert_eq!(
+            m["roleRef"],
+            json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"})
+        );
+    }
+    let groups = |addr: &str| {
+        d.resources()[&addr.parse().unwrap()].attrs()["kubernetes_groups"]
+            .known()
+            .unwrap()
+    };
     assert_eq!(
-        assumes,
-        [&serde_json::json!({
-            "Sid": "AssumeDriftRole",
-            "Effect": "Allow",
-            "Action": "sts:AssumeRole",
-            "Resource": "arn:aws:iam::123456789012:role/smallcase-drift",
-        })]
+        groups("aws.eks_access_entry.jenkins_agent"),
+        json!(["slipway-deployers"])
     );
-
-    let entry = get("aws.eks_access_entry.drift");
     assert_eq!(
-        entry.within_opt().map(ToString::to_string).as_deref(),
-        Some("aws.eks_cluster.main")
+        groups("aws.eks_access_entry.jenkins_production"),
+        json!(["slipway-production-deployers"])
     );
-    let attrs = |name: &str| entry.attrs()[name].resolve(&fake_output).unwrap();
-    assert_eq!(
-        attrs("principal_arn"),
-        "arn:aws:iam::123456789012:role/smallcase-drift"
-    );
-    assert_eq!(attrs("type"), "STANDARD");
-    assert_eq!(attrs("kubernetes_groups"), serde_json::json!([]));
-    assert_eq!(
-        attrs("access_policies"),
-        serde_json::json!([{
-            "policy_arn": "arn:aws:eks::aws:cluster-access-policy/AmazonEKSAdminViewPolicy",
-            "access_scope": {"type": "cluster"},
-        }])
+    assert!(
+        d.get_opt(&"aws.eks_access_entry.jenkins_master".parse().unwrap())
+            .is_none(),
+        "the master has no cluster access"
     );
 
     // The master's drift job is configured with the role's ARN.
-    let master = get("aws.instance.jenkins_master");
+    let master = &d.resources()[&"aws.instance.jenkins_master".parse().unwrap()];
     assert!(
         master
             .dependencies()
@@ -978,13 +1126,202 @@ fn only_jenkins_may_assume_the_drift_role_and_its_master_knows_it() {
     let user_data = master.attrs()["user_data"].resolve(&fake_output).unwrap();
     let user_data = user_data.as_str().unwrap();
     assert!(
-        user_data.contains("role_arn = arn:aws:iam::123456789012:role/smallcase-drift"),
+        user_data.contains(&format!("role_arn = {drift_arn}")),
         "{user_data}"
     );
     assert!(
         user_data.contains(r"SLIPWAY_STACK = \\'stacks/smallcase.toml\\'"),
         "{user_data}"
     );
+}
+
+#[test]
+fn without_a_protected_environment_the_build_agents_run_everything() {
+    let dir = project();
+    let src = BASE.replace(
+        "[environments.blue]\n",
+        "[environments.blue]\nprotected = false\n",
+    );
+    let d = parse_in(dir.path(), &src).unwrap().desired().unwrap();
+    let addrs = addresses(&d);
+    assert!(!addrs.iter().any(|a| a.contains("production")), "{addrs:?}");
+    let mut build = deploy_statements();
+    build.push(serde_json::json!([
+        "AssumeDriftRole",
+        "sts:AssumeRole",
+        "arn:aws:iam::123456789012:role/s-drift",
+        null
+    ]));
+    let got = statements(&inline_policy(&d, "aws.iam_role_policy.jenkins_agent"));
+    let normalize = |v: Vec<serde_json::Value>| {
+        serde_json::to_string(&v)
+            .unwrap()
+            .replace("smallcase", "s")
+            .replace("arn:aws:iam::123456789012:role/s-app", "R")
+    };
+    assert_eq!(normalize(got), normalize(build));
+}
+
+#[test]
+fn agents_change_without_touching_the_master() {
+    let dir = project();
+    let master_of = |src: &str| {
+        let d = parse_in(dir.path(), src).unwrap().desired().unwrap();
+        let m = d.resources()[&"aws.instance.jenkins_master".parse().unwrap()].clone();
+        (
+            m.attrs().clone(),
+            m.dependencies().clone(),
+            addresses(&d)
+                .into_iter()
+                .filter(|a| a.starts_with("aws.instance.jenkins_agent"))
+                .count(),
+        )
+    };
+    let (attrs, deps, n) = master_of(BASE);
+    assert_eq!(n, 1);
+    let more = BASE.replace(
+        "repository_url",
+        "agents = { count = 3, instance_type = \"m7g.large\", volume_size = 80 }\nrepository_url",
+    );
+    let (attrs2, deps2, n2) = master_of(&more);
+    assert_eq!(n2, 3);
+    assert_eq!(
+        attrs, attrs2,
+        "the master's attributes do not depend on the agents"
+    );
+    assert_eq!(deps, deps2, "nor do its dependencies");
+}
+
+#[test]
+fn security_group_rules_open_only_what_the_stack_lists() {
+    let dir = project();
+    let rules = |src: &str| -> Vec<(String, u64, serde_json::Value)> {
+        let d = parse_in(dir.path(), src).unwrap().desired().unwrap();
+        d.resources()
+            .values()
+            .filter(|r| r.addr().kind() == "security_group_rule")
+            .map(|r| {
+                let a = r.attrs();
+                (
+                    r.addr().name().to_string(),
+                    a["from_port"].known().unwrap().as_u64().unwrap(),
+                    a.get("cidr_blocks")
+                        .and_then(|c| c.known())
+                        .unwrap_or(serde_json::json!("security group")),
+                )
+            })
+            .collect()
+    };
+    let reference = rules(BASE);
+    assert_eq!(
+        reference,
+        vec![
+            (
+                "jenkins_agent_ssh".to_string(),
+                22,
+                serde_json::json!("security group")
+            ),
+            (
+                "jenkins_master_https".to_string(),
+                443,
+                serde_json::json!(["203.0.113.0/24"])
+            ),
+        ],
+        "no webhook port without webhook_cidrs, no SSH without a key pair, nothing on 8080 or 50000"
+    );
+    let listed = BASE
+        .replace(
+            "repository_url",
+            "webhook_cidrs = [\"192.30.252.0/22\", \"185.199.108.0/22\"]\nrepository_url",
+        )
+        .replace(
+            "master = { allowed_cidrs = [\"203.0.113.0/24\"] }",
+            "master = { allowed_cidrs = [\"203.0.113.0/24\"], key_name = \"ops\" }",
+        );
+    let mut got = rules(&listed);
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        got,
+        vec![
+            (
+                "jenkins_agent_ssh".to_string(),
+                22,
+                serde_json::json!("security group")
+            ),
+            (
+                "jenkins_master_https".to_string(),
+                443,
+                serde_json::json!(["203.0.113.0/24"])
+            ),
+            (
+                "jenkins_master_ssh".to_string(),
+                22,
+                serde_json::json!(["203.0.113.0/24"])
+            ),
+            (
+                "jenkins_master_webhook".to_string(),
+                8443,
+                serde_json::json!(["192.30.252.0/22", "185.199.108.0/22"])
+            ),
+        ]
+    );
+    // The reference stack opens nothing to the world.
+    let d =
+        super::Stack::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("stacks/smallcase.toml"))
+            .unwrap()
+            .desired()
+            .unwrap();
+    for r in d.resources().values() {
+        if let Some(c) = r.attrs().get("cidr_blocks").and_then(|c| c.known()) {
+            assert!(!c.to_string().contains("0.0.0.0/0"), "{}: {c}", r.addr());
+        }
+    }
+}
+
+#[test]
+fn jenkins_keys_are_checked() {
+    let with =
+        |jenkins: &str| BASE.replace("repository_url", &format!("{jenkins}\nrepository_url"));
+    let out = errors(&with("slipway_url = \"https://example.com/slipway\""));
+    assert!(
+        out.contains("`slipway_url` has no `slipway_sha256`"),
+        "{out}"
+    );
+    let out = errors(&with(
+        "slipway_url = \"https://example.com/slipway\"\nslipway_sha256 = \"abc\"",
+    ));
+    assert!(out.contains("`abc` is not a SHA-256 digest"), "{out}");
+    let out = errors(&with(&format!("slipway_sha256 = \"{}\"", "a".repeat(64))));
+    assert!(
+        out.contains("`slipway_sha256` without `slipway_url`"),
+        "{out}"
+    );
+    let out = errors(&with("webhook_cidrs = [\"192.30.252.0/33\"]"));
+    assert!(out.contains("webhook CIDR"), "{out}");
+    let out = errors(&with("scan_interval = \"7m\""));
+    assert!(
+        out.contains("`7m` is not a scan interval Jenkins offers"),
+        "{out}"
+    );
+    let out = errors(&BASE.replace(
+        "allowed_cidrs = [\"203.0.113.0/24\"]",
+        "allowed_cidrs = [\"203.0.113.0/24\"], tls_parameter_path = \"org/tls/\"",
+    ));
+    assert!(
+        out.contains("`org/tls/` is not an SSM parameter path"),
+        "{out}"
+    );
+    let out = errors(&BASE.replace("version = \"1.31\"", "version = \"1.33\""));
+    assert!(
+        out.contains("slipway pins no kubectl for Kubernetes `1.33`"),
+        "{out}"
+    );
+    let dir = project();
+    let ok = with(&format!(
+        "slipway_url = \"https://example.com/slipway\"\nslipway_sha256 = \"{}\"\nscan_interval = \"2h\"",
+        "AB".repeat(32)
+    ));
+    parse_in(dir.path(), &ok).unwrap();
 }
 
 #[test]

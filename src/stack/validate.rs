@@ -11,7 +11,7 @@ use super::diag::Sink;
 use super::lbc::{self, Release};
 use super::parse::RawDocument;
 use super::schema::{RawCluster, RawJenkins, RawNetwork, RawRegistry, S, Strings};
-use super::{Cluster, Environment, Jenkins, Network, Registry};
+use super::{Cluster, Download, Environment, Jenkins, Network, Registry};
 
 /// AWS allows at most 50 tags per resource; slipway sets up to five itself
 /// (`Name`, `slipway:stack`, `slipway:address` and the two Kubernetes subnet tags).
@@ -591,15 +591,41 @@ fn jenkins(sink: &mut Sink<'_>, raw: RawJenkins) -> Jenkins {
         }
         None => DEFAULT_AMI_PARAMETER.to_string(),
     };
-    let slipway_url = raw.slipway_url.as_ref().map(|u| {
-        if !u.get_ref().starts_with("https://") {
+    let slipway = slipway_download(sink, &raw);
+    let webhook_cidrs = raw
+        .webhook_cidrs
+        .as_ref()
+        .map(|l| cidr_list(sink, l, "webhook CIDR"))
+        .unwrap_or_default();
+    let scan_interval = match &raw.scan_interval {
+        Some(i) => {
+            if !SCAN_INTERVALS.contains(&i.get_ref().as_str()) {
+                sink.err(
+                    &i.span(),
+                    format!("`{}` is not a scan interval Jenkins offers", i.get_ref()),
+                    format!("use one of {}", backticked(SCAN_INTERVALS.iter().copied())),
+                );
+            }
+            i.get_ref().clone()
+        }
+        None => DEFAULT_SCAN_INTERVAL.to_string(),
+    };
+    let tls_parameter_path = master.tls_parameter_path.as_ref().map(|p| {
+        let path = p.get_ref();
+        let valid = path.len() > 1
+            && path.starts_with('/')
+            && !path.ends_with('/')
+            && path
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/_.-".contains(c));
+        if !valid {
             sink.err(
-                &u.span(),
-                format!("`{}` is not an https:// URL", u.get_ref()),
-                "give the https:// address of a slipway Linux binary the agents can download",
+                &p.span(),
+                format!("`{path}` is not an SSM parameter path"),
+                "write a path like `/org/jenkins-tls`, holding the parameters `certificate` and `private-key`",
             );
         }
-        u.get_ref().clone()
+        path.clone()
     });
     let volume = "; sizes are GiB";
     let master_volume_size = int_in(
@@ -652,7 +678,63 @@ fn jenkins(sink: &mut Sink<'_>, raw: RawJenkins) -> Jenkins {
         agent_volume_size: agent_volume_size.unwrap_or(50),
         repository_url: url.clone(),
         ami_parameter,
-        slipway_url,
+        slipway,
+        webhook_cidrs,
+        scan_interval,
+        tls_parameter_path,
+    }
+}
+
+/// The intervals Jenkins' periodic folder trigger accepts.
+const SCAN_INTERVALS: &[&str] = &[
+    "1m", "2m", "5m", "10m", "15m", "20m", "25m", "30m", "1h", "2h", "4h", "8h", "12h", "1d", "2d",
+    "1w", "2w", "4w",
+];
+
+/// With push webhooks, scanning is the slow fallback.
+const DEFAULT_SCAN_INTERVAL: &str = "1h";
+
+/// `slipway_url` and `slipway_sha256`: both or neither.
+fn slipway_download(sink: &mut Sink<'_>, raw: &RawJenkins) -> Option<Download> {
+    match (&raw.slipway_url, &raw.slipway_sha256) {
+        (Some(u), Some(d)) => {
+            if !u.get_ref().starts_with("https://") {
+                sink.err(
+                    &u.span(),
+                    format!("`{}` is not an https:// URL", u.get_ref()),
+                    "give the https:// address of a slipway Linux binary the agents can download",
+                );
+            }
+            let digest = d.get_ref().to_ascii_lowercase();
+            if digest.len() != 64 || !digest.chars().all(|c| c.is_ascii_hexdigit()) {
+                sink.err(
+                    &d.span(),
+                    format!("`{}` is not a SHA-256 digest", d.get_ref()),
+                    "write the 64 hexadecimal digits `sha256sum slipway` prints",
+                );
+            }
+            Some(Download {
+                url: u.get_ref().clone(),
+                sha256: digest,
+            })
+        }
+        (Some(u), None) => {
+            sink.err(
+                &u.span(),
+                "`slipway_url` has no `slipway_sha256`: the agents would run whatever that address serves".to_string(),
+                "add `slipway_sha256 = \"…\"` with the binary's `sha256sum`",
+            );
+            None
+        }
+        (None, Some(d)) => {
+            sink.err(
+                &d.span(),
+                "`slipway_sha256` without `slipway_url`".to_string(),
+                "add `slipway_url`, the https:// address of the binary, or remove the digest",
+            );
+            None
+        }
+        (None, None) => None,
     }
 }
 
@@ -754,6 +836,14 @@ fn cluster(
             format!("EKS no longer offers Kubernetes `{version}`"),
             format!("use `1.{OLDEST_EKS_MINOR}` or later, e.g. `1.31`"),
         ),
+        Some(_) if super::jenkins_release::kubectl(version).is_none() => sink.err(
+            &raw.version.span(),
+            format!("slipway pins no kubectl for Kubernetes `{version}`: the Jenkins agents install a kubectl checked against its SHA-256"),
+            format!(
+                "use one of {}, or a slipway release that pins this version",
+                backticked(super::jenkins_release::KUBECTL.iter().map(|k| k.minor))
+            ),
+        ),
         Some(_) => {}
     }
     let public_access_cidrs = match &raw.public_access_cidrs {
@@ -817,7 +907,13 @@ fn cluster_admins(
     region: Option<&str>,
     stack: Option<&str>,
 ) -> Vec<String> {
-    let jenkins = stack.map(|s| format!("role/{s}-jenkins"));
+    let jenkins: Vec<String> = stack
+        .map(|s| {
+            ["agent", "production", "master"]
+                .map(|r| format!("role/{s}-jenkins-{r}"))
+                .to_vec()
+        })
+        .unwrap_or_default();
     let drift = stack.map(|s| format!("role/{s}-drift"));
     let partition = region.map(super::partition_of);
     let mut seen = BTreeSet::new();
@@ -873,11 +969,11 @@ fn cluster_admins(
             );
             continue;
         }
-        if jenkins.as_deref() == Some(parts[5]) {
+        if jenkins.iter().any(|j| j == parts[5]) {
             sink.err(
                 &item.span(),
-                format!("`{arn}` is the stack's Jenkins role"),
-                "it has its own access entry, limited to the environment namespaces; list other principals here",
+                format!("`{arn}` is one of the stack's Jenkins roles"),
+                "each has its own access, limited to the namespaces it deploys to; list other principals here",
             );
             continue;
         }

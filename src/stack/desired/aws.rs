@@ -2,22 +2,28 @@
 
 use serde_json::json;
 
+use super::jenkins::{self, DEPLOYERS_GROUP, PRODUCTION_DEPLOYERS_GROUP, Roles};
 use super::{Builder, Shared, arn, aws, id, list, lit, policy, service_trust};
 use crate::addr::{Address, AddressError};
 use crate::resource::{Expr, Resource};
 use crate::stack::Nat;
 
-/// The Kubernetes group the Jenkins role is mapped to; the per-environment
-/// RoleBindings grant it deploy rights.
-pub(super) const DEPLOYERS_GROUP: &str = "slipway-deployers";
-
 pub(super) fn build(b: &mut Builder<'_>) -> Result<Shared, AddressError> {
     let net = network(b)?;
-    let sgs = security_groups(b, &net)?;
     let registry = ecr(b)?;
     let cluster = eks_cluster(b, &net)?;
-    let roles = jenkins_iam(b, &registry, &cluster)?;
-    instances(b, &net, &sgs, &roles)?;
+    let roles = jenkins::build(
+        b,
+        &net.vpc,
+        &jenkins::Subnets {
+            public: &net.public,
+            private: &net.private,
+            public_egress: &net.public_egress,
+            private_egress: &net.private_egress,
+        },
+        &registry,
+        &cluster,
+    )?;
     let (kube_system_profile, lb_controller_role, lb_controller_permissions) =
         eks_extras(b, &net, &cluster, &roles)?;
     Ok(Shared {
@@ -186,82 +192,6 @@ fn network(b: &mut Builder<'_>) -> Result<Net, AddressError> {
     })
 }
 
-struct Sgs {
-    master: Address,
-    agent: Address,
-}
-
-fn security_groups(b: &mut Builder<'_>, net: &Net) -> Result<Sgs, AddressError> {
-    let s = b.s;
-    let group = |b: &mut Builder<'_>, name: &str, what: &str| -> Result<Address, AddressError> {
-        let addr = aws("security_group", name)?;
-        let aws_name = b.named(&name.replace('_', "-"));
-        b.push(
-            Resource::new(addr.clone())
-                .attr("name", aws_name.as_str())
-                .attr("description", format!("{what} of slipway stack {}", s.name))
-                .attr("vpc_id", id(&net.vpc))
-                .attr("tags", b.tags(&addr, &aws_name, &[])),
-        );
-        Ok(addr)
-    };
-    let master = group(b, "jenkins_master", "Jenkins master")?;
-    let agent = group(b, "jenkins_agent", "Jenkins agents")?;
-
-    let allowed: Vec<Expr> = s
-        .jenkins
-        .allowed_cidrs
-        .iter()
-        .map(|c| Expr::str(c.to_string()))
-        .collect();
-    let tag = |addr: &Address| b.tags(addr, &b.named(&addr.name().replace('_', "-")), &[]);
-    let rule = |name: &str,
-                sg: &Address,
-                port: u64,
-                description: &str|
-     -> Result<Resource, AddressError> {
-        let addr = aws("security_group_rule", name)?;
-        Ok(Resource::new(addr.clone())
-            .within(sg)
-            .attr("tags", tag(&addr))
-            .attr("security_group_id", id(sg))
-            .attr("type", "ingress")
-            .attr("protocol", "tcp")
-            .attr("from_port", port)
-            .attr("to_port", port)
-            .attr("description", description))
-    };
-    let rules = vec![
-        rule("jenkins_master_http", &master, 8080, "Jenkins UI and API")?
-            .attr("cidr_blocks", list(allowed.clone())),
-        rule(
-            "jenkins_master_ssh",
-            &master,
-            22,
-            "SSH to the Jenkins master",
-        )?
-        .attr("cidr_blocks", list(allowed)),
-        rule(
-            "jenkins_master_agent_port",
-            &master,
-            50000,
-            "Inbound Jenkins agents",
-        )?
-        .attr("source_security_group_id", id(&agent)),
-        rule(
-            "jenkins_agent_ssh",
-            &agent,
-            22,
-            "SSH from the Jenkins master",
-        )?
-        .attr("source_security_group_id", id(&master)),
-    ];
-    for r in rules {
-        b.push(r);
-    }
-    Ok(Sgs { master, agent })
-}
-
 fn ecr(b: &mut Builder<'_>) -> Result<Address, AddressError> {
     let r = &b.s.registry;
     let repo = aws("ecr_repository", "app")?;
@@ -374,287 +304,6 @@ fn eks_cluster(b: &mut Builder<'_>, net: &Net) -> Result<Address, AddressError> 
     Ok(cluster)
 }
 
-/// The drift role's whole policy: the reads `slipway drift` makes, and no
-/// action that writes.
-const DRIFT_READ_ACTIONS: &[&str] = &[
-    "ec2:Describe*",
-    "iam:Get*",
-    "iam:List*",
-    "ecr:DescribeRepositories",
-    "ecr:ListTagsForResource",
-    "ecr:GetLifecyclePolicy",
-    "eks:Describe*",
-    "eks:List*",
-    "elasticloadbalancing:Describe*",
-    "sts:GetCallerIdentity",
-];
-
-/// The roles Jenkins runs as: its instances' role, and the read-only role
-/// its drift job assumes.
-struct Roles {
-    jenkins: Address,
-    drift: Address,
-}
-
-fn jenkins_iam(
-    b: &mut Builder<'_>,
-    registry: &Address,
-    cluster: &Address,
-) -> Result<Roles, AddressError> {
-    let (role, _) = service_role(b, "jenkins", "ec2.amazonaws.com", &[])?;
-    let drift = drift_iam(b, &role)?;
-    b.push(
-        Resource::new(aws("iam_role_policy", "jenkins_deploy")?)
-            .within(&role)
-            .attr("role", Expr::reference(&role, "name"))
-            .attr("name", "slipway-deploy")
-            .attr(
-                "policy",
-                policy(vec![
-                    lit(json!({
-                        "Sid": "EcrLogin",
-                        "Effect": "Allow",
-                        "Action": "ecr:GetAuthorizationToken",
-                        "Resource": "*",
-                    })),
-                    Expr::map([
-                        ("Sid", Expr::str("EcrPushPullThisRepository")),
-                        ("Effect", Expr::str("Allow")),
-                        (
-                            "Action",
-                            lit(json!([
-                                "ecr:BatchCheckLayerAvailability",
-                                "ecr:BatchGetImage",
-                                "ecr:CompleteLayerUpload",
-                                "ecr:DescribeImages",
-                                "ecr:DescribeRepositories",
-                                "ecr:GetDownloadUrlForLayer",
-                                "ecr:InitiateLayerUpload",
-                                "ecr:ListImages",
-                                "ecr:PutImage",
-                                "ecr:UploadLayerPart",
-                            ])),
-                        ),
-                        ("Resource", arn(registry)),
-                    ]),
-                    lit(json!({
-                        "Sid": "JenkinsParameters",
-                        "Effect": "Allow",
-                        "Action": ["ssm:GetParameter", "ssm:PutParameter"],
-                        "Resource": super::jenkins::parameter_arn(b.partition(), &b.s.region, &b.s.name),
-                    })),
-                    Expr::map([
-                        ("Sid", Expr::str("DescribeThisCluster")),
-                        ("Effect", Expr::str("Allow")),
-                        ("Action", Expr::str("eks:DescribeCluster")),
-                        ("Resource", arn(cluster)),
-                    ]),
-                    // `deploy` waits until the load balancer's targets are
-                    // the new pods, healthy; the action has no resource-level
-                    // permissions.
-                    lit(json!({
-                        "Sid": "ReadTargetHealth",
-                        "Effect": "Allow",
-                        "Action": "elasticloadbalancing:DescribeTargetHealth",
-                        "Resource": "*",
-                    })),
-                    // The hourly drift job runs slipway under the read-only role.
-                    Expr::map([
-                        ("Sid", Expr::str("AssumeDriftRole")),
-                        ("Effect", Expr::str("Allow")),
-                        ("Action", Expr::str("sts:AssumeRole")),
-                        ("Resource", arn(&drift)),
-                    ]),
-                ]),
-            ),
-    );
-    let profile = aws("iam_instance_profile", "jenkins")?;
-    let name = b.named("jenkins");
-    b.push(
-        Resource::new(profile.clone())
-            .attr("name", name.as_str())
-            .attr("role", Expr::reference(&role, "name"))
-            .attr("tags", b.tags(&profile, &name, &[])),
-    );
-    Ok(Roles {
-        jenkins: role,
-        drift,
-    })
-}
-
-/// The role Jenkins' drift job runs `slipway drift` as: only the Jenkins role
-/// may assume it, and it may only read.
-fn drift_iam(b: &mut Builder<'_>, jenkins_role: &Address) -> Result<Address, AddressError> {
-    let trust = policy(vec![Expr::map([
-        ("Effect", Expr::str("Allow")),
-        ("Principal", Expr::map([("AWS", arn(jenkins_role))])),
-        ("Action", Expr::str("sts:AssumeRole")),
-    ])]);
-    let role = role(b, "drift", trust)?;
-    b.push(
-        Resource::new(aws("iam_role_policy", "drift_read")?)
-            .within(&role)
-            .attr("role", Expr::reference(&role, "name"))
-            .attr("name", "slipway-drift-read")
-            .attr(
-                "policy",
-                // `*`: the EC2 and ELBv2 Describe actions, the account-wide
-                // List actions and `sts:GetCallerIdentity` have no
-                // resource-level permissions, and drift reads every object
-                // of a kind at once (ECR's repositories, IAM's policies and
-                // OIDC providers), not only the stack's. Every action reads.
-                lit(json!({
-                    "Version": "2012-10-17",
-                    "Statement": [{
-                        "Sid": "ReadForDrift",
-                        "Effect": "Allow",
-                        "Action": DRIFT_READ_ACTIONS,
-                        "Resource": "*",
-                    }],
-                })),
-            ),
-    );
-    Ok(role)
-}
-
-fn instances(b: &mut Builder<'_>, net: &Net, sgs: &Sgs, roles: &Roles) -> Result<(), AddressError> {
-    let s = b.s;
-    let j = &s.jenkins;
-    let profile = aws("iam_instance_profile", "jenkins")?;
-    let base = |addr: &Address,
-                subnet: &Address,
-                sg: &Address,
-                instance_type: &str,
-                volume: i64,
-                user_data: Expr| {
-        let mut r = Resource::new(addr.clone())
-            .attr("ami_parameter", j.ami_parameter.as_str())
-            .attr("instance_type", instance_type)
-            .attr("subnet_id", id(subnet))
-            .attr("vpc_security_group_ids", list([id(sg)]))
-            .attr("iam_instance_profile", Expr::reference(&profile, "name"))
-            // Hop limit 2 lets containers on the instance (docker builds)
-            // reach IMDSv2 for the instance role.
-            .attr(
-                "metadata_options",
-                lit(json!({"http_tokens": "required", "http_put_response_hop_limit": 2})),
-            )
-            .attr("root_volume_size", lit(json!(volume)))
-            .attr("root_volume_encrypted", true)
-            .attr("user_data", user_data)
-            .after(&roles.jenkins);
-        if let Some(k) = &j.key_name {
-            r = r.attr("key_name", k.as_str());
-        }
-        r
-    };
-    let mut agents = Vec::new();
-    for n in 1..=j.agent_count {
-        let addr = aws("instance", &format!("jenkins_agent_{n}"))?;
-        let i = (n - 1) % net.private.len().max(1);
-        let Some(subnet) = net.private.get(i) else {
-            continue;
-        };
-        let name = format!("agent-{n}");
-        let user_data = super::jenkins::agent(&super::jenkins::Agent {
-            stack: &s.name,
-            region: &s.region,
-            name: &name,
-            kubernetes_version: &s.cluster.version,
-            slipway_url: j.slipway_url.as_deref(),
-        });
-        let mut r = base(
-            &addr,
-            subnet,
-            &sgs.agent,
-            &j.agent_instance_type,
-            j.agent_volume_size,
-            user_data,
-        )
-        .attr(
-            "tags",
-            b.tags(&addr, &b.named(&format!("jenkins-agent-{n}")), &[]),
-        );
-        for e in &net.private_egress {
-            r = r.after(e);
-        }
-        agents.push((name, Expr::reference(&addr, "private_ip")));
-        b.push(r);
-    }
-    let master = aws("instance", "jenkins_master")?;
-    let Some(public_a) = net.public.first() else {
-        return Ok(());
-    };
-    // JENKINS_HOME: its own encrypted volume in the master's zone, kept
-    // when the master is replaced.
-    let home = aws("ebs_volume", "jenkins_home")?;
-    b.push(
-        Resource::new(home.clone())
-            .attr(
-                "availability_zone",
-                Expr::reference(public_a, "availability_zone"),
-            )
-            .attr("size", lit(json!(j.home_volume_size)))
-            .attr("volume_type", "gp3")
-            .attr("encrypted", true)
-            .attr("tags", b.tags(&home, &b.named("jenkins-home"), &[]))
-            .protect(),
-    );
-    let user_data = super::jenkins::master(&super::jenkins::Master {
-        stack: &s.name,
-        region: &s.region,
-        stack_path: repository_path(s),
-        repository_url: &j.repository_url,
-        branches: s.environments.iter().map(|e| e.branch.as_str()).collect(),
-        agents,
-        drift_role_arn: arn(&roles.drift),
-        home_volume: id(&home),
-        // Production's branch: a protected environment's, else the first.
-        drift_branch: s
-            .environments
-            .iter()
-            .find(|e| e.protected)
-            .or(s.environments.first())
-            .map_or("master", |e| e.branch.as_str()),
-    });
-    let mut r = base(
-        &master,
-        public_a,
-        &sgs.master,
-        &j.master_instance_type,
-        j.master_volume_size,
-        user_data,
-    )
-    .attr("tags", b.tags(&master, &b.named("jenkins-master"), &[]));
-    for e in &net.public_egress {
-        r = r.after(e);
-    }
-    b.push(r);
-    b.push(
-        Resource::new(aws("volume_attachment", "jenkins_home")?)
-            .within(&master)
-            .attr("volume_id", id(&home))
-            .attr("instance_id", id(&master))
-            .attr("device_name", "/dev/sdf"),
-    );
-    Ok(())
-}
-
-/// The stack file's path in the repository Jenkins checks out (the project
-/// directory), `/`-separated, as the pipelines pass it to `--stack`.
-/// The same however `--stack` spells it (relative or absolute): it is in
-/// the master's user data.
-fn repository_path(s: &crate::stack::Stack) -> String {
-    let path = std::path::absolute(s.path()).unwrap_or_else(|_| s.path().to_path_buf());
-    let root = crate::stack::validate::project_root(&path);
-    path.strip_prefix(&root)
-        .unwrap_or(&path)
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy())
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
 /// Fargate profiles, the OIDC provider, the Jenkins and drift access
 /// entries and the load balancer controller's IAM role.
 fn eks_extras(
@@ -709,19 +358,34 @@ fn eks_extras(
             .attr("tags", b.tags(&oidc, &b.named("eks-oidc"), &[])),
     );
 
-    // Jenkins: the deployers group, bound in the environment namespaces
-    // only, and no access policy (one added outside shows as drift).
-    let entry = aws("eks_access_entry", "jenkins")?;
-    b.push(
-        Resource::new(entry.clone())
-            .within(cluster)
-            .attr("cluster_name", Expr::reference(cluster, "name"))
-            .attr("principal_arn", arn(&roles.jenkins))
-            .attr("kubernetes_groups", lit(json!([DEPLOYERS_GROUP])))
-            .attr("type", "STANDARD")
-            .attr("access_policies", lit(json!([])))
-            .attr("tags", b.tags(&entry, &b.named("jenkins"), &[])),
-    );
+    // Jenkins: the build agents' role gets the deployers group, bound in
+    // the namespaces that are not protected; the production agent's gets
+    // its own, bound in the protected ones. No access policy (one added
+    // outside shows as drift).
+    let pools = [("jenkins_agent", &roles.agent, DEPLOYERS_GROUP)]
+        .into_iter()
+        .chain(
+            roles
+                .production
+                .as_ref()
+                .map(|r| ("jenkins_production", r, PRODUCTION_DEPLOYERS_GROUP)),
+        );
+    for (name, role, group) in pools {
+        let entry = aws("eks_access_entry", name)?;
+        b.push(
+            Resource::new(entry.clone())
+                .within(cluster)
+                .attr("cluster_name", Expr::reference(cluster, "name"))
+                .attr("principal_arn", arn(role))
+                .attr("kubernetes_groups", lit(json!([group])))
+                .attr("type", "STANDARD")
+                .attr("access_policies", lit(json!([])))
+                .attr(
+                    "tags",
+                    b.tags(&entry, &b.named(&name.replace('_', "-")), &[]),
+                ),
+        );
+    }
     // The drift job: view everything, Secrets included (drift compares the
     // load balancer controller's TLS Secret), change nothing.
     let entry = aws("eks_access_entry", "drift")?;

@@ -7,13 +7,15 @@
 
 use serde_json::json;
 
-use super::aws::DEPLOYERS_GROUP;
+use super::jenkins::{DEPLOYERS_GROUP, PRODUCTION_DEPLOYERS_GROUP, has_production};
 use super::{Builder, LBC_NAME, Shared, id, k8s, lit};
 use crate::addr::{Address, AddressError, Domain};
 use crate::resource::{Expr, Resource};
 use crate::stack::lbc;
 
 const DEPLOYER: &str = "slipway-deployer";
+/// The RoleBinding that lets the other Jenkins pool read an environment.
+const READER: &str = "slipway-reader";
 const KUBE_SYSTEM: &str = "kube-system";
 const WEBHOOK_SERVICE: &str = "aws-load-balancer-webhook-service";
 const WEBHOOK_SECRET: &str = "aws-load-balancer-tls";
@@ -226,6 +228,33 @@ impl Kube<'_, '_> {
             );
             self.push_env(&role, manifest, &[&ns_addr], &env.name);
 
+            // Each pool deploys to its own environments and reads the
+            // others' (releases, Deployments: what promotion checks).
+            let production = has_production(self.b.s);
+            let (deployers, readers) = match (env.protected, production) {
+                (true, _) => (PRODUCTION_DEPLOYERS_GROUP, Some(DEPLOYERS_GROUP)),
+                (false, true) => (DEPLOYERS_GROUP, Some(PRODUCTION_DEPLOYERS_GROUP)),
+                (false, false) => (DEPLOYERS_GROUP, None),
+            };
+            let group = |name: &str| json!([{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": name}]);
+            if let Some(readers) = readers {
+                let binding = k8s("role_binding", &format!("{ns}/{READER}"))?;
+                let manifest = self.object(
+                    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+                    READER,
+                    Some(ns),
+                    &env_label,
+                    None,
+                    vec![
+                        (
+                            "roleRef",
+                            lit(json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"})),
+                        ),
+                        ("subjects", lit(group(readers))),
+                    ],
+                );
+                self.push_env(&binding, manifest, &[&ns_addr], &env.name);
+            }
             let binding = k8s("role_binding", &format!("{ns}/{DEPLOYER}"))?;
             let manifest = self.object(
                 ("rbac.authorization.k8s.io/v1", "RoleBinding"),
@@ -238,10 +267,7 @@ impl Kube<'_, '_> {
                         "roleRef",
                         lit(json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": DEPLOYER})),
                     ),
-                    (
-                        "subjects",
-                        lit(json!([{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": DEPLOYERS_GROUP}])),
-                    ),
+                    ("subjects", lit(group(deployers))),
                 ],
             );
             self.push_env(&binding, manifest, &[&ns_addr, &role], &env.name);
