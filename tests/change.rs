@@ -132,7 +132,7 @@ fn replacing_the_cluster_while_dropping_an_az_carries_its_contents_in_one_apply(
         .stdout_has("-/+ aws.eks_cluster.main")
         .stdout_has("-/+ k8s.namespace.smallcase-blue")
         .stdout_has("-/+ aws.eks_fargate_profile.blue")
-        .stdout_has("-/+ aws.eks_access_entry.jenkins")
+        .stdout_has("-/+ aws.eks_access_entry.jenkins_agent")
         .stdout_has("# replaced with aws.eks_cluster.main")
         .stdout_has("- aws.subnet.private_c");
 

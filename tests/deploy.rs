@@ -500,6 +500,8 @@ fn the_example_jenkinsfile_is_what_slipway_generates() {
         "examples/flask-app/Jenkinsfile is stale: run `slipway --stack stacks/smallcase.toml jenkinsfile > examples/flask-app/Jenkinsfile`"
     );
     for needle in [
+        // The protected branch builds where only it may deploy.
+        "agent { label \"${env.BRANCH_NAME == 'master' ? 'slipway-production' : 'slipway-build'}\" }",
         "aws ecr get-login-password",
         "deploy --branch \"$BRANCH_NAME\" --image-tag \"$IMAGE_TAG\"",
         "--image-tag \"develop-$MERGED_SHORT_SHA\"",

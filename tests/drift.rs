@@ -51,7 +51,7 @@ fn of_kind<'d>(doc: &'d Value, kind: &str) -> Vec<(&'d str, &'d str, &'d str)> {
 /// Everything someone might do behind slipway's back, in each service.
 fn tamper(aws: &LocalAws, p: &Project) -> Value {
     let master_sg = id_of(p, "aws.security_group.jenkins_master");
-    let role = id_of(p, "aws.iam_role.jenkins");
+    let role = id_of(p, "aws.iam_role.jenkins_agent");
     let table = id_of(p, "aws.route_table.public");
     let igw = id_of(p, "aws.internet_gateway.main");
     let master = id_of(p, "aws.instance.jenkins_master");
@@ -285,11 +285,11 @@ fn drift_finds_every_kind_of_change_in_every_service_and_changes_nothing() {
     let mut want = vec![
         ("aws.eks_cluster.main", "someone-else", "fargate_profiles"),
         (
-            "aws.iam_role.jenkins",
+            "aws.iam_role.jenkins_agent",
             "arn:aws:iam::aws:policy/ReadOnlyAccess",
             "attached_policies",
         ),
-        ("aws.iam_role.jenkins", "sneaky", "inline_policies"),
+        ("aws.iam_role.jenkins_agent", "sneaky", "inline_policies"),
         ("aws.route_table.public", "10.50.0.0/16", "routes"),
     ];
     let rule = s("rule");

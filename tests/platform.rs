@@ -32,7 +32,25 @@ fn one_apply_goes_from_empty_to_a_working_platform_and_keeps_it_there() {
         .stdout_has("No changes.");
 
     // What the platform consists of inside the cluster.
-    for ns in ["smallcase-blue", "smallcase-green", "smallcase-develop"] {
+    // Production deploys only as the production agent; each Jenkins pool
+    // reads the other's environments.
+    for (ns, deployers, readers) in [
+        (
+            "smallcase-blue",
+            "slipway-production-deployers",
+            "slipway-deployers",
+        ),
+        (
+            "smallcase-green",
+            "slipway-deployers",
+            "slipway-production-deployers",
+        ),
+        (
+            "smallcase-develop",
+            "slipway-deployers",
+            "slipway-production-deployers",
+        ),
+    ] {
         let n = kube
             .get(&["namespace", ns])
             .unwrap_or_else(|| panic!("namespace {ns}"));
@@ -41,7 +59,12 @@ fn one_apply_goes_from_empty_to_a_working_platform_and_keeps_it_there() {
         let binding = kube
             .get(&["-n", ns, "rolebinding", "slipway-deployer"])
             .unwrap();
-        assert_eq!(binding["subjects"][0]["name"], "slipway-deployers");
+        assert_eq!(binding["subjects"][0]["name"], deployers, "{ns}");
+        let binding = kube
+            .get(&["-n", ns, "rolebinding", "slipway-reader"])
+            .unwrap();
+        assert_eq!(binding["subjects"][0]["name"], readers, "{ns}");
+        assert_eq!(binding["roleRef"]["name"], "view", "{ns}");
     }
     let sa = kube
         .get(&[

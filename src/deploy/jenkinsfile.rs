@@ -108,8 +108,9 @@ pub fn render(stack: &Stack, stack_path: &str, app_dir: &str) -> String {
         agent = if production.is_empty() {
             groovy(BUILD_LABEL)
         } else {
+            // Declarative evaluates the GString when the build starts.
             format!(
-                "({} ? {} : {})",
+                "\"${{{} ? {} : {}}}\"",
                 production
                     .iter()
                     .map(|b| format!("env.BRANCH_NAME == {}", groovy(b)))

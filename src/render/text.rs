@@ -183,6 +183,29 @@ fn change(s: &mut String, c: &Change, color: bool) {
                         }
                         let _ = writeln!(s, "        }}");
                     }
+                    (Some(Value::String(o)), Some(Value::String(n)))
+                        if o.contains('\n') || n.contains('\n') =>
+                    {
+                        // A script or document: only the lines that differ.
+                        let _ = writeln!(
+                            s,
+                            "      {} {k:width$} = <<-{forces}",
+                            paint(color, Paint::Yellow, "~")
+                        );
+                        for line in line_diff(o, &n, 1) {
+                            let text = match line {
+                                Line::Same(l) => format!("            {l}"),
+                                Line::Gap => "            …".to_string(),
+                                Line::Removed(l) => {
+                                    format!("          {} {l}", paint(color, Paint::Red, "-"))
+                                }
+                                Line::Added(l) => {
+                                    format!("          {} {l}", paint(color, Paint::Green, "+"))
+                                }
+                            };
+                            let _ = writeln!(s, "{}", text.trim_end());
+                        }
+                    }
                     _ => {
                         let old = old
                             .map(|v| value(v, 8))
@@ -214,6 +237,65 @@ fn change(s: &mut String, c: &Change, color: bool) {
 }
 
 /// A desired value, with unknown parts as `(known after apply)`.
+/// One line of a [`line_diff`].
+#[derive(Debug, PartialEq, Eq)]
+enum Line<'a> {
+    Same(&'a str),
+    Removed(&'a str),
+    Added(&'a str),
+    /// Unchanged lines left out.
+    Gap,
+}
+
+/// The lines of `old` and `new` that differ (by longest common
+/// subsequence), each with `context` unchanged lines around it.
+fn line_diff<'a>(old: &'a str, new: &'a str, context: usize) -> Vec<Line<'a>> {
+    let a: Vec<&str> = old.lines().collect();
+    let b: Vec<&str> = new.lines().collect();
+    // lcs[i][j]: the longest common subsequence of a[i..] and b[j..].
+    let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j) = (0, 0);
+    let mut all = Vec::new();
+    while i < a.len() || j < b.len() {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            all.push(Line::Same(a[i]));
+            i += 1;
+            j += 1;
+        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
+            all.push(Line::Removed(a[i]));
+            i += 1;
+        } else {
+            all.push(Line::Added(b[j]));
+            j += 1;
+        }
+    }
+    let changed: Vec<usize> = all
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| !matches!(l, Line::Same(_)))
+        .map(|(n, _)| n)
+        .collect();
+    let near = |n: usize| changed.iter().any(|&c| c.abs_diff(n) <= context);
+    let mut out = Vec::new();
+    for (n, line) in all.into_iter().enumerate() {
+        if near(n) {
+            out.push(line);
+        } else if out.last() != Some(&Line::Gap) {
+            out.push(Line::Gap);
+        }
+    }
+    out
+}
+
 fn expr(e: &Expr, indent: usize) -> String {
     if let Some(v) = e.known() {
         return value(&v, indent);
@@ -635,6 +717,26 @@ mod tests {
                 ignored_by: None,
             }],
         }
+    }
+
+    #[test]
+    fn a_changed_script_shows_only_its_changed_lines() {
+        let old = "a\nb\nc\nd\ne\nf\ng\n";
+        let new = "a\nb\nc\nD\ne\nf\ng\nh\n";
+        assert_eq!(
+            line_diff(old, new, 1),
+            vec![
+                Line::Gap,
+                Line::Same("c"),
+                Line::Removed("d"),
+                Line::Added("D"),
+                Line::Same("e"),
+                Line::Gap,
+                Line::Same("g"),
+                Line::Added("h"),
+            ]
+        );
+        assert!(line_diff("x\ny", "x\ny", 1).iter().all(|l| *l == Line::Gap));
     }
 
     #[test]
