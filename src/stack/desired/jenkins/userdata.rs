@@ -576,6 +576,12 @@ pub(super) mod tests {
         assert!(job.contains("scriptPath('Jenkinsfile')"));
         assert!(script.contains("runSetupWizard=false"));
         assert!(script.contains("Environment=\"CASC_JENKINS_CONFIG=/etc/jenkins/casc.d\""));
+        // The agent mechanism: the discovery script, run every minute, writes
+        // the nodes beside the master's document.
+        assert!(script.contains(&format!("cat > {} <<'AGENTS'", agents::SCRIPT_PATH)));
+        assert!(script.contains("OnUnitActiveSec=1min"));
+        assert!(script.contains("systemctl enable --now slipway-jenkins-agents.timer"));
+        assert!(script.contains("printf 'jenkins:\\n  nodes: []\\n' > /etc/jenkins/casc.d/agents.yaml"));
     }
 
     #[test]
