@@ -209,8 +209,8 @@ fn applies_from_empty_converges_and_a_no_op_refresh_is_cheap() {
     // an access entry takes three (the entry, its access policies, whether
     // its cluster is being deleted). Issue 15 measures and cuts this.
     assert!(
-        total <= 58,
-        "{total} calls to refresh ~57 AWS resources: {calls}"
+        total <= 59,
+        "{total} calls to refresh ~59 AWS resources: {calls}"
     );
 }
 
@@ -863,7 +863,54 @@ fn jenkins_home_outlives_the_master_on_its_own_protected_volume() {
         state["resources"]["aws.ebs_volume.jenkins_home"]["id"],
         home.as_str()
     );
-    assert_eq!(volume(&aws, &home), (zone, true, vec![new_master]));
+    assert_eq!(volume(&aws, &home), (zone, true, vec![new_master.clone()]));
+    // The same Elastic IP, now on the new master: the URL stays.
+    let allocation = state["resources"]["aws.eip.jenkins_master"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(action("aws.eip.jenkins_master").as_deref(), Some("no-op"));
+    assert_eq!(
+        action("aws.eip_association.jenkins_master").as_deref(),
+        Some("replace")
+    );
+    let on = rt().block_on(async {
+        aws.ec2()
+            .await
+            .describe_addresses()
+            .allocation_ids(&allocation)
+            .send()
+            .await
+            .unwrap()
+            .addresses()[0]
+            .instance_id()
+            .map(str::to_string)
+    });
+    assert_eq!(on.as_deref(), Some(new_master.as_str()));
+    assert_eq!(
+        state["resources"]["aws.eip_association.jenkins_master"]["attributes"]["instance_id"],
+        new_master.as_str()
+    );
+    p.run(&["plan", "--detailed-exitcode"]).code(0);
+
+    // Someone moves the address off the master: drift says so, apply puts it back.
+    let association = state["resources"]["aws.eip_association.jenkins_master"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    rt().block_on(async {
+        aws.ec2()
+            .await
+            .disassociate_address()
+            .association_id(association)
+            .send()
+            .await
+            .unwrap();
+    });
+    p.run(&["drift"])
+        .code(2)
+        .stdout_has("aws.eip_association.jenkins_master has been deleted");
+    p.run(&["apply", "--auto-approve"]).success();
     p.run(&["plan", "--detailed-exitcode"]).code(0);
 
     // It grows in place, and is never deleted without --allow-protected.

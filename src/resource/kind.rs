@@ -81,6 +81,11 @@ pub static KINDS: &[KindSpec] = &[
     ),
     kind("aws.eip", &["domain"], &["id", "public_ip"]),
     kind(
+        "aws.eip_association",
+        &["allocation_id", "instance_id"],
+        &["id"],
+    ),
+    kind(
         "aws.nat_gateway",
         &["subnet_id", "allocation_id", "connectivity_type"],
         &["id"],

@@ -25,19 +25,15 @@ pub struct SigningKey {
     pub fingerprint: &'static str,
 }
 
-/// The repository's signing keys: LTS releases up to 2.541 are signed with
-/// the 2023 key, later ones with the 2026 key; both are imported, each only
-/// when its fingerprint is the pinned one.
-pub const JENKINS_REPO_KEYS: &[SigningKey] = &[
-    SigningKey {
-        url: "https://pkg.jenkins.io/redhat-stable/jenkins.io-2023.key",
-        fingerprint: "63667EE74BBA1F0A08A698725BA31D57EF5975CA",
-    },
-    SigningKey {
-        url: "https://pkg.jenkins.io/redhat-stable/jenkins.io-2026.key",
-        fingerprint: "5E386EADB55F01504CAE8BCF7198F4B714ABFC68",
-    },
-];
+/// The key [`JENKINS_VERSION`]'s package is signed with, imported only when
+/// its fingerprint is the pinned one. LTS releases up to 2.541 are signed
+/// with the 2023 key; later ones with the 2026 key
+/// (`https://pkg.jenkins.io/redhat-stable/jenkins.io-2026.key`,
+/// `5E386EADB55F01504CAE8BCF7198F4B714ABFC68`): change both together.
+pub const JENKINS_REPO_KEYS: &[SigningKey] = &[SigningKey {
+    url: "https://pkg.jenkins.io/redhat-stable/jenkins.io-2023.key",
+    fingerprint: "63667EE74BBA1F0A08A698725BA31D57EF5975CA",
+}];
 
 /// Every plugin the master installs, `(name, version)`. The JCasC and Job
 /// DSL keys slipway writes need them; their dependencies are resolved at
@@ -129,9 +125,18 @@ pub static KUBECTL: &[Kubectl] = &[
     },
 ];
 
-/// The kubectl for a cluster version (`1.31`), if one is pinned.
+/// The kubectl for a cluster version (`1.31`): the one pinned for that
+/// version, else the nearest within one minor version (kubectl supports
+/// a cluster one minor older or newer than itself); none beyond that.
 pub fn kubectl(cluster_version: &str) -> Option<&'static Kubectl> {
-    KUBECTL.iter().find(|k| k.minor == cluster_version)
+    let minor = |v: &str| v.strip_prefix("1.").and_then(|m| m.parse::<i64>().ok());
+    let want = minor(cluster_version)?;
+    KUBECTL
+        .iter()
+        .filter_map(|k| Some((minor(k.minor)?, k)))
+        .filter(|(m, _)| (m - want).abs() <= 1)
+        .min_by_key(|(m, _)| ((m - want).abs(), -m))
+        .map(|(_, k)| k)
 }
 
 #[cfg(test)]
@@ -160,6 +165,10 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), PLUGINS.len(), "a plugin is pinned twice");
         assert_eq!(kubectl("1.31").map(|k| k.version), Some("v1.31.9"));
+        // Within kubectl's one-minor skew, the nearest pin serves.
+        assert_eq!(kubectl("1.28").map(|k| k.version), Some("v1.29.4"));
+        assert_eq!(kubectl("1.33").map(|k| k.version), Some("v1.32.3"));
+        assert!(kubectl("1.34").is_none());
         assert!(kubectl("1.99").is_none());
     }
 }

@@ -840,7 +840,7 @@ fn cluster(
             &raw.version.span(),
             format!("slipway pins no kubectl for Kubernetes `{version}`: the Jenkins agents install a kubectl checked against its SHA-256"),
             format!(
-                "use one of {}, or a slipway release that pins this version",
+                "use a version at most one minor from a pinned kubectl ({}), or a slipway release that pins one for this version",
                 backticked(super::jenkins_release::KUBECTL.iter().map(|k| k.minor))
             ),
         ),

@@ -45,6 +45,7 @@ pub const KINDS: &[&str] = &[
     "aws.internet_gateway",
     "aws.subnet",
     "aws.eip",
+    "aws.eip_association",
     "aws.nat_gateway",
     "aws.route_table",
     "aws.route",
@@ -447,6 +448,7 @@ impl Provider for AwsProvider {
                 "internet_gateway" => network::read_igws(&self.aws, &items).await,
                 "subnet" => network::read_subnets(&self.aws, &items).await,
                 "eip" => network::read_eips(&self.aws, &items).await,
+                "eip_association" => network::read_eip_associations(&self.aws, &items).await,
                 "nat_gateway" => network::read_nats(&self.aws, &items).await,
                 "route_table" => network::read_route_tables(&self.aws, &items).await,
                 "route" => network::read_routes(&self.aws, &items).await,
@@ -526,6 +528,7 @@ impl Provider for AwsProvider {
             "internet_gateway" => network::create_igw(aws, addr, desired, ctx).await,
             "subnet" => network::create_subnet(aws, addr, desired, ctx).await,
             "eip" => network::create_eip(aws, addr, desired, ctx).await,
+            "eip_association" => network::create_eip_association(aws, addr, desired, ctx).await,
             "nat_gateway" => network::create_nat(aws, addr, desired, ctx).await,
             "route_table" => network::create_route_table(aws, addr, desired, ctx).await,
             "route" => network::create_route(aws, addr, desired, ctx).await,
@@ -599,6 +602,7 @@ impl Provider for AwsProvider {
                 security::delete(aws, addr, prior, ctx).await
             }
             "instance" => instance::delete(aws, addr, prior, ctx).await,
+            "eip_association" => network::delete_eip_association(aws, addr, prior).await,
             "ebs_volume" => volume::delete_volume(aws, addr, prior, ctx).await,
             "volume_attachment" => volume::delete_attachment(aws, addr, prior, ctx).await,
             "ecr_repository" | "ecr_lifecycle_policy" => ecr::delete(aws, addr, prior, ctx).await,

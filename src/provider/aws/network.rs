@@ -521,6 +521,125 @@ pub async fn create_eip(
     .await
 }
 
+// ---------------------------------------------------------------- Elastic IP associations
+
+fn association_live(a: &aws_sdk_ec2::types::Address) -> Option<Live> {
+    let id = a.association_id().filter(|i| !i.is_empty())?;
+    Some(live(
+        id,
+        [
+            ("id", json!(id)),
+            ("allocation_id", json!(a.allocation_id())),
+            ("instance_id", json!(a.instance_id())),
+        ],
+    ))
+}
+
+pub async fn read_eip_associations(aws: &Aws, items: &[(Address, Live)]) -> Found {
+    let at = batch_addr(items);
+    let out = aws
+        .ec2
+        .describe_addresses()
+        .filters(filter("association-id", ids(items)))
+        .send()
+        .await
+        .map_err(|e| sdk_error(&at, "DescribeAddresses", &e))?;
+    let found = out
+        .addresses()
+        .iter()
+        .filter_map(association_live)
+        .collect();
+    Ok(by_id(items, found))
+}
+
+/// Associates the Elastic IP with the instance; an address already on that
+/// instance is adopted, one on another instance is refused (never moved
+/// silently).
+pub async fn create_eip_association(
+    aws: &Aws,
+    addr: &Address,
+    desired: &Attrs,
+    ctx: &OpContext<'_>,
+) -> Result<Live, ProviderError> {
+    let allocation = s(addr, desired, "allocation_id")?;
+    let instance = s(addr, desired, "instance_id")?;
+    let describe = || async {
+        aws.ec2
+            .describe_addresses()
+            .allocation_ids(allocation)
+            .send()
+            .await
+            .map_err(|e| sdk_error(addr, "DescribeAddresses", &e))
+    };
+    let current = describe().await?;
+    if let Some(a) = current.addresses().first() {
+        // Some EC2-compatible servers answer "" rather than no instance.
+        match a.instance_id().filter(|i| !i.is_empty()) {
+            Some(i) if i == instance => {
+                if let Some(l) = association_live(a) {
+                    return Ok(l);
+                }
+            }
+            Some(other) => {
+                return Err(ProviderError::new(
+                    addr,
+                    "AddressInUse",
+                    format!(
+                        "Elastic IP `{allocation}` is associated with another instance, `{other}`: disassociate it there first (slipway never moves an address off an instance it does not know)"
+                    ),
+                    false,
+                ));
+            }
+            None => {}
+        }
+    }
+    let out = aws
+        .retry_consistency(
+            ctx,
+            &["InvalidInstanceID", "IncorrectInstanceState"],
+            || async {
+                aws.ec2
+                    .associate_address()
+                    .allocation_id(allocation)
+                    .instance_id(instance)
+                    .allow_reassociation(false)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(addr, "AssociateAddress", &e))
+            },
+        )
+        .await?;
+    let id = out
+        .association_id()
+        .ok_or_else(|| invalid(addr, "AssociateAddress returned no association id"))?
+        .to_string();
+    Ok(live(
+        &id,
+        [
+            ("id", json!(id)),
+            ("allocation_id", json!(allocation)),
+            ("instance_id", json!(instance)),
+        ],
+    ))
+}
+
+pub async fn delete_eip_association(
+    aws: &Aws,
+    addr: &Address,
+    prior: &Live,
+) -> Result<(), ProviderError> {
+    absent_ok(
+        addr,
+        "DisassociateAddress",
+        aws.ec2
+            .disassociate_address()
+            .association_id(&prior.id)
+            .send()
+            .await,
+    )
+    .map(|_| ())
+}
+
 // ---------------------------------------------------------------- NAT gateways
 
 fn nat_live(n: &aws_sdk_ec2::types::NatGateway) -> Live {

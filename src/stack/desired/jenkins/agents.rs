@@ -16,7 +16,7 @@
 //! one and SSH fails) until the instance is replaced.
 
 use super::casc::production_jobs;
-use super::{AGENT_TAG, BUILD_LABEL, POOL_TAG, PRODUCTION_LABEL};
+use super::{AGENT_TAG, BUILD_LABEL, PRODUCTION_LABEL};
 use crate::stack::desired::jenkins::userdata::sq;
 
 /// The line an agent prints on its console, followed by its ed25519 host
@@ -29,30 +29,44 @@ pub(super) const SCRIPT_PATH: &str = "/usr/local/libexec/slipway-jenkins-agents"
 /// The JCasC file it writes (beside the master's own document).
 pub(super) const CASC_FILE: &str = "/etc/jenkins/casc.d/agents.yaml";
 
-/// The discovery script. `production_branches` may run on the production
-/// agent (with the drift job); the build agents take the rest.
-pub(super) fn script(
-    stack: &str,
-    region: &str,
-    repository_url: &str,
-    production_branches: &[&str],
-) -> String {
+/// What the discovery script needs.
+pub(super) struct Discovery<'a> {
+    pub stack: &'a str,
+    pub region: &'a str,
+    pub repository_url: &'a str,
+    /// May run on the production agent (with the drift job); the build
+    /// agents take the rest.
+    pub production_branches: &'a [&'a str],
+    /// The instance profile names that make an instance a build agent or
+    /// the production agent: the pool comes from what the instance runs
+    /// as, never from a tag anyone allowed to tag could change.
+    pub build_profile: &'a str,
+    pub production_profile: &'a str,
+}
+
+/// The discovery script.
+pub(super) fn script(d: &Discovery<'_>) -> String {
     // A double-quoted YAML scalar: backslashes doubled.
-    let restriction = production_jobs(repository_url, production_branches)
+    let restriction = production_jobs(d.repository_url, d.production_branches)
         .replace('\\', "\\\\")
         .replace('"', "\\\"");
     format!(
         r#"#!/bin/bash
 # Jenkins agents of slipway stack {stack}, rendered by slipway; run every minute
-# by slipway-jenkins-agents.timer. Every running instance of the stack tagged
-# {AGENT_TAG} becomes an SSH node, its host key pinned the first time it is
-# seen (from the console output the agent wrote at first boot). Writes the
-# nodes to {CASC_FILE} and reloads JCasC when they changed.
+# by slipway-jenkins-agents.timer. Every running instance of the stack in this
+# VPC tagged {AGENT_TAG} and running as one of the stack's agent instance
+# profiles becomes an SSH node, its host key pinned the first time it is seen
+# (from the console output the agent wrote at first boot). Writes the nodes
+# to {CASC_FILE} and reloads JCasC when they changed.
 set -euo pipefail
+shopt -s inherit_errexit
 
 REGION={region}
 STACK={stack_q}
 RESTRICTION={restriction_q}
+BUILD_PROFILE={build_profile}
+PRODUCTION_PROFILE={production_profile}
+VPC_ID="${{VPC_ID:?set VPC_ID, the VPC of the master (/etc/jenkins/agents.env)}}"
 # Overridable for tests only.
 PINS="${{SLIPWAY_AGENT_PINS:-/var/lib/jenkins/slipway-agents}}"
 OUT="${{SLIPWAY_AGENT_CASC:-{CASC_FILE}}}"
@@ -61,11 +75,25 @@ AWS="${{SLIPWAY_AWS:-aws}}"
 CURL="${{SLIPWAY_CURL:-curl}}"
 
 install -d -m 700 "$PINS"
+# Not only running instances: a stopped agent keeps its pin and rejoins
+# with the same host key when it starts again.
 rows="$("$AWS" ec2 describe-instances --region "$REGION" \
   --filters "Name=tag:slipway:stack,Values=$STACK" "Name=tag-key,Values={AGENT_TAG}" \
-    "Name=instance-state-name,Values=running" \
-  --query "Reservations[].Instances[].[Tags[?Key=='{AGENT_TAG}']|[0].Value,InstanceId,PrivateIpAddress,Tags[?Key=='{POOL_TAG}']|[0].Value]" \
-  --output text | sort)"
+    "Name=vpc-id,Values=$VPC_ID" "Name=instance-state-name,Values=pending,running,stopping,stopped" \
+  --query "Reservations[].Instances[].[Tags[?Key=='{AGENT_TAG}']|[0].Value,InstanceId,PrivateIpAddress,IamInstanceProfile.Arn,LaunchTime,State.Name]" \
+  --output text)"
+
+# One node per name: the instance already pinned for it, else the one
+# launched first (an agent being replaced keeps its node until it is gone).
+ordered="$(while IFS=$'\t' read -r name id ip profile launched state; do
+  [ -n "${{name:-}}" ] || continue
+  if ! [[ "$id" =~ ^i-[0-9a-f]+$ && "$name" =~ ^[A-Za-z0-9_.-]+$ ]]; then
+    echo "skipping instance $id: unexpected id or node name" >&2
+    continue
+  fi
+  if [ -s "$PINS/$id" ]; then pinned=0; else pinned=1; fi
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$pinned" "$launched" "$id" "$ip" "$profile" "$state"
+done <<< "$rows" | sort -t $'\t' -k1,1 -k2,2 -k3,3)"
 
 tmp="$(mktemp)"
 trap 'rm -f "$tmp"' EXIT
@@ -73,15 +101,22 @@ printf 'jenkins:\n  nodes:\n' > "$tmp"
 count=0
 seen=" "
 names=" "
-while IFS=$'\t' read -r name id ip pool; do
+while IFS=$'\t' read -r name _ _ id ip profile state; do
   [ -n "${{name:-}}" ] || continue
-  if ! [[ "$id" =~ ^i-[0-9a-f]+$ && "$ip" =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$ && "$name" =~ ^[A-Za-z0-9_.-]+$ ]]; then
-    echo "skipping instance $id: unexpected node name, id or address ($name, $ip)" >&2
+  seen="$seen$id "
+  [ "$state" = running ] || continue
+  case "$profile" in
+    */"$PRODUCTION_PROFILE") pool=production ;;
+    */"$BUILD_PROFILE") pool=build ;;
+    *)
+      echo "skipping instance $id ($name): it runs as ${{profile:-no instance profile}}, not as an agent profile of the stack" >&2
+      continue ;;
+  esac
+  if ! [[ "$ip" =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$ ]]; then
+    echo "skipping instance $id ($name): unexpected address $ip" >&2
     continue
   fi
-  seen="$seen$id "
   if [[ "$names" == *" $name "* ]]; then
-    # An agent being replaced: the old instance keeps the name until it is gone.
     echo "agent $name: $id waits until the other instance named $name is gone" >&2
     continue
   fi
@@ -110,7 +145,7 @@ while IFS=$'\t' read -r name id ip pool; do
   cat >> "$tmp" <<NODE
   - permanent:
       name: "$name"
-      nodeDescription: "$id, pool ${{pool:-build}}"
+      nodeDescription: "$id, pool $pool"
       labelString: "$labels"
       mode: EXCLUSIVE
       numExecutors: 2
@@ -137,12 +172,12 @@ NODE
               checkShortName: false
 NODE
   fi
-done <<< "$rows"
+done <<< "$ordered"
 if [ "$count" -eq 0 ]; then
   printf 'jenkins:\n  nodes: []\n' > "$tmp"
 fi
 
-# Pins of instances that are gone.
+# Pins of instances that are terminated or gone.
 for pin in "$PINS"/i-*; do
   [ -e "$pin" ] || continue
   case "$seen" in
@@ -151,19 +186,26 @@ for pin in "$PINS"/i-*; do
   esac
 done
 
-if cmp -s "$tmp" "$PINS/applied.yaml"; then
-  exit 0
+# The file is replaced when the nodes changed (a new master starts from an
+# empty list); the reload is retried until Jenkins takes it.
+if ! cmp -s "$tmp" "$OUT"; then
+  install -m 0644 "$tmp" "$OUT.new"
+  mv -f "$OUT.new" "$OUT"
+  : > "$OUT.pending"
 fi
-install -m 0644 "$tmp" "$OUT.new"
-mv -f "$OUT.new" "$OUT"
-token="$(sed -n 's/^CASC_RELOAD_TOKEN=//p' "$ENV_FILE")"
-"$CURL" -fsS -X POST "http://127.0.0.1:8080/reload-configuration-as-code/?casc-reload-token=$token" >/dev/null
-cp "$tmp" "$PINS/applied.yaml"
-echo "agents: $count node(s) configured"
+if [ -e "$OUT.pending" ]; then
+  token="$(sed -n 's/^CASC_RELOAD_TOKEN=//p' "$ENV_FILE")"
+  "$CURL" -fsS -X POST "http://127.0.0.1:8080/reload-configuration-as-code/?casc-reload-token=$token" >/dev/null
+  rm -f "$OUT.pending"
+  echo "agents: $count node(s) configured"
+fi
 "#,
-        region = sq(region),
-        stack_q = sq(stack),
+        stack = d.stack,
+        region = sq(d.region),
+        stack_q = sq(d.stack),
         restriction_q = sq(&restriction),
+        build_profile = sq(d.build_profile),
+        production_profile = sq(d.production_profile),
     )
 }
 
@@ -211,13 +253,19 @@ esac
         .unwrap();
     }
 
+    fn discovery(branches: &'static [&'static str]) -> String {
+        script(&Discovery {
+            stack: "smallcase",
+            region: "ap-south-1",
+            repository_url: "https://github.com/example/app.git",
+            production_branches: branches,
+            build_profile: "smallcase-jenkins-agent",
+            production_profile: "smallcase-jenkins-production",
+        })
+    }
+
     fn run(dir: &Path) -> (bool, String) {
-        let script = script(
-            "smallcase",
-            "ap-south-1",
-            "https://github.com/example/app.git",
-            &["master", "release/1.x"],
-        );
+        let script = discovery(&["master", "release/1.x"]);
         std::fs::write(dir.join("discover"), &script).unwrap();
         let out = std::process::Command::new("bash")
             .arg(dir.join("discover"))
@@ -226,6 +274,7 @@ esac
             .env("SLIPWAY_CASC_ENV", dir.join("casc.env"))
             .env("SLIPWAY_AWS", dir.join("aws"))
             .env("SLIPWAY_CURL", dir.join("curl"))
+            .env("VPC_ID", "vpc-0123")
             .output()
             .unwrap();
         (
@@ -250,15 +299,32 @@ esac
 
     const KEY1: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAgentOneKey+/x1";
     const KEY2: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAgentProdKey=";
+    const BUILD: &str = "arn:aws:iam::123456789012:instance-profile/smallcase-jenkins-agent";
+    const PRODUCTION: &str =
+        "arn:aws:iam::123456789012:instance-profile/smallcase-jenkins-production";
+
+    /// describe-instances' text output: one instance per line.
+    fn rows(instances: &[(&str, &str, &str, &str, &str, &str)]) -> String {
+        instances
+            .iter()
+            .map(|(name, id, ip, profile, launched, state)| {
+                format!("{name}\t{id}\t{ip}\t{profile}\t{launched}\t{state}\n")
+            })
+            .collect()
+    }
+
+    fn key_of(node: &serde_yaml::Value) -> Option<&str> {
+        node["permanent"]["launcher"]["ssh"]["sshHostKeyVerificationStrategy"]
+            ["manuallyProvidedKeyVerificationStrategy"]["key"]
+            .as_str()
+    }
+
+    const T0: &str = "2026-12-01T10:00:00+00:00";
+    const T1: &str = "2026-12-01T11:00:00+00:00";
 
     #[test]
     fn discovery_passes_shellcheck() {
-        super::super::userdata::tests::shellcheck(&script(
-            "smallcase",
-            "ap-south-1",
-            "https://github.com/example/app.git",
-            &["master"],
-        ));
+        super::super::userdata::tests::shellcheck(&discovery(&["master"]));
     }
 
     #[test]
@@ -267,7 +333,18 @@ esac
         let d = dir.path();
         fakes(
             d,
-            "agent-1\ti-0aa\t10.0.32.11\tbuild\nproduction\ti-0bb\t10.0.32.12\tproduction\nagent-2\ti-0cc\t10.0.48.9\tbuild\n",
+            &rows(&[
+                ("agent-1", "i-0aa", "10.0.32.11", BUILD, T0, "running"),
+                (
+                    "production",
+                    "i-0bb",
+                    "10.0.32.12",
+                    PRODUCTION,
+                    T0,
+                    "running",
+                ),
+                ("agent-2", "i-0cc", "10.0.48.9", BUILD, T0, "running"),
+            ]),
             &[
                 (
                     "i-0aa",
@@ -296,12 +373,7 @@ esac
             agent["launcher"]["ssh"]["host"].as_str(),
             Some("10.0.32.11")
         );
-        assert_eq!(
-            agent["launcher"]["ssh"]["sshHostKeyVerificationStrategy"]
-                ["manuallyProvidedKeyVerificationStrategy"]["key"]
-                .as_str(),
-            Some(KEY1)
-        );
+        assert_eq!(key_of(&n[0]), Some(KEY1));
         assert!(
             agent["nodeProperties"].is_null(),
             "build agents take any job"
@@ -312,12 +384,7 @@ esac
             prod["labelString"].as_str(),
             Some("slipway-production linux docker")
         );
-        assert_eq!(
-            prod["launcher"]["ssh"]["sshHostKeyVerificationStrategy"]
-                ["manuallyProvidedKeyVerificationStrategy"]["key"]
-                .as_str(),
-            Some(KEY2)
-        );
+        assert_eq!(key_of(&n[1]), Some(KEY2));
         let regex = prod["nodeProperties"][0]["jobRestrictionProperty"]["jobRestriction"]
             ["regexNameRestriction"]["regexExpression"]
             .as_str()
@@ -338,6 +405,8 @@ esac
         assert!(!re("app/release%2F1Xx"));
         assert!(!re("evil/app/master"));
         assert_eq!(reloads(d), 1);
+        let aws_log = std::fs::read_to_string(d.join("aws.log")).unwrap();
+        assert!(aws_log.contains("Name=vpc-id,Values=vpc-0123"), "{aws_log}");
 
         // The same agents again: nothing to reload.
         let (ok, err) = run(d);
@@ -360,34 +429,61 @@ esac
         assert!(ok, "{err}");
         let n = nodes(d);
         assert_eq!(n.len(), 3);
-        assert_eq!(
-            n[0]["permanent"]["launcher"]["ssh"]["sshHostKeyVerificationStrategy"]
-                ["manuallyProvidedKeyVerificationStrategy"]["key"]
-                .as_str(),
-            Some(KEY1)
-        );
+        assert_eq!(key_of(&n[0]), Some(KEY1));
         assert_eq!(reloads(d), 2);
 
-        // agent-1 is replaced: the old instance is still running, so the
-        // new one waits; once the old is gone, the new one takes the name
-        // and the old pin is dropped.
+        // agent-1 is replaced: the pinned old instance keeps the node while
+        // it runs, even though the new one sorts first; a stopped agent keeps
+        // its pin but is no node. Once the old agent-1 is gone, the new one
+        // takes the name and the old pin is dropped.
         std::fs::write(
-            d.join("rows"),
-            "agent-1\ti-0aa\t10.0.32.11\tbuild\nagent-1\ti-0dd\t10.0.32.40\tbuild\nproduction\ti-0bb\t10.0.32.12\tproduction\n",
+            d.join("console-i-00d"),
+            format!("{HOST_KEY_MARKER} {KEY2}\n"),
         )
         .unwrap();
         std::fs::write(
-            d.join("console-i-0dd"),
-            format!("{HOST_KEY_MARKER} {KEY2}\n"),
+            d.join("rows"),
+            rows(&[
+                ("agent-1", "i-0aa", "10.0.32.11", BUILD, T0, "running"),
+                ("agent-1", "i-00d", "10.0.32.40", BUILD, T1, "running"),
+                (
+                    "production",
+                    "i-0bb",
+                    "10.0.32.12",
+                    PRODUCTION,
+                    T0,
+                    "running",
+                ),
+                ("agent-2", "i-0cc", "10.0.48.9", BUILD, T0, "stopped"),
+            ]),
         )
         .unwrap();
         let (ok, err) = run(d);
         assert!(ok, "{err}");
-        assert!(err.contains("agent agent-1: i-0dd waits"), "{err}");
-        assert!(!d.join("pins/i-0cc").exists(), "agent-2's pin went with it");
+        assert!(err.contains("agent agent-1: i-00d waits"), "{err}");
+        let n = nodes(d);
+        assert_eq!(n.len(), 2);
+        assert_eq!(
+            n[0]["permanent"]["launcher"]["ssh"]["host"].as_str(),
+            Some("10.0.32.11")
+        );
+        assert!(
+            d.join("pins/i-0cc").exists(),
+            "a stopped agent keeps its pin"
+        );
         std::fs::write(
             d.join("rows"),
-            "agent-1\ti-0dd\t10.0.32.40\tbuild\nproduction\ti-0bb\t10.0.32.12\tproduction\n",
+            rows(&[
+                ("agent-1", "i-00d", "10.0.32.40", BUILD, T1, "running"),
+                (
+                    "production",
+                    "i-0bb",
+                    "10.0.32.12",
+                    PRODUCTION,
+                    T0,
+                    "running",
+                ),
+            ]),
         )
         .unwrap();
         let (ok, err) = run(d);
@@ -398,46 +494,94 @@ esac
             n[0]["permanent"]["launcher"]["ssh"]["host"].as_str(),
             Some("10.0.32.40")
         );
-        assert!(!d.join("pins/i-0aa").exists());
+        assert!(!d.join("pins/i-0aa").exists() && !d.join("pins/i-0cc").exists());
 
         // No agents at all: an empty node list, not a stale one.
         std::fs::write(d.join("rows"), "").unwrap();
         let (ok, err) = run(d);
         assert!(ok, "{err}");
         assert!(nodes(d).is_empty());
-
-        // Hostile tag values never reach the YAML.
-        std::fs::write(d.join("rows"), "bad\"name\ti-0ee\t10.0.0.1\tbuild\n").unwrap();
-        let (ok, err) = run(d);
-        assert!(ok, "{err}");
-        assert!(err.contains("skipping instance i-0ee"), "{err}");
-        assert!(nodes(d).is_empty());
     }
 
     #[test]
-    fn a_jenkins_not_yet_up_is_reloaded_on_the_next_run() {
+    fn the_pool_comes_from_the_instance_profile_and_hostile_tags_never_reach_the_yaml() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         fakes(
             d,
-            "agent-1\ti-0aa\t10.0.32.11\tbuild\n",
+            &rows(&[
+                // Retagged to look like the production agent, running as
+                // something else: refused.
+                (
+                    "production",
+                    "i-0a1",
+                    "10.0.32.5",
+                    "arn:aws:iam::123456789012:instance-profile/someone-else",
+                    T0,
+                    "running",
+                ),
+                // The production agent retagged to look like a build agent:
+                // still the production agent, restriction and all.
+                ("agent-9", "i-0b2", "10.0.32.6", PRODUCTION, T0, "running"),
+                ("no-profile", "i-0c3", "10.0.32.7", "None", T0, "running"),
+                ("bad\"name", "i-0d4", "10.0.0.1", BUILD, T0, "running"),
+            ]),
+            &[
+                ("i-0a1", &format!("{HOST_KEY_MARKER} {KEY1}\n")),
+                ("i-0b2", &format!("{HOST_KEY_MARKER} {KEY2}\n")),
+                ("i-0c3", &format!("{HOST_KEY_MARKER} {KEY1}\n")),
+            ],
+        );
+        let (ok, err) = run(d);
+        assert!(ok, "{err}");
+        assert!(err.contains("skipping instance i-0a1 (production): it runs as arn:aws:iam::123456789012:instance-profile/someone-else"), "{err}");
+        assert!(
+            err.contains("skipping instance i-0c3 (no-profile)"),
+            "{err}"
+        );
+        assert!(
+            err.contains("skipping instance i-0d4: unexpected id or node name"),
+            "{err}"
+        );
+        let n = nodes(d);
+        assert_eq!(n.len(), 1, "{n:?}");
+        assert_eq!(n[0]["permanent"]["name"].as_str(), Some("agent-9"));
+        assert_eq!(
+            n[0]["permanent"]["labelString"].as_str(),
+            Some("slipway-production linux docker")
+        );
+        assert!(!n[0]["permanent"]["nodeProperties"].is_null());
+    }
+
+    #[test]
+    fn a_new_master_or_a_jenkins_not_yet_up_gets_the_nodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fakes(
+            d,
+            &rows(&[("agent-1", "i-0aa", "10.0.32.11", BUILD, T0, "running")]),
             &[("i-0aa", &format!("{HOST_KEY_MARKER} {KEY1}\n"))],
         );
-        std::fs::write(
-            d.join("curl"),
-            "#!/bin/bash\necho \"$*\" >> \"$(dirname \"$0\")/curl.log\"\nexit 7\n",
-        )
-        .unwrap();
+        let failing = "#!/bin/bash\necho \"$*\" >> \"$(dirname \"$0\")/curl.log\"\nexit 7\n";
+        let working = "#!/bin/bash\necho \"$*\" >> \"$(dirname \"$0\")/curl.log\"\n";
+        std::fs::write(d.join("curl"), failing).unwrap();
         let (ok, _) = run(d);
         assert!(!ok, "a failed reload fails the run");
         assert_eq!(nodes(d).len(), 1, "the file is in place for Jenkins' start");
-        std::fs::write(
-            d.join("curl"),
-            "#!/bin/bash\necho \"$*\" >> \"$(dirname \"$0\")/curl.log\"\n",
-        )
-        .unwrap();
+        std::fs::write(d.join("curl"), working).unwrap();
         let (ok, err) = run(d);
         assert!(ok, "{err}");
         assert_eq!(reloads(d), 2, "retried, since the first did not take");
+        let (ok, _) = run(d);
+        assert!(ok);
+        assert_eq!(reloads(d), 2, "then left alone");
+
+        // A new master: its first boot wrote an empty node list, the pins
+        // on the home volume are the old master's. It gets the nodes.
+        std::fs::write(d.join("agents.yaml"), "jenkins:\n  nodes: []\n").unwrap();
+        let (ok, err) = run(d);
+        assert!(ok, "{err}");
+        assert_eq!(nodes(d).len(), 1);
+        assert_eq!(reloads(d), 3);
     }
 }

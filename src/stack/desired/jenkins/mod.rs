@@ -568,6 +568,14 @@ fn instances(
             .attr("tags", b.tags(&home, &b.named("jenkins-home"), &[]))
             .protect(),
     );
+    // A fixed address: the webhook URL, the certificate's name and
+    // bookmarks outlive a replaced master.
+    let eip = aws("eip", "jenkins_master")?;
+    b.push(
+        Resource::new(eip.clone())
+            .attr("domain", "vpc")
+            .attr("tags", b.tags(&eip, &b.named("jenkins-master"), &[])),
+    );
     let user_data = userdata::master(&userdata::Master {
         stack: &s.name,
         region: &s.region,
@@ -577,6 +585,7 @@ fn instances(
         production_branches: production_branches(s),
         drift_role_arn: arn(&roles.drift),
         home_volume: id(&home),
+        public_ip: Expr::reference(&eip, "public_ip"),
         // Production's branch: a protected environment's, else the first.
         drift_branch: s
             .environments
@@ -587,6 +596,8 @@ fn instances(
         webhooks: !j.webhook_cidrs.is_empty(),
         scan_interval: &j.scan_interval,
         tls_parameter_path: j.tls_parameter_path.as_deref(),
+        build_profile: b.named("jenkins-agent"),
+        production_profile: b.named("jenkins-production"),
     });
     let master_role = aws("iam_role", "jenkins_master")?;
     let mut r = base(
@@ -610,6 +621,12 @@ fn instances(
             .attr("volume_id", id(&home))
             .attr("instance_id", id(&master))
             .attr("device_name", "/dev/sdf"),
+    );
+    b.push(
+        Resource::new(aws("eip_association", "jenkins_master")?)
+            .within(&master)
+            .attr("allocation_id", id(&eip))
+            .attr("instance_id", id(&master)),
     );
     Ok(())
 }

@@ -35,6 +35,8 @@ pub(super) struct Master<'a> {
     pub drift_role_arn: Expr,
     /// The id of the EBS volume `JENKINS_HOME` lives on.
     pub home_volume: Expr,
+    /// The master's Elastic IP.
+    pub public_ip: Expr,
     /// The branch the drift job checks out: production's, whose stack file
     /// (and, with the local state backend, state) the platform was applied
     /// from.
@@ -44,6 +46,9 @@ pub(super) struct Master<'a> {
     pub scan_interval: &'a str,
     /// SSM path of a configured certificate (`certificate`, `private-key`).
     pub tls_parameter_path: Option<&'a str>,
+    /// The instance profile names of the build agents and the production agent.
+    pub build_profile: String,
+    pub production_profile: String,
 }
 
 /// What an agent's script needs.
@@ -89,9 +94,11 @@ fn splice(text: &str, values: &[Expr]) -> Expr {
     }
 }
 
-/// The markers [`splice`] replaces: the drift role's ARN, the home volume's id.
+/// The markers [`splice`] replaces: the drift role's ARN, the home volume's
+/// id, the Elastic IP.
 const DRIFT_ROLE: &str = "@@0@@";
 const HOME_VOLUME: &str = "@@1@@";
+const PUBLIC_IP: &str = "@@2@@";
 
 /// Download `$url` to `$file` and refuse it unless its SHA-256 is `$sha`.
 const FETCH: &str = r#"# Downloads a file and keeps it only when its SHA-256 is the pinned one.
@@ -121,7 +128,14 @@ pub(super) fn master(m: &Master<'_>) -> Expr {
         scan_interval: m.scan_interval,
     });
     let document = serde_json::to_string_pretty(&document).unwrap_or_default();
-    let discovery = agents::script(m.stack, m.region, m.repository_url, &m.production_branches);
+    let discovery = agents::script(&agents::Discovery {
+        stack: m.stack,
+        region: m.region,
+        repository_url: m.repository_url,
+        production_branches: &m.production_branches,
+        build_profile: &m.build_profile,
+        production_profile: &m.production_profile,
+    });
     let plugins: Vec<String> = release::PLUGINS
         .iter()
         .map(|(name, version)| format!("{name}:{version}"))
@@ -132,6 +146,7 @@ pub(super) fn master(m: &Master<'_>) -> Expr {
 # Jenkins master of slipway stack {stack}, rendered by slipway.
 # Runs once, at first boot; the log is /var/log/slipway-jenkins-setup.log.
 set -euo pipefail
+shopt -s inherit_errexit
 exec > >(tee -a /var/log/slipway-jenkins-setup.log) 2>&1
 
 REGION={region}
@@ -195,24 +210,37 @@ dnf install -y "jenkins-$JENKINS_VERSION"
 fetch {pm_url} /opt/jenkins-plugin-manager.jar {pm_sha}
 install -d -o jenkins -g jenkins "$JENKINS_HOME/plugins"
 java -jar /opt/jenkins-plugin-manager.jar --war /usr/share/java/jenkins.war \
-  --plugin-download-directory "$JENKINS_HOME/plugins" --latest false --plugins {plugins}
+  --plugin-download-directory "$JENKINS_HOME/plugins" --clean-download-directory \
+  --latest false --plugins {plugins}
 
 # Secrets, made once and kept in SSM Parameter Store as SecureStrings only
 # this instance's role may read: the admin password and the webhook token.
+# Only a parameter that does not exist is made; any other error stops the
+# boot rather than replace a secret that exists.
 secret() {{
-  local name="$1" value
-  if ! value="$(aws ssm get-parameter --region "$REGION" --name "$PARAMS/$name" \
-      --with-decryption --query Parameter.Value --output text 2>/dev/null)"; then
-    value="$(openssl rand -hex 24)"
-    aws ssm put-parameter --region "$REGION" --name "$PARAMS/$name" \
-      --type SecureString --value "$value" --overwrite >/dev/null
+  local name="$1" value err
+  err="$(mktemp)"
+  if value="$(aws ssm get-parameter --region "$REGION" --name "$PARAMS/$name" \
+      --with-decryption --query Parameter.Value --output text 2>"$err")"; then
+    rm -f "$err"
+    printf '%s' "$value"
+    return 0
   fi
+  if ! grep -q ParameterNotFound "$err"; then
+    cat "$err" >&2
+    rm -f "$err"
+    return 1
+  fi
+  rm -f "$err"
+  value="$(openssl rand -hex 24)"
+  aws ssm put-parameter --region "$REGION" --name "$PARAMS/$name" \
+    --type SecureString --value "$value" >/dev/null || return 1
   printf '%s' "$value"
 }}
 ADMIN_PASSWORD="$(secret {admin_param})"
 WEBHOOK_TOKEN="$(secret {webhook_param})"
-# Local only, made at each boot: the account nginx forwards webhooks as,
-# and the token the agent discovery reloads JCasC with.
+# Local to this instance, made at its first boot: the account nginx forwards
+# webhooks as, and the token the agent discovery reloads JCasC with.
 WEBHOOK_PASSWORD="$(openssl rand -hex 24)"
 CASC_RELOAD_TOKEN="$(openssl rand -hex 24)"
 
@@ -231,22 +259,36 @@ IMDS_TOKEN="$(curl -fsS -X PUT http://169.254.169.254/latest/api/token -H 'X-aws
 metadata() {{
   curl -fsS -H "X-aws-ec2-metadata-token: $IMDS_TOKEN" "http://169.254.169.254/latest/meta-data/$1" 2>/dev/null || true
 }}
+# The Elastic IP: slipway associates it right after this instance starts.
+PUBLIC_IP='{public_ip}'
+for _ in $(seq 1 120); do
+  if [ "$(metadata public-ipv4)" = "$PUBLIC_IP" ]; then break; fi
+  sleep 5
+done
 PUBLIC_NAME="$(metadata public-hostname)"
-PUBLIC_IP="$(metadata public-ipv4)"
 JENKINS_URL="https://${{PUBLIC_NAME:-$PUBLIC_IP}}/"
 install -d -m 750 /etc/pki/slipway-jenkins
+SELF_SIGNED="$JENKINS_HOME/slipway-tls"
 if [ -n "$TLS_PARAMS" ]; then
   aws ssm get-parameter --region "$REGION" --name "$TLS_PARAMS/certificate" --with-decryption \
     --query Parameter.Value --output text > /etc/pki/slipway-jenkins/cert.pem
   (umask 077 && aws ssm get-parameter --region "$REGION" --name "$TLS_PARAMS/private-key" --with-decryption \
     --query Parameter.Value --output text > /etc/pki/slipway-jenkins/key.pem)
 else
+  # Kept on the home volume: a new master (same Elastic IP, same name)
+  # presents the certificate browsers and webhooks already accepted.
   SAN="DNS:localhost"
   if [ -n "$PUBLIC_NAME" ]; then SAN="$SAN,DNS:$PUBLIC_NAME"; fi
   if [ -n "$PUBLIC_IP" ]; then SAN="$SAN,IP:$PUBLIC_IP"; fi
-  (umask 077 && openssl req -x509 -newkey rsa:3072 -sha256 -nodes -days 825 \
-    -subj "/CN=${{PUBLIC_NAME:-jenkins-{stack}}}" -addext "subjectAltName=$SAN" \
-    -keyout /etc/pki/slipway-jenkins/key.pem -out /etc/pki/slipway-jenkins/cert.pem)
+  if [ ! -s "$SELF_SIGNED/cert.pem" ] || [ "$(cat "$SELF_SIGNED/san" 2>/dev/null)" != "$SAN" ]; then
+    install -d -m 700 "$SELF_SIGNED"
+    (umask 077 && openssl req -x509 -newkey rsa:3072 -sha256 -nodes -days 825 \
+      -subj "/CN=${{PUBLIC_NAME:-jenkins-{stack}}}" -addext "subjectAltName=$SAN" \
+      -keyout "$SELF_SIGNED/key.pem" -out "$SELF_SIGNED/cert.pem")
+    printf '%s' "$SAN" > "$SELF_SIGNED/san"
+  fi
+  install -m 0644 "$SELF_SIGNED/cert.pem" /etc/pki/slipway-jenkins/cert.pem
+  (umask 077 && cp "$SELF_SIGNED/key.pem" /etc/pki/slipway-jenkins/key.pem)
 fi
 chgrp -R nginx /etc/pki/slipway-jenkins
 chmod 640 /etc/pki/slipway-jenkins/key.pem
@@ -270,14 +312,26 @@ chown -R jenkins:jenkins /etc/jenkins
 
 install -d /etc/systemd/system/jenkins.service.d
 cat > /etc/systemd/system/jenkins.service.d/slipway.conf <<'UNIT'
+[Unit]
+RequiresMountsFor=/var/lib/jenkins
+
 [Service]
+# The first start installs and configures everything: give it time.
+TimeoutStartSec=15min
 EnvironmentFile=/etc/jenkins/casc.env
 Environment="CASC_JENKINS_CONFIG=/etc/jenkins/casc.d"
 Environment="JENKINS_LISTEN_ADDRESS=127.0.0.1"
 Environment="JENKINS_PORT=8080"
 UNIT
 
-# Agents: found by their tags every minute (see the script's header).
+# Agents: found by their tags every minute (see the script's header), in
+# this instance's VPC only.
+VPC_ID="$(metadata "network/interfaces/macs/$(metadata mac)/vpc-id")"
+if [ -z "$VPC_ID" ]; then
+  echo "instance metadata gave no VPC id" >&2
+  exit 1
+fi
+printf 'VPC_ID=%s\n' "$VPC_ID" > /etc/jenkins/agents.env
 install -d /usr/local/libexec
 cat > {discovery_path} <<'AGENTS'
 {discovery}AGENTS
@@ -286,9 +340,11 @@ cat > /etc/systemd/system/slipway-jenkins-agents.service <<'UNIT'
 [Unit]
 Description=Add the Jenkins agents of slipway stack {stack} to Jenkins
 After=jenkins.service
+RequiresMountsFor=/var/lib/jenkins
 
 [Service]
 Type=oneshot
+EnvironmentFile=/etc/jenkins/agents.env
 ExecStart={discovery_path}
 UNIT
 cat > /etc/systemd/system/slipway-jenkins-agents.timer <<'UNIT'
@@ -304,10 +360,13 @@ WantedBy=timers.target
 UNIT
 
 chown -R jenkins:jenkins "$JENKINS_HOME"
+if [ -d "$SELF_SIGNED" ]; then chown -R root:root "$SELF_SIGNED"; fi
 systemctl daemon-reload
-systemctl enable --now jenkins
 systemctl enable --now nginx
 systemctl enable --now slipway-jenkins-agents.timer
+# Jenkins' first start takes minutes; nothing after it waits.
+systemctl enable jenkins
+systemctl start --no-block jenkins
 "#,
         stack = m.stack,
         region = sq(m.region),
@@ -316,6 +375,7 @@ systemctl enable --now slipway-jenkins-agents.timer
         tls_params = sq(m.tls_parameter_path.unwrap_or("")),
         fetch = FETCH,
         home_volume = HOME_VOLUME,
+        public_ip = PUBLIC_IP,
         import_keys = release::JENKINS_REPO_KEYS
             .iter()
             .map(|k| format!(
@@ -338,7 +398,14 @@ systemctl enable --now slipway-jenkins-agents.timer
         discovery_path = agents::SCRIPT_PATH,
         discovery = discovery,
     );
-    splice(&script, &[m.drift_role_arn.clone(), m.home_volume.clone()])
+    splice(
+        &script,
+        &[
+            m.drift_role_arn.clone(),
+            m.home_volume.clone(),
+            m.public_ip.clone(),
+        ],
+    )
 }
 
 /// nginx in front of Jenkins: TLS on both ports; the webhook port passes
@@ -350,8 +417,13 @@ fn nginx(webhooks: bool) -> String {
         "# Rendered by slipway. The UI: reachable from [jenkins.master] allowed_cidrs.\nserver {{\n  listen {UI_PORT} ssl;\n  server_name _;\n{tls}  client_max_body_size 256m;\n  location / {{\n{proxy}  }}\n}}\n"
     );
     if webhooks {
+        // The exact path, whatever the client sent (the query is kept).
+        let webhook_proxy = proxy.replace(
+            "proxy_pass http://127.0.0.1:8080;",
+            "proxy_pass http://127.0.0.1:8080/multibranch-webhook-trigger/invoke;",
+        );
         out.push_str(&format!(
-            "# The push webhook only: reachable from [jenkins] webhook_cidrs.\nserver {{\n  listen {WEBHOOK_PORT} ssl;\n  server_name _;\n{tls}  client_max_body_size 25m;\n  location = /multibranch-webhook-trigger/invoke {{\n{proxy}    include /etc/nginx/slipway-webhook-auth.conf;\n  }}\n  location / {{\n    return 404;\n  }}\n}}\n"
+            "# The push webhook only: reachable from [jenkins] webhook_cidrs.\nserver {{\n  listen {WEBHOOK_PORT} ssl;\n  server_name _;\n{tls}  client_max_body_size 25m;\n  location = /multibranch-webhook-trigger/invoke {{\n{webhook_proxy}    include /etc/nginx/slipway-webhook-auth.conf;\n  }}\n  location / {{\n    return 404;\n  }}\n}}\n"
         ));
     }
     out
@@ -447,9 +519,12 @@ pub(super) mod tests {
             production_branches: vec!["master"],
             drift_role_arn: Expr::reference(&"aws.iam_role.drift".parse().unwrap(), "arn"),
             home_volume: Expr::reference(&"aws.ebs_volume.jenkins_home".parse().unwrap(), "id"),
+            public_ip: Expr::reference(&"aws.eip.jenkins_master".parse().unwrap(), "public_ip"),
             webhooks: true,
             scan_interval: "1h",
             tls_parameter_path: None,
+            build_profile: "smallcase-jenkins-agent".into(),
+            production_profile: "smallcase-jenkins-production".into(),
         }
     }
 
@@ -464,6 +539,7 @@ pub(super) mod tests {
         let v = e
             .resolve(&|r| match r.attr.as_str() {
                 "arn" => Some(json!(DRIFT_ROLE_ARN)),
+                "public_ip" => Some(json!("198.51.100.7")),
                 _ => Some(json!("vol-0123456789abcdef0")),
             })
             .unwrap();
@@ -581,7 +657,9 @@ pub(super) mod tests {
         assert!(script.contains(&format!("cat > {} <<'AGENTS'", agents::SCRIPT_PATH)));
         assert!(script.contains("OnUnitActiveSec=1min"));
         assert!(script.contains("systemctl enable --now slipway-jenkins-agents.timer"));
-        assert!(script.contains("printf 'jenkins:\\n  nodes: []\\n' > /etc/jenkins/casc.d/agents.yaml"));
+        assert!(
+            script.contains("printf 'jenkins:\\n  nodes: []\\n' > /etc/jenkins/casc.d/agents.yaml")
+        );
     }
 
     #[test]
@@ -613,6 +691,10 @@ pub(super) mod tests {
         assert!(nginx.contains("listen 8443 ssl;"), "{nginx}");
         let webhook = &nginx[nginx.find("listen 8443").unwrap()..];
         assert!(webhook.contains("location = /multibranch-webhook-trigger/invoke {"));
+        assert!(
+            webhook
+                .contains("proxy_pass http://127.0.0.1:8080/multibranch-webhook-trigger/invoke;")
+        );
         assert!(
             webhook.contains("location / {\n    return 404;"),
             "{webhook}"
