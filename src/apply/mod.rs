@@ -9,7 +9,7 @@ pub use executor::{
 
 use crate::addr::Address;
 use crate::resource::{Attrs, Live};
-use crate::state::{LocalBackend, ResourceState, State, StateError};
+use crate::state::{Backend, ResourceState, State, StateError};
 
 /// An in-memory state (tests, dry runs).
 impl StateSink for State {
@@ -37,7 +37,7 @@ impl StateSink for State {
 
 /// A state written to its backend after every resource.
 pub struct PersistingSink<'a> {
-    pub backend: &'a LocalBackend,
+    pub backend: &'a Backend,
     pub state: &'a mut State,
 }
 

@@ -16,7 +16,7 @@ use crate::plan::{Mode, Plan};
 use crate::provider::Providers;
 use crate::render;
 use crate::stack::Stack;
-use crate::state::{LocalBackend, ResourceState, State};
+use crate::state::{Backend, ResourceState, State};
 use crate::ui::progress::Progress;
 
 use super::interrupt::Interrupts;
@@ -163,7 +163,7 @@ pub fn check_destroy_allowed(
 pub async fn run_apply(ctx: &Ctx<'_>, args: &ApplyArgs) -> Result<Exit> {
     let stack = ctx.load_stack()?;
     let desired = stack.desired()?;
-    let backend = ctx.backend(&stack);
+    let backend = ctx.backend(&stack)?;
     let lock = backend.lock(&command_line())?;
     report_reclaimed(ctx, &lock);
     let interrupts = Interrupts::install(&ctx.printer);
@@ -238,7 +238,7 @@ pub async fn run_destroy(ctx: &Ctx<'_>, args: &DestroyArgs) -> Result<Exit> {
     let stack = ctx.load_stack()?;
     check_destroy_allowed(&stack, args.env.as_deref(), args.allow_protected)?;
     let desired = stack.desired()?;
-    let backend = ctx.backend(&stack);
+    let backend = ctx.backend(&stack)?;
     let lock = backend.lock(&command_line())?;
     report_reclaimed(ctx, &lock);
     let interrupts = Interrupts::install(&ctx.printer);
@@ -519,7 +519,7 @@ async fn execute(
     ctx: &Ctx<'_>,
     providers: &Providers,
     stack: &Stack,
-    backend: &LocalBackend,
+    backend: &Backend,
     state: Option<State>,
     plan: &Plan,
     options: Options,

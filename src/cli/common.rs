@@ -17,7 +17,8 @@ use crate::provider::tls::TlsProvider;
 use crate::refresh::{self, Refreshed};
 use crate::resource::Desired;
 use crate::stack::Stack;
-use crate::state::{LocalBackend, LockError, State, StateError};
+use crate::stack::StateBackend;
+use crate::state::{Backend, LocalBackend, LockError, S3Backend, State, StateError};
 use crate::ui::Printer;
 
 /// The run's settings.
@@ -115,8 +116,20 @@ impl Ctx<'_> {
         Ok(Stack::load(&path)?)
     }
 
-    /// `--state`, or `state/<stack>.json` in the stack's project directory.
-    pub fn backend(&self, stack: &Stack) -> LocalBackend {
+    /// Where the stack's state is: `--state PATH` (a local file, whatever
+    /// the stack says), else the stack's `[state]`: `state/<stack>.json` in
+    /// the project directory, or its S3 object.
+    pub fn backend(&self, stack: &Stack) -> Result<Backend> {
+        match (&self.global.state, stack.state_backend()) {
+            (Some(_), _) | (None, StateBackend::Local) => {
+                Ok(Backend::Local(self.local_backend(stack)))
+            }
+            (None, StateBackend::S3(at)) => Ok(Backend::S3(Box::new(S3Backend::new(at.clone())?))),
+        }
+    }
+
+    /// The local state file: `--state`, or `state/<stack>.json`.
+    pub fn local_backend(&self, stack: &Stack) -> LocalBackend {
         match &self.global.state {
             Some(p) => LocalBackend::new(p),
             None => LocalBackend::new(
@@ -212,7 +225,7 @@ pub struct Platform {
     pub kube: Option<Arc<KubeProvider>>,
 }
 
-pub fn load_state(backend: &LocalBackend, stack: &Stack) -> Result<Option<State>> {
+pub fn load_state(backend: &Backend, stack: &Stack) -> Result<Option<State>> {
     Ok(backend.load_opt(stack.name())?)
 }
 

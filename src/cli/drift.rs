@@ -71,7 +71,7 @@ async fn check(ctx: &Ctx<'_>, args: &DriftArgs, started: Instant) -> Result<Exit
         })?;
     let stack = ctx.load_stack()?;
     let desired = stack.desired()?;
-    let backend = ctx.backend(&stack);
+    let backend = ctx.backend(&stack)?;
     let state = common::load_state(&backend, &stack)?;
     let platform = ctx.platform(&stack).await?;
     let (plan, info) = common::refresh_and_plan(

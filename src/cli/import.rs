@@ -33,7 +33,7 @@ pub async fn run(ctx: &Ctx<'_>, args: &ImportArgs) -> Result<Exit> {
             "import adopts objects the stack declares; `slipway graph` lists its addresses",
         ));
     };
-    let backend = ctx.backend(&stack);
+    let backend = ctx.backend(&stack)?;
     let _lock = backend.lock(&format!("import {addr}"))?;
     let mut state =
         common::load_state(&backend, &stack)?.unwrap_or_else(|| State::new(stack.name()));

@@ -32,7 +32,7 @@ pub struct PlanArgs {
 pub async fn run(ctx: &Ctx<'_>, args: &PlanArgs) -> Result<Exit> {
     let stack = ctx.load_stack()?;
     let desired = stack.desired()?;
-    let backend = ctx.backend(&stack);
+    let backend = ctx.backend(&stack)?;
     let state = common::load_state(&backend, &stack)?;
     let providers = ctx.providers(&stack).await?;
     let mode = if args.destroy {

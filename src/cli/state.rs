@@ -9,7 +9,7 @@ use super::common::{self, Ctx, hinted};
 use crate::addr::Address;
 use crate::render::redact;
 use crate::state::lock::Unlocked;
-use crate::state::{LockError, StateError};
+use crate::state::{Backend, LockError, S3Backend, StateError};
 
 #[derive(Debug, Subcommand)]
 pub enum StateCommand {
@@ -29,6 +29,17 @@ pub enum StateCommand {
     },
     /// Show who holds the state lock, when it was last renewed, and whether it is stale
     Lock,
+    /// Create the stack's S3 state bucket, or bring it up to what a state
+    /// bucket needs (versioning, encryption, no public access, TLS only, a
+    /// lifecycle rule for the lock's old versions); safe to run again
+    InitBackend,
+    /// Move the state between the local file and the stack's S3 object,
+    /// keeping its serial and lineage
+    Migrate {
+        /// Where the state goes: `s3` (from the local file) or `local` (from S3)
+        #[arg(long, value_parser = ["s3", "local"])]
+        to: String,
+    },
     /// Remove a lock left by a run that died (give the lock id it printed)
     Unlock {
         /// The lock id, from the error or `slipway state lock`
@@ -43,9 +54,15 @@ pub enum StateCommand {
 
 pub fn run(ctx: &Ctx<'_>, cmd: &StateCommand) -> Result<Exit> {
     let stack = ctx.load_stack()?;
-    let backend = ctx.backend(&stack);
     let p = &ctx.printer;
     match cmd {
+        StateCommand::InitBackend => return init_backend(ctx, &stack),
+        StateCommand::Migrate { to } => return migrate(ctx, &stack, to),
+        _ => {}
+    }
+    let backend = ctx.backend(&stack)?;
+    match cmd {
+        StateCommand::InitBackend | StateCommand::Migrate { .. } => {}
         StateCommand::List => {
             let state = common::load_state(&backend, &stack)?;
             let resources: Vec<_> = state.iter().flat_map(|s| s.resources().iter()).collect();
@@ -55,7 +72,7 @@ pub fn run(ctx: &Ctx<'_>, cmd: &StateCommand) -> Result<Exit> {
             } else if resources.is_empty() {
                 p.info(&format!(
                     "The state `{}` tracks no resources.",
-                    backend.path().display()
+                    backend.describe()
                 ));
             } else {
                 let width = resources
@@ -81,7 +98,7 @@ pub fn run(ctx: &Ctx<'_>, cmd: &StateCommand) -> Result<Exit> {
             ))?;
             let Some(mut state) = common::load_state(&backend, &stack)? else {
                 return Err(hinted(
-                    format!("there is no state `{}` yet", backend.path().display()),
+                    format!("there is no state `{}` yet", backend.describe()),
                     "nothing to forget",
                 ));
             };
@@ -90,7 +107,7 @@ pub fn run(ctx: &Ctx<'_>, cmd: &StateCommand) -> Result<Exit> {
                 return Err(hinted(
                     format!(
                         "the state `{}` has no resource `{missing}`; nothing was removed",
-                        backend.path().display()
+                        backend.describe()
                     ),
                     "`slipway state list` shows the addresses it has",
                 ));
@@ -118,7 +135,7 @@ pub fn run(ctx: &Ctx<'_>, cmd: &StateCommand) -> Result<Exit> {
                 return Err(hinted(
                     format!(
                         "the state `{}` has no resource `{address}`",
-                        backend.path().display()
+                        backend.describe()
                     ),
                     "`slipway state list` shows the addresses it has",
                 ));
@@ -183,9 +200,127 @@ pub fn run(ctx: &Ctx<'_>, cmd: &StateCommand) -> Result<Exit> {
             }
             Unlocked::Unreadable { reason } => p.info(&format!(
                 "Removed the unreadable lock file `{}` ({reason}).",
-                backend.lock_path().display()
+                backend.describe_lock()
             )),
         },
+    }
+    Ok(Exit::Ok)
+}
+
+/// The stack's S3 location, or an error saying how to configure one.
+fn s3_location(stack: &crate::stack::Stack, what: &str) -> Result<crate::state::s3::S3Location> {
+    match stack.state_backend() {
+        crate::stack::StateBackend::S3(at) => Ok(at.clone()),
+        crate::stack::StateBackend::Local => Err(hinted(
+            format!(
+                "`{what}` needs the stack's S3 backend, and `{}` has none",
+                stack.path().display()
+            ),
+            "add `[state]` with `backend = \"s3\"` and `bucket = \"NAME\"` to the stack file (docs/state.md)",
+        )),
+    }
+}
+
+fn init_backend(ctx: &Ctx<'_>, stack: &crate::stack::Stack) -> Result<Exit> {
+    let at = s3_location(stack, "state init-backend")?;
+    let backend = S3Backend::new(at.clone())?;
+    let done = backend.init_backend()?;
+    let p = &ctx.printer;
+    if p.json() {
+        p.out(
+            &json!({"bucket": at.bucket, "key": at.key, "region": at.region, "done": done})
+                .to_string(),
+        );
+    } else {
+        for line in &done {
+            p.info(&format!("  {line}"));
+        }
+        p.info(&format!(
+            "The state bucket is ready; this stack's state goes to {}.",
+            at.url()
+        ));
+    }
+    Ok(Exit::Ok)
+}
+
+/// `state migrate --to s3|local`: under both locks, the state as it is
+/// (serial, lineage, resources) from one backend to the other. A
+/// destination holding another lineage, or a newer version of this one,
+/// is refused; one holding this very version is left alone.
+fn migrate(ctx: &Ctx<'_>, stack: &crate::stack::Stack, to: &str) -> Result<Exit> {
+    let at = s3_location(stack, "state migrate")?;
+    let local = Backend::Local(ctx.local_backend(stack));
+    let s3 = Backend::S3(Box::new(S3Backend::new(at)?));
+    let (from, dest) = if to == "s3" { (local, s3) } else { (s3, local) };
+    let command = format!("state migrate --to {to}");
+    let _from_lock = from.lock(&command)?;
+    let _dest_lock = dest.lock(&command)?;
+    let Some(state) = from.load_opt(stack.name())? else {
+        return Err(hinted(
+            format!("there is no state at `{}` to migrate", from.describe()),
+            "nothing to move; runs will start a new state at the stack's backend",
+        ));
+    };
+    let p = &ctx.printer;
+    match dest.load_opt(stack.name())? {
+        Some(there) if there.lineage() != state.lineage() => {
+            return Err(hinted(
+                format!(
+                    "`{}` holds another state (lineage {}, serial {}), not this one (lineage {}): nothing was written",
+                    dest.describe(),
+                    there.lineage(),
+                    there.serial(),
+                    state.lineage()
+                ),
+                "if that state is stale, remove it yourself first; slipway never overwrites a different history",
+            ));
+        }
+        Some(there) if there.serial() > state.serial() => {
+            return Err(hinted(
+                format!(
+                    "`{}` holds a newer version of this state (serial {} over {}): nothing was written",
+                    dest.describe(),
+                    there.serial(),
+                    state.serial()
+                ),
+                format!(
+                    "that one is current; migrate the other way (`--to {}`) if you mean to keep it",
+                    if to == "s3" { "local" } else { "s3" }
+                ),
+            ));
+        }
+        Some(there) if there == state => {
+            p.info(&format!(
+                "`{}` already holds this state (serial {}); nothing to do.",
+                dest.describe(),
+                state.serial()
+            ));
+            return Ok(Exit::Ok);
+        }
+        _ => {}
+    }
+    dest.put_exact(&state)?;
+    let check = dest.load_opt(stack.name())?;
+    if check.as_ref() != Some(&state) {
+        return Err(hinted(
+            format!(
+                "the state read back from `{}` is not the one written",
+                dest.describe()
+            ),
+            "the source was left as it was; run the migration again",
+        ));
+    }
+    p.info(&format!(
+        "Moved the state (serial {}, lineage {}, {} resources) from `{}` to `{}`; `{}` was left as it was.",
+        state.serial(),
+        state.lineage(),
+        state.resources().len(),
+        from.describe(),
+        dest.describe(),
+        from.describe()
+    ));
+    if to == "local" {
+        p.info("Remove `[state]` from the stack file (or set `backend = \"local\"`) so that runs use the local state.");
     }
     Ok(Exit::Ok)
 }

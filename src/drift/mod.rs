@@ -176,13 +176,13 @@ pub fn findings(
                 ..Finding::new(FindingKind::Deleted, addr)
             }),
             Some(Some(now)) => {
-                let clock_driven = spec_opt(&addr.kind_key())
-                    .map(|s| s.clock_driven)
-                    .unwrap_or_default();
+                let spec = spec_opt(&addr.kind_key());
+                let clock_driven = spec.map(|s| s.clock_driven).unwrap_or_default();
+                let volatile = spec.map(|s| s.volatile).unwrap_or_default();
                 let names: BTreeSet<&String> =
                     recorded.attributes.keys().chain(now.attrs.keys()).collect();
                 for name in names {
-                    if clock_driven.contains(&name.as_str()) {
+                    if clock_driven.contains(&name.as_str()) || volatile.contains(&name.as_str()) {
                         continue;
                     }
                     diff(
@@ -489,6 +489,28 @@ mod tests {
             render_path(&[Seg::Key("tags".into()), Seg::Key("x.y/z".into())]),
             "tags[\"x.y/z\"]"
         );
+    }
+
+    #[test]
+    fn an_instances_new_public_address_is_not_drift_but_its_type_is() {
+        let prior: BTreeMap<_, _> = [state(
+            "aws.instance.jenkins_master",
+            "i-1",
+            json!({"instance_type": "t3.medium", "public_ip": "54.1.2.3", "public_dns": "ec2-54-1-2-3"}),
+        )]
+        .into();
+        // An Elastic IP was associated, and someone changed the type.
+        let now = [(
+            a("aws.instance.jenkins_master"),
+            live(
+                "i-1",
+                json!({"instance_type": "t3.large", "public_ip": "198.51.100.7", "public_dns": "ec2-198-51-100-7"}),
+            ),
+        )]
+        .into();
+        let f = findings(&prior, &now, &Discovery::default());
+        let paths: Vec<&str> = f.iter().filter_map(|f| f.path.as_deref()).collect();
+        assert_eq!(paths, ["instance_type"]);
     }
 
     #[test]

@@ -18,6 +18,11 @@ pub struct KindSpec {
     /// Attributes a read derives from the clock (a certificate due for
     /// renewal): a difference plans an update but is not drift.
     pub clock_driven: &'static [&'static str],
+    /// Outputs that change without anyone changing the object (an
+    /// instance's public address on a stop and start, or when an Elastic IP
+    /// is associated with it): refresh records them, drift never reports
+    /// them.
+    pub volatile: &'static [&'static str],
     /// When a replacement may be created before the old object is deleted
     /// (so what uses it can move over first). The provider's create must
     /// then never adopt the object being replaced ([`crate::provider::OpContext::replacing`]).
@@ -64,6 +69,7 @@ const fn kind(
         sensitive: &[],
         changed_by_update: &[],
         clock_driven: &[],
+        volatile: &[],
         create_before_destroy: Cbd::Never,
     }
 }
@@ -107,6 +113,7 @@ pub static KINDS: &[KindSpec] = &[
         sensitive: &[],
         changed_by_update: &[],
         clock_driven: &[],
+        volatile: &[],
         create_before_destroy: Cbd::WhenChanged(&["name"]),
     },
     kind(
@@ -157,6 +164,7 @@ pub static KINDS: &[KindSpec] = &[
         // A new instance type means a stop and start: a new public address.
         changed_by_update: &["public_ip", "public_dns"],
         clock_driven: &[],
+        volatile: &["public_ip", "public_dns"],
         create_before_destroy: Cbd::Never,
     },
     kind(
@@ -225,6 +233,7 @@ pub static KINDS: &[KindSpec] = &[
         sensitive: &["manifest"],
         changed_by_update: &[],
         clock_driven: &[],
+        volatile: &[],
         create_before_destroy: Cbd::Never,
     },
     kind("k8s.service", &[], K8S_OUT),
@@ -242,6 +251,7 @@ pub static KINDS: &[KindSpec] = &[
         // every output anew.
         changed_by_update: TLS_OUT,
         clock_driven: &["renewal_due"],
+        volatile: &[],
         create_before_destroy: Cbd::Never,
     },
 ];

@@ -45,6 +45,7 @@ pub struct Stack {
     ingress_policy: Option<serde_json::Value>,
     environments: Vec<Environment>,
     drift_ignore: Vec<crate::drift::ignore::Pattern>,
+    state: StateBackend,
 }
 
 /// One deployment environment: a branch deployed into a namespace.
@@ -154,6 +155,15 @@ struct Jenkins {
     tls_parameter_path: Option<String>,
 }
 
+/// Where a stack's state lives (`[state]`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StateBackend {
+    /// `state/<stack>.json` beside `stacks/`, or `--state`.
+    #[default]
+    Local,
+    S3(crate::state::s3::S3Location),
+}
+
 /// A file to download and the SHA-256 it must have.
 #[derive(Debug, Clone)]
 pub(crate) struct Download {
@@ -239,6 +249,7 @@ impl Stack {
             ingress_policy: m.ingress_policy,
             environments: m.environments,
             drift_ignore: m.drift_ignore,
+            state: m.state,
         })
     }
 
@@ -283,6 +294,11 @@ impl Stack {
 
     pub fn network(&self) -> &Network {
         &self.network
+    }
+
+    /// `[state]`: where the state lives.
+    pub fn state_backend(&self) -> &StateBackend {
+        &self.state
     }
 
     /// `[drift] ignore`: accepted drift.

@@ -24,6 +24,7 @@ pub(super) struct RawDocument {
     pub cluster: Option<RawCluster>,
     pub ingress: Option<RawIngress>,
     pub drift: Option<RawDrift>,
+    pub state: Option<super::schema::RawState>,
     /// In file order: the table name (with its span) and its contents.
     pub environments: Vec<(Spanned<String>, RawEnvironment)>,
     /// Where `[environments]` is, when it exists but has no environment.
@@ -70,6 +71,7 @@ pub(super) fn parse(sink: &mut Sink<'_>, source: &str) -> RawDocument {
             "cluster" => doc.cluster = section(sink, value, &CLUSTER, &[]),
             "ingress" => doc.ingress = section(sink, value, &INGRESS, &[]),
             "drift" => doc.drift = section(sink, value, &DRIFT, &[]),
+            "state" => doc.state = section(sink, value, &super::schema::STATE, &[]),
             "environments" => environments(sink, key_span, value, &mut doc),
             _ => {}
         }

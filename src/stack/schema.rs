@@ -27,6 +27,7 @@ pub(super) const TOP: TableKeys = TableKeys {
         "ingress",
         "environments",
         "drift",
+        "state",
     ],
     required: &[
         "stack",
@@ -104,6 +105,11 @@ pub(super) const INGRESS: TableKeys = TableKeys {
     path: "ingress",
     allowed: &["controller_version", "iam_policy_file"],
     required: &["controller_version"],
+};
+pub(super) const STATE: TableKeys = TableKeys {
+    path: "state",
+    allowed: &["backend", "bucket", "key", "region", "kms_key_id"],
+    required: &[],
 };
 pub(super) const DRIFT: TableKeys = TableKeys {
     path: "drift",
@@ -227,6 +233,16 @@ pub(super) struct RawCluster {
     pub public_access_cidrs: Option<Strings>,
     pub logging: Option<Strings>,
     pub admins: Option<Strings>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawState {
+    pub backend: Option<S<String>>,
+    pub bucket: Option<S<String>>,
+    pub key: Option<S<String>>,
+    pub region: Option<S<String>>,
+    pub kms_key_id: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

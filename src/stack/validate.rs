@@ -45,6 +45,8 @@ pub(super) struct Model {
     pub environments: Vec<Environment>,
     /// `[drift] ignore`: accepted drift.
     pub drift_ignore: Vec<crate::drift::ignore::Pattern>,
+    /// `[state]`: where the state lives.
+    pub state: super::StateBackend,
 }
 
 /// Checks the parsed document; `None` when anything was reported.
@@ -138,6 +140,7 @@ pub(super) fn validate(sink: &mut Sink<'_>, doc: RawDocument, stack_path: &Path)
         &root,
     );
     let drift_ignore = drift_ignore(sink, doc.drift.as_ref());
+    let state = state_backend(sink, doc.state.as_ref(), name.as_deref(), region.as_deref());
     if !sink.is_empty() {
         return None;
     }
@@ -153,7 +156,106 @@ pub(super) fn validate(sink: &mut Sink<'_>, doc: RawDocument, stack_path: &Path)
         ingress_policy,
         environments,
         drift_ignore,
+        state,
     })
+}
+
+/// `[state]`: the local backend unless `backend = "s3"`, which needs a bucket.
+fn state_backend(
+    sink: &mut Sink<'_>,
+    raw: Option<&super::schema::RawState>,
+    stack: Option<&str>,
+    region: Option<&str>,
+) -> super::StateBackend {
+    let Some(raw) = raw else {
+        return super::StateBackend::Local;
+    };
+    let s3_only = [
+        ("bucket", raw.bucket.as_ref()),
+        ("key", raw.key.as_ref()),
+        ("region", raw.region.as_ref()),
+        ("kms_key_id", raw.kms_key_id.as_ref()),
+    ];
+    match raw.backend.as_ref().map(|b| b.get_ref().as_str()) {
+        None | Some("local") => {
+            for (name, v) in s3_only {
+                if let Some(v) = v {
+                    sink.err(
+                        &v.span(),
+                        format!("`{name}` is for the S3 backend, and this stack's state is local"),
+                        "add `backend = \"s3\"` to `[state]`, or remove the key",
+                    );
+                }
+            }
+            super::StateBackend::Local
+        }
+        Some("s3") => {
+            let Some(bucket) = &raw.bucket else {
+                if let Some(b) = &raw.backend {
+                    sink.err(
+                        &b.span(),
+                        "`backend = \"s3\"` needs `bucket`".to_string(),
+                        "add `bucket = \"NAME\"` (`slipway state init-backend` creates it)",
+                    );
+                }
+                return super::StateBackend::Local;
+            };
+            let name = bucket.get_ref();
+            let valid = (3..=63).contains(&name.len())
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+                && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+                && !name.contains("..");
+            if !valid {
+                sink.err(
+                    &bucket.span(),
+                    format!("`{name}` is not an S3 bucket name"),
+                    "use 3 to 63 lowercase letters, digits, `-` and `.`, starting and ending with a letter or digit",
+                );
+            }
+            let key = match &raw.key {
+                Some(k) => {
+                    let key = k.get_ref();
+                    if key.is_empty()
+                        || key.starts_with('/')
+                        || key.len() > 1000
+                        || key.ends_with(".lock")
+                    {
+                        sink.err(
+                            &k.span(),
+                            format!("`{key}` is not a state object key slipway can use"),
+                            "write a key like `team/smallcase.state.json`: not empty, no leading `/`, not ending in `.lock`",
+                        );
+                    }
+                    key.clone()
+                }
+                None => format!("{}/slipway.state.json", stack.unwrap_or("stack")),
+            };
+            super::StateBackend::S3(crate::state::s3::S3Location {
+                bucket: name.clone(),
+                key,
+                region: raw
+                    .region
+                    .as_ref()
+                    .map(|r| r.get_ref().clone())
+                    .or_else(|| region.map(str::to_string))
+                    .unwrap_or_default(),
+                kms_key_id: raw.kms_key_id.as_ref().map(|k| k.get_ref().clone()),
+            })
+        }
+        Some(other) => {
+            if let Some(b) = &raw.backend {
+                sink.err(
+                    &b.span(),
+                    format!("`{other}` is not a state backend"),
+                    "use `\"local\"` (the default) or `\"s3\"`",
+                );
+            }
+            super::StateBackend::Local
+        }
+    }
 }
 
 /// `[drift] ignore`: each entry a pattern, reported where it is written.

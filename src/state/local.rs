@@ -97,6 +97,30 @@ impl LocalBackend {
         Ok(())
     }
 
+    /// Writes `state` exactly as it is (serial and lineage kept), the
+    /// previous file kept as the backup.
+    pub fn put_exact(&self, state: &State) -> Result<(), StateError> {
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir).map_err(|source| StateError::Io {
+                action: "create state directory",
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        match fs::read(&self.path) {
+            Ok(previous) => write_atomic(&self.backup_path(), &previous)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(StateError::Io {
+                    action: "read state file",
+                    path: self.path.clone(),
+                    source,
+                });
+            }
+        }
+        write_atomic(&self.path, state.to_json().as_bytes())
+    }
+
     pub fn lock(&self, command: &str) -> Result<LockGuard, StateError> {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             fs::create_dir_all(dir).map_err(|source| StateError::Io {
@@ -108,7 +132,7 @@ impl LocalBackend {
         Ok(lock::acquire(
             &self.lock_path(),
             LockInfo::for_this_process(command),
-            lock::DEFAULT_TTL,
+            lock::ttl(),
         )?)
     }
 

@@ -27,6 +27,15 @@ use crate::clock;
 /// How long a lock lives after its holder's last heartbeat.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
 
+/// The lease new locks get: `SLIPWAY_LOCK_TTL_SECS` (at least 3), else
+/// [`DEFAULT_TTL`].
+pub fn ttl() -> Duration {
+    std::env::var("SLIPWAY_LOCK_TTL_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(DEFAULT_TTL, |s| Duration::from_secs(s.max(3)))
+}
+
 fn default_ttl_secs() -> u64 {
     DEFAULT_TTL.as_secs()
 }
@@ -276,7 +285,9 @@ impl LockError {
 /// A held lock, renewed in the background and released on drop.
 #[derive(Debug)]
 pub struct LockGuard {
-    path: PathBuf,
+    /// The local lock file this guard removes on drop; `None` when the
+    /// heartbeat releases the lock itself (the S3 backend).
+    path: Option<PathBuf>,
     info: LockInfo,
     /// A stale lock this run took over, reported to the user.
     reclaimed: Option<LockInfo>,
@@ -326,10 +337,11 @@ impl Drop for LockGuard {
             let _ = thread.join();
         }
         // Only remove the file if it is still ours (someone may have force-unlocked).
-        if !self.lost()
-            && matches!(inspect(&self.path), Ok(Found::Held(held)) if held.id == self.info.id)
+        if let Some(path) = &self.path
+            && !self.lost()
+            && matches!(inspect(path), Ok(Found::Held(held)) if held.id == self.info.id)
         {
-            let _ = remove_if(&self.path, Judged::Id(&self.info.id));
+            let _ = remove_if(path, Judged::Id(&self.info.id));
         }
     }
 }
@@ -392,6 +404,27 @@ pub fn acquire(path: &Path, mut info: LockInfo, ttl: Duration) -> Result<LockGua
 }
 
 impl LockGuard {
+    /// A lock held in another store, whose heartbeat thread renews it and
+    /// releases it once `stop` is dropped.
+    pub(crate) fn held_elsewhere(
+        info: LockInfo,
+        reclaimed: Option<LockInfo>,
+        cleared_unreadable: Option<String>,
+        lost: Arc<AtomicBool>,
+        stop: mpsc::Sender<()>,
+        heartbeat: JoinHandle<()>,
+    ) -> Self {
+        LockGuard {
+            path: None,
+            info,
+            reclaimed,
+            cleared_unreadable,
+            lost,
+            stop: Some(stop),
+            heartbeat: Some(heartbeat),
+        }
+    }
+
     fn start(
         path: &Path,
         info: LockInfo,
@@ -426,7 +459,7 @@ impl LockGuard {
             }
         };
         Ok(LockGuard {
-            path: path.to_path_buf(),
+            path: Some(path.to_path_buf()),
             info,
             reclaimed,
             cleared_unreadable,

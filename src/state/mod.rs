@@ -3,6 +3,7 @@
 
 pub mod local;
 pub mod lock;
+pub mod s3;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use crate::resource::{Attrs, Live};
 
 pub use local::LocalBackend;
 pub use lock::{LockError, LockGuard, LockInfo};
+pub use s3::S3Backend;
 
 /// The on-disk format version this build writes. 2 added `protected`
 /// to resources; 1 is still read (and written back as 2).
@@ -176,6 +178,75 @@ impl State {
         self.serial += 1;
         self.format_version = FORMAT_VERSION;
         self.slipway_version = env!("CARGO_PKG_VERSION").to_string();
+    }
+}
+
+/// Where the state is kept: a local file or an S3 object.
+#[derive(Debug)]
+pub enum Backend {
+    Local(LocalBackend),
+    S3(Box<S3Backend>),
+}
+
+impl Backend {
+    /// `state/smallcase.json`, `s3://bucket/key`.
+    pub fn describe(&self) -> String {
+        match self {
+            Backend::Local(l) => l.path().display().to_string(),
+            Backend::S3(s) => s.location().url(),
+        }
+    }
+
+    /// Where the lock is: `state/smallcase.json.lock`, `s3://bucket/key.lock`.
+    pub fn describe_lock(&self) -> String {
+        match self {
+            Backend::Local(l) => l.lock_path().display().to_string(),
+            Backend::S3(s) => format!("s3://{}/{}", s.location().bucket, s.location().lock_key()),
+        }
+    }
+
+    pub fn load_opt(&self, stack: &str) -> Result<Option<State>, StateError> {
+        match self {
+            Backend::Local(l) => l.load_opt(stack),
+            Backend::S3(s) => s.load_opt(stack),
+        }
+    }
+
+    pub fn write(&self, state: &mut State) -> Result<(), StateError> {
+        match self {
+            Backend::Local(l) => l.write(state),
+            Backend::S3(s) => s.write(state),
+        }
+    }
+
+    /// Writes `state` exactly as it is, serial and lineage kept (for
+    /// `state migrate`, after [`Backend::load_opt`] read what was there).
+    pub fn put_exact(&self, state: &State) -> Result<(), StateError> {
+        match self {
+            Backend::Local(l) => l.put_exact(state),
+            Backend::S3(s) => s.put_exact(state),
+        }
+    }
+
+    pub fn lock(&self, command: &str) -> Result<LockGuard, StateError> {
+        match self {
+            Backend::Local(l) => l.lock(command),
+            Backend::S3(s) => s.lock(command, lock::ttl()),
+        }
+    }
+
+    pub fn lock_status(&self) -> Result<Option<LockInfo>, StateError> {
+        match self {
+            Backend::Local(l) => l.lock_status(),
+            Backend::S3(s) => s.lock_status(),
+        }
+    }
+
+    pub fn unlock(&self, id: Option<&str>, force: bool) -> Result<lock::Unlocked, StateError> {
+        match self {
+            Backend::Local(l) => l.unlock(id, force),
+            Backend::S3(s) => s.unlock(id, force),
+        }
     }
 }
 
