@@ -284,6 +284,70 @@ def _patch_elbv2_describe_tags_of_missing() -> None:
     ELBv2Backend.describe_tags = describe_tags
 
 
+def _patch_s3_policy_conditions() -> None:
+    """S3 evaluates a bucket policy statement only when its Condition holds;
+    moto ignores conditions, so a statement that denies requests *without*
+    TLS (`"Bool": {"aws:SecureTransport": "false"}`, what every hardened
+    state bucket has) denies everything. The local AWS stands in for AWS's
+    HTTPS endpoints: its requests count as made over TLS, and a statement
+    whose only condition is that Bool on false never applies. Statements
+    with other conditions are evaluated as moto does."""
+    import json
+
+    from moto.s3.models import FakeBucket
+
+    original = FakeBucket.get_permission
+
+    def without_tls_denials(doc: str) -> str:
+        policy = json.loads(doc)
+        statements = policy.get("Statement", [])
+        if isinstance(statements, dict):
+            statements = [statements]
+
+        def tls_only(st: dict[str, Any]) -> bool:
+            cond = st.get("Condition") or {}
+            flag = (cond.get("Bool") or {}).get("aws:SecureTransport")
+            return list(cond) == ["Bool"] and list(cond["Bool"]) == ["aws:SecureTransport"] and str(flag).lower() == "false"
+
+        policy["Statement"] = [st for st in statements if not tls_only(st)]
+        return json.dumps(policy)
+
+    def get_permission(self: Any, action: str, resource: str) -> Any:
+        from moto.iam.access_control import PermissionResult
+
+        if self.policy is None:
+            return original(self, action, resource)
+        policy = self.policy
+        try:
+            self.policy = without_tls_denials(policy.decode()).encode()
+            if not json.loads(self.policy)["Statement"]:
+                return PermissionResult.NEUTRAL
+            return original(self, action, resource)
+        finally:
+            self.policy = policy
+
+    FakeBucket.get_permission = get_permission
+
+
+def _patch_s3_get_bucket_versioning_root() -> None:
+    """GetBucketVersioning answers a `VersioningConfiguration` document, as
+    the S3 API reference shows; moto names its root
+    `GetBucketVersioningResponse`, which strict clients (the Rust SDK)
+    refuse."""
+    from moto.s3.responses import S3Response
+
+    def get_bucket_versioning(self: Any) -> Any:
+        status = self.backend.get_bucket_versioning(self.bucket_name)
+        inner = f"<Status>{status}</Status>" if status else ""
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            f'<VersioningConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">{inner}</VersioningConfiguration>'
+        )
+        return 200, {"Content-Type": "application/xml"}, body
+
+    S3Response.get_bucket_versioning = get_bucket_versioning
+
+
 def apply() -> None:
     global _applied
     if not _applied:
@@ -293,4 +357,6 @@ def apply() -> None:
         _patch_ecr_images()
         _patch_iam_list_instance_profile_tags()
         _patch_elbv2_describe_tags_of_missing()
+        _patch_s3_policy_conditions()
+        _patch_s3_get_bucket_versioning_root()
         _applied = True

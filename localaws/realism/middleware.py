@@ -2,8 +2,9 @@
 
 Per AWS request, in order: read (and re-wrap) the body, identify account,
 service and operation, count the call, sleep `latency_ms`, maybe inject a
-fault, serve the EKS operations moto lacks, otherwise pass through to moto
-untouched. `/_realism/*` are the layer's control endpoints (calls, config,
+fault, serve the EKS operations moto lacks, serialise S3's conditional
+writes (atomic in S3, check-then-write in moto), otherwise pass through to
+moto untouched. `/_realism/*` are the layer's control endpoints (calls, config,
 oidc: the local EKS OIDC issuer's root CA, thumbprint and port); `/moto-api/*`
 passes through (POST /moto-api/reset also resets the layer's counters, fault
 RNGs and IAM role creation times). Neither kind of control call is delayed,
@@ -65,6 +66,11 @@ class Counters:
 
 
 COUNTERS = Counters()
+
+# S3 applies a conditional write (If-Match, If-None-Match) atomically: no
+# other write to the key lands between its check and its write. moto checks
+# and then writes, so concurrent conditional writes are serialised here.
+_CONDITIONAL_WRITES = threading.Lock()
 
 
 def _read_body(environ: dict[str, Any]) -> bytes:
@@ -138,6 +144,13 @@ class RealismApp:
             served = eks_api.handle(info)
             if served is not None:
                 return _respond(start_response, *served)
+        if (
+            info.service == "s3"
+            and method in ("PUT", "DELETE")
+            and (environ.get("HTTP_IF_MATCH") or environ.get("HTTP_IF_NONE_MATCH"))
+        ):
+            with _CONDITIONAL_WRITES:
+                return list(self.moto_app(environ, start_response))
         return self.moto_app(environ, start_response)
 
     def control(self, environ: dict[str, Any], start_response: StartResponse, path: str, method: str) -> Iterable[bytes]:

@@ -226,7 +226,28 @@ pub struct Platform {
 }
 
 pub fn load_state(backend: &Backend, stack: &Stack) -> Result<Option<State>> {
-    Ok(backend.load_opt(stack.name())?)
+    let state = backend.load_opt(stack.name())?;
+    // Switched to S3 but not migrated: planning from nothing would
+    // recreate (and lose track of) everything the local state tracks.
+    if state.is_none()
+        && let Backend::S3(s3) = backend
+    {
+        let local = stack
+            .project_root()
+            .join("state")
+            .join(format!("{}.json", stack.name()));
+        if local.exists() {
+            return Err(hinted(
+                format!(
+                    "the stack keeps its state in {}, which has none yet, but `{}` holds a local state for it",
+                    s3.location().url(),
+                    local.display()
+                ),
+                "move it there first: `slipway state migrate --to s3` (docs/state.md); nothing was planned",
+            ));
+        }
+    }
+    Ok(state)
 }
 
 /// Refreshes and plans.

@@ -66,6 +66,10 @@ pub struct LockInfo {
     /// pid means something to us only when this is also ours.
     #[serde(default)]
     pub pid_namespace: String,
+    /// The CI build the holder runs in (Jenkins' `BUILD_URL`, else its
+    /// `JOB_NAME`), empty outside CI.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ci: String,
 }
 
 impl LockInfo {
@@ -99,6 +103,9 @@ impl LockInfo {
             renewed: now,
             ttl_secs: default_ttl_secs(),
             pid_namespace: pid_namespace(),
+            ci: std::env::var("BUILD_URL")
+                .or_else(|_| std::env::var("JOB_NAME"))
+                .unwrap_or_default(),
         }
     }
 
@@ -148,9 +155,20 @@ impl std::fmt::Display for LockInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "`{}` by {}@{} (pid {}) since {}, lock id `{}`",
-            self.command, self.user, self.host, self.pid, self.created, self.id
-        )
+            "`{}` by {}@{} (pid {}) since {}",
+            self.command, self.user, self.host, self.pid, self.created
+        )?;
+        if let Some(t) = clock::parse_rfc3339_opt(&self.created) {
+            write!(
+                f,
+                " (held for {})",
+                clock::human_duration((clock::now_unix() - t).max(0))
+            )?;
+        }
+        if !self.ci.is_empty() {
+            write!(f, " in {}", self.ci)?;
+        }
+        write!(f, ", lock id `{}`", self.id)
     }
 }
 

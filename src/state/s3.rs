@@ -50,11 +50,33 @@ impl S3Location {
     }
 }
 
+/// The backend's own runtime. Dropped without blocking: the last owner may
+/// be a task of the caller's runtime, where a blocking drop would panic.
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl std::ops::Deref for OwnRuntime {
+    type Target = tokio::runtime::Runtime;
+    fn deref(&self) -> &Self::Target {
+        match &self.0 {
+            Some(rt) => rt,
+            None => unreachable!("the runtime is only taken on drop"),
+        }
+    }
+}
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// The S3 backend.
 pub struct S3Backend {
     at: S3Location,
     client: aws_sdk_s3::Client,
-    runtime: Arc<tokio::runtime::Runtime>,
+    runtime: Arc<OwnRuntime>,
     /// The ETag of the state object as this run last read or wrote it;
     /// `Some(None)` once it is known not to exist.
     etag: Mutex<Option<Option<String>>>,
@@ -92,13 +114,18 @@ fn describe<E>(e: &aws_sdk_s3::error::SdkError<E>) -> String
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    match e.as_service_error() {
-        Some(se) => format!(
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    match (e.as_service_error(), status) {
+        (Some(se), _) if se.code().is_some() => format!(
             "{}: {}",
-            se.code().unwrap_or("error"),
+            se.code().unwrap_or_default(),
             se.message().unwrap_or("(no message)")
         ),
-        None => aws_smithy_types::error::display::DisplayErrorContext(e).to_string(),
+        // An answer without an error document (S3 sends none to HEAD, and
+        // none for some denials).
+        (_, Some(403)) => "HTTP 403 Forbidden: access denied (the bucket's policy, this identity's S3 permissions, or the KMS key's)".to_string(),
+        (_, Some(s)) => format!("HTTP {s} without an error message"),
+        (_, None) => aws_smithy_types::error::display::DisplayErrorContext(e).to_string(),
     }
 }
 
@@ -155,7 +182,7 @@ impl S3Backend {
         Ok(S3Backend {
             at,
             client: aws_sdk_s3::Client::from_conf(s3.build()),
-            runtime: Arc::new(runtime),
+            runtime: Arc::new(OwnRuntime(Some(runtime))),
             etag: Mutex::new(None),
         })
     }

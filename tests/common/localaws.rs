@@ -144,6 +144,13 @@ impl LocalAws {
     pub async fn ecr(&self) -> aws_sdk_ecr::Client {
         aws_sdk_ecr::Client::new(&self.sdk_config())
     }
+
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        let conf = aws_sdk_s3::config::Builder::from(&self.sdk_config())
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
 }
 
 impl Drop for LocalAws {

@@ -391,6 +391,32 @@ fn iam(b: &mut Builder<'_>, registry: &Address, cluster: &Address) -> Result<Rol
 fn drift_iam(b: &mut Builder<'_>, runner: &Address) -> Result<Address, AddressError> {
     let role = aws("iam_role", "drift")?;
     let aws_name = b.named("drift");
+    let mut statements = vec![json!({
+        "Sid": "ReadForDrift",
+        "Effect": "Allow",
+        "Action": DRIFT_READ_ACTIONS,
+        "Resource": "*",
+    })];
+    // With the S3 backend, the job reads the state (never the lock: drift
+    // takes none).
+    if let crate::stack::StateBackend::S3(at) = &b.s.state {
+        let partition = b.partition();
+        statements.push(json!({
+            "Sid": "ReadState",
+            "Effect": "Allow",
+            "Action": "s3:GetObject",
+            "Resource": format!("arn:{partition}:s3:::{}/{}", at.bucket, at.key),
+        }));
+        if at.kms_key_id.is_some() {
+            statements.push(json!({
+                "Sid": "DecryptState",
+                "Effect": "Allow",
+                "Action": "kms:Decrypt",
+                "Resource": "*",
+                "Condition": {"StringEquals": {"kms:ViaService": format!("s3.{}.amazonaws.com", at.region)}},
+            }));
+        }
+    }
     let trust = policy(vec![Expr::map([
         ("Effect", Expr::str("Allow")),
         ("Principal", Expr::map([("AWS", arn(runner))])),
@@ -418,12 +444,7 @@ fn drift_iam(b: &mut Builder<'_>, runner: &Address) -> Result<Address, AddressEr
                 // OIDC providers), not only the stack's. Every action reads.
                 lit(json!({
                     "Version": "2012-10-17",
-                    "Statement": [{
-                        "Sid": "ReadForDrift",
-                        "Effect": "Allow",
-                        "Action": DRIFT_READ_ACTIONS,
-                        "Resource": "*",
-                    }],
+                    "Statement": statements,
                 })),
             ),
     );

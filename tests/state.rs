@@ -1,0 +1,426 @@
+//! The S3 state backend against the local AWS: the lock (one winner among
+//! concurrent runs, leases that go stale, releases that remove only what
+//! they read), conditional state writes, `init-backend`, `migrate`, and
+//! read-only commands that never wait for the lock. The platform itself is
+//! the simulated cloud; only the state lives in (local) S3.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use common::localaws::LocalAws;
+use common::{Project, finished, send_signal, spawn};
+
+const BUCKET: &str = "smallcase-state";
+const KEY: &str = "smallcase/slipway.state.json";
+const LOCK: &str = "smallcase/slipway.state.json.lock";
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The reference stack on the simulated cloud, with its state in the local
+/// AWS's S3 (the bucket made by `state init-backend`).
+fn on_s3(aws: &LocalAws) -> Project {
+    let mut p = Project::reference();
+    p.env = aws.env();
+    p.env.push(("SLIPWAY_LOCK_TTL_SECS", "3".into()));
+    let stack = std::fs::read_to_string(p.path("stacks/smallcase.toml")).unwrap();
+    std::fs::write(
+        p.path("stacks/smallcase.toml"),
+        format!("{stack}\n[state]\nbackend = \"s3\"\nbucket = \"{BUCKET}\"\n"),
+    )
+    .unwrap();
+    p.run(&["state", "init-backend"]).success();
+    p
+}
+
+fn get(aws: &LocalAws, key: &str) -> Option<(Vec<u8>, String)> {
+    rt().block_on(async {
+        match aws.s3().get_object().bucket(BUCKET).key(key).send().await {
+            Ok(out) => {
+                let etag = out.e_tag().unwrap_or_default().to_string();
+                let body = out.body.collect().await.unwrap().into_bytes().to_vec();
+                Some((body, etag))
+            }
+            Err(_) => None,
+        }
+    })
+}
+
+fn put(aws: &LocalAws, key: &str, body: &[u8]) {
+    rt().block_on(async {
+        aws.s3()
+            .put_object()
+            .bucket(BUCKET)
+            .key(key)
+            .body(body.to_vec().into())
+            .send()
+            .await
+            .unwrap();
+    });
+}
+
+fn stored_state(aws: &LocalAws) -> Value {
+    let (body, _) = get(aws, KEY).expect("a state object");
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[test]
+fn init_backend_makes_a_versioned_encrypted_private_tls_only_bucket_and_is_idempotent() {
+    let aws = LocalAws::start(&[]);
+    let p = on_s3(&aws);
+    // Again: nothing breaks, nothing is duplicated.
+    p.run(&["state", "init-backend"])
+        .success()
+        .stdout_has("bucket `smallcase-state` exists (yours)");
+    let s3 = aws.s3();
+    rt().block_on(async {
+        let v = s3
+            .get_bucket_versioning()
+            .bucket(BUCKET)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(v.status().map(|s| s.as_str()), Some("Enabled"));
+        let e = s3
+            .get_bucket_encryption()
+            .bucket(BUCKET)
+            .send()
+            .await
+            .unwrap();
+        let rule = &e.server_side_encryption_configuration().unwrap().rules()[0];
+        assert_eq!(
+            rule.apply_server_side_encryption_by_default()
+                .unwrap()
+                .sse_algorithm()
+                .as_str(),
+            "AES256"
+        );
+        let block = s3
+            .get_public_access_block()
+            .bucket(BUCKET)
+            .send()
+            .await
+            .unwrap();
+        let c = block.public_access_block_configuration().unwrap();
+        assert_eq!(
+            (
+                c.block_public_acls(),
+                c.ignore_public_acls(),
+                c.block_public_policy(),
+                c.restrict_public_buckets()
+            ),
+            (Some(true), Some(true), Some(true), Some(true))
+        );
+        let policy = s3.get_bucket_policy().bucket(BUCKET).send().await.unwrap();
+        let policy: Value = serde_json::from_str(policy.policy().unwrap()).unwrap();
+        let tls: Vec<&Value> = policy["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["Sid"] == "SlipwayDenyInsecureTransport")
+            .collect();
+        assert_eq!(
+            tls.len(),
+            1,
+            "one TLS statement however often it runs: {policy}"
+        );
+        assert_eq!(tls[0]["Effect"], "Deny");
+        assert_eq!(
+            tls[0]["Condition"],
+            json!({"Bool": {"aws:SecureTransport": "false"}})
+        );
+        let life = s3
+            .get_bucket_lifecycle_configuration()
+            .bucket(BUCKET)
+            .send()
+            .await
+            .unwrap();
+        let ours: Vec<_> = life
+            .rules()
+            .iter()
+            .filter(|r| {
+                r.id()
+                    .is_some_and(|i| i.starts_with("slipway-lock-versions:"))
+            })
+            .collect();
+        assert_eq!(ours.len(), 1);
+        assert_eq!(
+            ours[0]
+                .noncurrent_version_expiration()
+                .and_then(|n| n.noncurrent_days()),
+            Some(1)
+        );
+    });
+}
+
+#[test]
+fn eight_concurrent_applies_one_proceeds_every_other_names_the_holder() {
+    let aws = LocalAws::start(&[]);
+    let p = on_s3(&aws);
+    p.edit_world(|w| w["faults"] = json!({"delay_ms": 300}));
+    let children: Vec<_> = (0..8)
+        .map(|_| spawn(&p, &["apply", "--auto-approve"]))
+        .collect();
+    let runs: Vec<_> = children
+        .into_iter()
+        .map(|c| finished(&p, &["apply", "--auto-approve"], c))
+        .collect();
+    let winners = runs.iter().filter(|r| r.code == 0).count();
+    assert_eq!(
+        winners,
+        1,
+        "exactly one proceeds: {:#?}",
+        runs.iter().map(|r| (r.code, &r.stderr)).collect::<Vec<_>>()
+    );
+    for r in runs.iter().filter(|r| r.code != 0) {
+        r.code(1)
+            .stderr_has("apply --auto-approve` by ")
+            .stderr_has("(held for ")
+            .stderr_has("lock id `");
+    }
+    assert!(get(&aws, LOCK).is_none(), "the winner released the lock");
+    assert_eq!(
+        stored_state(&aws)["serial"].as_u64().map(|s| s > 0),
+        Some(true)
+    );
+    p.edit_world(|w| w["faults"] = json!({}));
+    p.run(&["plan", "--detailed-exitcode"]).code(0);
+}
+
+#[test]
+fn a_killed_run_leaves_a_lock_that_goes_stale_and_unlock_force_clears_it() {
+    let aws = LocalAws::start(&[]);
+    let p = on_s3(&aws);
+    p.edit_world(|w| w["faults"] = json!({"delay_ms": 500}));
+    let mut child = spawn(&p, &["apply", "--auto-approve"]);
+    wait_for("the lock", || get(&aws, LOCK).is_some());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (body, _) = get(&aws, LOCK).expect("SIGKILL releases nothing");
+    let held: Value = serde_json::from_slice(&body).unwrap();
+    let id = held["id"].as_str().unwrap().to_string();
+
+    // As another host would see it: rewrite the holder's host, so only the
+    // lease can tell it is stale.
+    let mut other = held.clone();
+    other["host"] = json!("ci-agent-9");
+    put(&aws, LOCK, other.to_string().as_bytes());
+    p.edit_world(|w| w["faults"] = json!({}));
+    p.run(&["apply", "--auto-approve"])
+        .code(1)
+        .stderr_has("apply --auto-approve` by ")
+        .stderr_has("@ci-agent-9");
+    wait_for("the lease to run out", || {
+        let r = p.run(&["state", "lock", "--json"]);
+        r.json()["stale"] == json!(true)
+    });
+    let status = p.run(&["state", "lock"]);
+    status
+        .success()
+        .stdout_has("stale: not renewed within its 3s lease")
+        .stdout_has("renewed ");
+    p.run(&["state", "unlock", &id, "--force"])
+        .success()
+        .stdout_has("Removed the lock held by");
+    p.run(&["state", "lock"])
+        .success()
+        .stdout_has("Not locked.");
+    // A rerun converges from what the killed run recorded.
+    p.run(&["apply", "--auto-approve"]).success();
+    p.run(&["plan", "--detailed-exitcode"]).code(0);
+}
+
+#[test]
+fn a_stale_lock_is_taken_over_and_a_live_one_is_released_only_by_its_holder() {
+    let aws = LocalAws::start(&[]);
+    let p = on_s3(&aws);
+    let stale = json!({
+        "id": "0000-stale", "user": "jenkins", "host": "ci-agent-3", "pid": 4242,
+        "created": "2026-01-01T00:00:00Z", "renewed": "2026-01-01T00:00:00Z",
+        "command": "slipway apply --auto-approve", "ttl_secs": 3, "pid_namespace": ""
+    });
+    put(&aws, LOCK, stale.to_string().as_bytes());
+    // Not renewed for months (by S3's clock too, once it is old enough).
+    std::thread::sleep(Duration::from_secs(4));
+    p.run(&["apply", "--auto-approve"])
+        .success()
+        .stderr_has("0000-stale");
+    assert!(get(&aws, LOCK).is_none());
+
+    // A live lock of someone else's: `unlock` without --force refuses.
+    let mut live = stale.clone();
+    live["id"] = json!("1111-live");
+    live["created"] = json!(slipway_now());
+    live["renewed"] = json!(slipway_now());
+    live["ttl_secs"] = json!(3600);
+    put(&aws, LOCK, live.to_string().as_bytes());
+    p.run(&["state", "unlock", "1111-live"])
+        .code(1)
+        .stderr_has("the lock is live");
+    p.run(&["state", "unlock", "9999-other", "--force"])
+        .code(1)
+        .stderr_has("does not match the lock held");
+    assert!(get(&aws, LOCK).is_some());
+    p.run(&["state", "unlock", "1111-live", "--force"])
+        .success();
+    assert!(get(&aws, LOCK).is_none());
+}
+
+fn slipway_now() -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn a_write_whose_etag_no_longer_matches_is_refused_and_the_stored_state_is_unchanged() {
+    let aws = LocalAws::start(&[]);
+    let p = on_s3(&aws);
+    p.run(&["apply", "--auto-approve"]).success();
+    let at = slipway::state::s3::S3Location {
+        bucket: BUCKET.into(),
+        key: KEY.into(),
+        region: "ap-south-1".into(),
+        kms_key_id: None,
+    };
+    // A backend the way this run sees it, with the endpoint of the local AWS.
+    for (k, v) in aws.env() {
+        // SAFETY: this test's process sets it before any thread reads it.
+        unsafe { std::env::set_var(k, v) };
+    }
+    let backend = slipway::state::S3Backend::new(at).unwrap();
+    let mut state = backend.load_opt("smallcase").unwrap().unwrap();
+    // Someone else writes meanwhile (a run whose lock was broken).
+    let (theirs, _) = get(&aws, KEY).unwrap();
+    let mut changed: Value = serde_json::from_slice(&theirs).unwrap();
+    changed["last_applied_plan"] = json!("someone-else");
+    let theirs = serde_json::to_vec_pretty(&changed).unwrap();
+    put(&aws, KEY, &theirs);
+
+    let serial = state.serial();
+    let err = backend.write(&mut state).unwrap_err().to_string();
+    assert!(err.contains("changed underneath this run"), "{err}");
+    assert!(
+        err.contains("s3://smallcase-state/smallcase/slipway.state.json"),
+        "{err}"
+    );
+    assert_eq!(state.serial(), serial, "the serial is not advanced");
+    assert_eq!(get(&aws, KEY).unwrap().0, theirs, "nothing was overwritten");
+
+    // Read again, the write goes through.
+    let mut state = backend.load_opt("smallcase").unwrap().unwrap();
+    backend.write(&mut state).unwrap();
+    assert_eq!(stored_state(&aws)["serial"], json!(serial + 1));
+}
+
+#[test]
+fn migrate_local_to_s3_and_back_keeps_serial_lineage_and_resources() {
+    let aws = LocalAws::start(&[]);
+    let mut p = Project::reference();
+    p.env = aws.env();
+    p.run(&["apply", "--auto-approve"]).success();
+    let local: Value = p.state();
+
+    let stack = std::fs::read_to_string(p.path("stacks/smallcase.toml")).unwrap();
+    std::fs::write(
+        p.path("stacks/smallcase.toml"),
+        format!("{stack}\n[state]\nbackend = \"s3\"\nbucket = \"{BUCKET}\"\n"),
+    )
+    .unwrap();
+    p.run(&["state", "init-backend"]).success();
+    // Not migrated yet: a plan from an empty S3 state is refused.
+    p.run(&["plan"])
+        .code(1)
+        .stderr_has("holds a local state for it")
+        .stderr_has("slipway state migrate --to s3");
+    p.run(&["state", "migrate", "--to", "s3"])
+        .success()
+        .stdout_has("Moved the state");
+    assert_eq!(
+        stored_state(&aws),
+        local,
+        "the same state, byte for byte in meaning"
+    );
+    // All that differs is what the stack's new `[state]` adds: the drift
+    // job may read the state object.
+    let plan = p.run(&["plan", "--json"]);
+    let changed: Vec<String> = plan.json()["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["action"] != "no-op")
+        .map(|c| c["address"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(changed, ["aws.iam_role_policy.drift_read"]);
+    // Again: already there.
+    p.run(&["state", "migrate", "--to", "s3"])
+        .success()
+        .stdout_has("already holds this state");
+
+    // A change applied to the S3 state, then back to local.
+    p.edit_stack("keep_images  = 30", "keep_images  = 31");
+    p.run(&["apply", "--auto-approve"]).success();
+    let remote = stored_state(&aws);
+    assert!(remote["serial"].as_u64() > local["serial"].as_u64());
+    assert_eq!(remote["lineage"], local["lineage"]);
+    p.run(&["state", "migrate", "--to", "local"]).success();
+    assert_eq!(p.state(), remote);
+
+    // Another history at the destination is never overwritten.
+    let mut foreign = remote.clone();
+    foreign["lineage"] = json!("00000000-0000-0000-0000-000000000000");
+    std::fs::write(p.state_path(), foreign.to_string()).unwrap();
+    p.run(&["state", "migrate", "--to", "local"])
+        .code(1)
+        .stderr_has("holds another state");
+    assert_eq!(p.state(), foreign);
+}
+
+#[test]
+fn drift_and_plan_run_while_an_apply_holds_the_lock() {
+    let aws = LocalAws::start(&[]);
+    let p = on_s3(&aws);
+    p.run(&["apply", "--auto-approve"]).success();
+    p.edit_stack("keep_images  = 30", "keep_images  = 31");
+    p.edit_world(|w| w["faults"] = json!({"delay_ms": 2000}));
+    let child = spawn(&p, &["apply", "--auto-approve"]);
+    wait_for("the lock", || get(&aws, LOCK).is_some());
+    let started = Instant::now();
+    // Read-only: no lock taken, none waited for.
+    p.run(&["drift"]).code(0);
+    p.run(&["plan"])
+        .success()
+        .stdout_has("aws.ecr_lifecycle_policy.app");
+    assert!(get(&aws, LOCK).is_some(), "the apply still holds it");
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let run = finished(&p, &["apply", "--auto-approve"], child);
+    run.success();
+    // SIGINT on a run holding an S3 lock releases it.
+    p.edit_stack("keep_images  = 31", "keep_images  = 32");
+    let child = spawn(&p, &["apply", "--auto-approve"]);
+    wait_for("the lock", || get(&aws, LOCK).is_some());
+    send_signal(child.id(), "INT");
+    let run = finished(&p, &["apply", "--auto-approve"], child);
+    assert_eq!(run.code, 130, "{}", run.stderr);
+    assert!(get(&aws, LOCK).is_none(), "released on SIGINT");
+}
