@@ -1367,3 +1367,76 @@ fn promotion_chains_name_known_environments_and_do_not_loop() {
     let bad = format!("{BASE}promote_from = \"green\"\nmin_soak = \"half an hour\"\n{GREEN}");
     assert!(errors(&bad).contains("is not a duration"));
 }
+
+#[test]
+fn the_state_table_chooses_the_backend_and_its_keys_are_checked() {
+    use crate::stack::StateBackend;
+    let dir = project();
+    let with = |t: &str| format!("{BASE}\n[state]\n{t}\n");
+    let s = parse_in(dir.path(), BASE).unwrap();
+    assert_eq!(s.state_backend(), &StateBackend::Local);
+    let s = parse_in(
+        dir.path(),
+        &with("backend = \"s3\"\nbucket = \"acme-state\""),
+    )
+    .unwrap();
+    let StateBackend::S3(at) = s.state_backend() else {
+        panic!("an S3 backend")
+    };
+    assert_eq!(
+        (
+            at.bucket.as_str(),
+            at.key.as_str(),
+            at.region.as_str(),
+            at.kms_key_id.as_deref()
+        ),
+        ("acme-state", "s/slipway.state.json", "ap-south-1", None)
+    );
+    let out = errors(&with("backend = \"s3\""));
+    assert!(out.contains("`backend = \"s3\"` needs `bucket`"), "{out}");
+    let out = errors(&with("bucket = \"acme-state\""));
+    assert!(out.contains("`bucket` is for the S3 backend"), "{out}");
+    let out = errors(&with("backend = \"s3\"\nbucket = \"Acme_State\""));
+    assert!(
+        out.contains("`Acme_State` is not an S3 bucket name"),
+        "{out}"
+    );
+    let out = errors(&with(
+        "backend = \"s3\"\nbucket = \"acme-state\"\nkey = \"/x.lock\"",
+    ));
+    assert!(out.contains("is not a state object key"), "{out}");
+    let out = errors(&with("backend = \"gcs\""));
+    assert!(out.contains("`gcs` is not a state backend"), "{out}");
+    let out = errors(&with("backend = \"s3\"\nbucket = \"acme-state\"\nttl = 3"));
+    assert!(out.contains("ttl"), "{out}");
+}
+
+#[test]
+fn with_the_s3_backend_the_drift_role_may_read_the_state_object_and_only_that() {
+    let dir = project();
+    let src = format!(
+        "{BASE}\n[state]\nbackend = \"s3\"\nbucket = \"acme-state\"\nkey = \"team/s.json\"\nkms_key_id = \"alias/state\"\n"
+    );
+    let d = parse_in(dir.path(), &src).unwrap().desired().unwrap();
+    let policy =
+        d.resources()[&"aws.iam_role_policy.drift_read".parse().unwrap()].attrs()["policy"]
+            .known()
+            .unwrap();
+    let statements = policy["Statement"].as_array().unwrap();
+    assert_eq!(statements.len(), 3);
+    assert_eq!(
+        statements[1],
+        serde_json::json!({
+            "Sid": "ReadState", "Effect": "Allow", "Action": "s3:GetObject",
+            "Resource": "arn:aws:s3:::acme-state/team/s.json",
+        })
+    );
+    assert_eq!(statements[2]["Action"], "kms:Decrypt");
+    assert_eq!(
+        statements[2]["Condition"],
+        serde_json::json!({"StringEquals": {"kms:ViaService": "s3.ap-south-1.amazonaws.com"}})
+    );
+    // Not the lock, not the bucket, no write.
+    assert!(!policy.to_string().contains(".lock"));
+    assert!(!policy.to_string().contains("s3:Put"));
+}
