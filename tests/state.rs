@@ -424,3 +424,51 @@ fn drift_and_plan_run_while_an_apply_holds_the_lock() {
     assert_eq!(run.code, 130, "{}", run.stderr);
     assert!(get(&aws, LOCK).is_none(), "released on SIGINT");
 }
+
+#[test]
+fn a_conditional_write_whose_answer_was_lost_is_recognised_as_ours() {
+    let aws = LocalAws::start(&[]);
+    let p = on_s3(&aws);
+    let lose_next_put = || {
+        aws.configure(json!({"faults": {"rate": 1.0, "kinds": ["lost_response"], "operations": ["PutObject"], "max": 1}}));
+    };
+    // The lock's create lands, its answer is lost, the SDK sends it again
+    // and that fails its precondition: the lock found is this run's own.
+    let lost = |aws: &LocalAws| {
+        aws.calls()["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["operation"] == "PutObject")
+            .map(|c| c["faults"].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    lose_next_put();
+    p.run(&["apply", "--auto-approve"]).success();
+    assert_eq!(lost(&aws), 1, "the fault was injected");
+    assert!(get(&aws, LOCK).is_none());
+    aws.configure(json!({"faults": {"rate": 0.0}}));
+
+    // A state write, the same way: not a conflict.
+    for (k, v) in aws.env() {
+        // SAFETY: this test's process sets it before any thread reads it.
+        unsafe { std::env::set_var(k, v) };
+    }
+    let backend = slipway::state::S3Backend::new(slipway::state::s3::S3Location {
+        bucket: BUCKET.into(),
+        key: KEY.into(),
+        region: "ap-south-1".into(),
+        kms_key_id: None,
+    })
+    .unwrap();
+    let mut state = backend.load_opt("smallcase").unwrap().unwrap();
+    let serial = state.serial();
+    lose_next_put();
+    backend.write(&mut state).unwrap();
+    aws.configure(json!({"faults": {"rate": 0.0}}));
+    assert_eq!(lost(&aws), 2, "the fault was injected");
+    assert_eq!(stored_state(&aws)["serial"], json!(serial + 1));
+    // And the next write goes on from the version that landed.
+    backend.write(&mut state).unwrap();
+    assert_eq!(stored_state(&aws)["serial"], json!(serial + 2));
+}

@@ -33,7 +33,11 @@ DEFAULT_DURATIONS: dict[str, float] = {
     "elbv2_target_deregister": 300,
 }
 
-FAULT_KINDS = ("throttle", "500", "503", "drop")
+# Drawn from by default.
+DEFAULT_FAULT_KINDS = ("throttle", "500", "503", "drop")
+# Also `lost_response`: the request is served, then the connection is dropped
+# before the answer (the client cannot tell whether it landed).
+FAULT_KINDS = DEFAULT_FAULT_KINDS + ("lost_response",)
 
 DEFAULTS: dict[str, Any] = {
     "latency_ms": 0,
@@ -42,7 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "durations": dict(DEFAULT_DURATIONS),
     "faults": {
         "rate": 0.0,
-        "kinds": list(FAULT_KINDS),
+        "kinds": list(DEFAULT_FAULT_KINDS),
         "operations": [],
         "services": [],
         "accounts": [],

@@ -137,6 +137,14 @@ class RealismApp:
             time.sleep(latency / 1000.0)
         if fault == "drop":
             raise DropConnection("injected dropped connection")
+        if fault == "lost_response":
+            # Served (it lands), then the answer is lost.
+            if info.service == "s3" and (environ.get("HTTP_IF_MATCH") or environ.get("HTTP_IF_NONE_MATCH")):
+                with _CONDITIONAL_WRITES:
+                    list(self.moto_app(environ, lambda *a, **k: None))
+            else:
+                list(self.moto_app(environ, lambda *a, **k: None))
+            raise DropConnection("injected lost response")
         if fault:
             return _respond(start_response, *fault_response(fault, info))
         if info.service == "eks":

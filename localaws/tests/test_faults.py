@@ -129,3 +129,16 @@ def test_mutating_only(aws, account, realism):
     ecr.describe_repositories()
     with pytest.raises(ClientError):
         ecr.create_repository(repositoryName="app")
+
+
+def test_a_lost_response_lands_but_the_client_sees_a_dropped_connection(aws, account, realism):
+    import pytest
+    from botocore.exceptions import ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
+
+    s3 = aws("s3")
+    s3.create_bucket(Bucket="lost", CreateBucketConfiguration={"LocationConstraint": "ap-south-1"})
+    realism({"faults": {"rate": 1.0, "kinds": ["lost_response"], "operations": ["PutObject"], "accounts": [account], "max": 1}})
+    with pytest.raises((ConnectionClosedError, EndpointConnectionError, ReadTimeoutError, ConnectionError)):
+        s3.put_object(Bucket="lost", Key="k", Body=b"landed")
+    realism({"faults": {"rate": 0.0}})
+    assert s3.get_object(Bucket="lost", Key="k")["Body"].read() == b"landed"

@@ -381,12 +381,17 @@ impl S3Backend {
         };
         let expected = state.serial();
         state.next_serial();
-        let written = self.put_if(
-            &self.at.key,
-            state.to_json().into_bytes(),
-            expected_etag.as_deref(),
-            true,
-        );
+        let body = state.to_json().into_bytes();
+        let written = self.put_if(&self.at.key, body.clone(), expected_etag.as_deref(), true);
+        // A write that landed but whose answer was lost is sent again by the
+        // SDK, and then fails its own precondition: what is stored is ours.
+        let written = match written {
+            Ok(None) => match self.get(&self.at.key) {
+                Ok(Some(now)) if now.body == body => Ok(Some(now.etag)),
+                _ => Ok(None),
+            },
+            other => other,
+        };
         match written {
             Ok(Some(etag)) => {
                 *self.etag.lock().unwrap_or_else(|p| p.into_inner()) = Some(Some(etag));
@@ -501,6 +506,11 @@ impl S3Backend {
                 Err(e) => return Err(e.into()),
             };
             let Some((holder, etag)) = held else { continue };
+            // Our own create, whose answer was lost and which the SDK sent
+            // again.
+            if holder.id == info.id {
+                return Ok(self.start(info, etag, reclaimed, cleared_unreadable)?);
+            }
             if !holder.is_stale() {
                 return Err(LockError::Held {
                     holder: Box::new(holder),
@@ -560,12 +570,19 @@ impl S3Backend {
                     while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(period) {
                         info.renewed = clock::now_rfc3339();
                         let body = serde_json::to_vec_pretty(&info).unwrap_or_default();
-                        match me.put_if(&me.at.lock_key(), body, Some(&etag), false) {
+                        match me.put_if(&me.at.lock_key(), body.clone(), Some(&etag), false) {
                             Ok(Some(new)) => etag = new,
-                            Ok(None) => {
-                                lost.store(true, Ordering::SeqCst);
-                                return;
-                            }
+                            Ok(None) => match me.get(&me.at.lock_key()) {
+                                // The renewal landed; only its answer was lost.
+                                Ok(Some(now)) if now.body == body => etag = now.etag,
+                                // Someone else's lock, or none: no longer ours.
+                                Ok(_) => {
+                                    lost.store(true, Ordering::SeqCst);
+                                    return;
+                                }
+                                // Cannot tell now; the next period asks again.
+                                Err(_) => {}
+                            },
                             // Tried again next period; the TTL leaves room for two.
                             Err(_) => {}
                         }
