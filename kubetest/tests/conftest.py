@@ -224,3 +224,21 @@ def deployment(name, image="nginx:1.27", replicas=2, labels=None):
 
 urllib3.disable_warnings()
 _ = os
+
+
+def elb_tags(elb, arns):
+    """DescribeTags of `arns`, one at a time when the batch names one that was
+    deleted since it was listed (ELBv2 then fails the whole call)."""
+    try:
+        return elb.describe_tags(ResourceArns=arns)["TagDescriptions"]
+    except elb.exceptions.TargetGroupNotFoundException:
+        pass
+    except elb.exceptions.LoadBalancerNotFoundException:
+        pass
+    out = []
+    for arn in arns:
+        try:
+            out += elb.describe_tags(ResourceArns=[arn])["TagDescriptions"]
+        except (elb.exceptions.TargetGroupNotFoundException, elb.exceptions.LoadBalancerNotFoundException):
+            continue
+    return out

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import time
 
-from conftest import (DEP, ROOT, TGB_CRD, TOKEN, Kube, aws_clients, deployment, realism, start, stop,
+from conftest import (DEP, elb_tags, ROOT, TGB_CRD, TOKEN, Kube, aws_clients, deployment, realism, start, stop,
                       tagged_subnets)
 
 ING = "/apis/networking.k8s.io/v1/namespaces/{ns}/ingresses"
@@ -38,7 +38,7 @@ def stack_tgs(elb, stack):
     tgs = {tg["TargetGroupArn"]: tg for tg in elb.describe_target_groups()["TargetGroups"]}
     out, arns = {}, list(tgs)
     for i in range(0, len(arns), 20):
-        for td in elb.describe_tags(ResourceArns=arns[i:i + 20])["TagDescriptions"]:
+        for td in elb_tags(elb, arns[i:i + 20]):
             tags = {t["Key"]: t["Value"] for t in td["Tags"]}
             if tags.get("ingress.k8s.aws/stack") == stack:
                 out[tags["ingress.k8s.aws/resource"]] = (tgs[td["ResourceArn"]], tags)
@@ -48,7 +48,7 @@ def stack_tgs(elb, stack):
 def stack_lb(elb, stack):
     lbs = elb.describe_load_balancers()["LoadBalancers"]
     for i in range(0, len(lbs), 20):
-        for td in elb.describe_tags(ResourceArns=[lb["LoadBalancerArn"] for lb in lbs[i:i + 20]])["TagDescriptions"]:
+        for td in elb_tags(elb, [lb["LoadBalancerArn"] for lb in lbs[i:i + 20]]):
             if {t["Key"]: t["Value"] for t in td["Tags"]}.get("ingress.k8s.aws/stack") == stack:
                 return next(lb for lb in lbs if lb["LoadBalancerArn"] == td["ResourceArn"])
     return None

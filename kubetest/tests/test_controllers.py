@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from conftest import deployment
+from conftest import deployment, elb_tags
 
 DEP = "/apis/apps/v1/namespaces/{ns}/deployments"
 ING = "/apis/networking.k8s.io/v1/namespaces/{ns}/ingresses"
@@ -76,7 +76,7 @@ def _alb_for(elb, stack):
     lbs = elb.describe_load_balancers()["LoadBalancers"]
     if not lbs:
         return None
-    for td in elb.describe_tags(ResourceArns=[lb["LoadBalancerArn"] for lb in lbs])["TagDescriptions"]:
+    for td in elb_tags(elb, [lb["LoadBalancerArn"] for lb in lbs]):
         tags = {t["Key"]: t["Value"] for t in td["Tags"]}
         if tags.get("ingress.k8s.aws/stack") == stack:
             lb = next(lb for lb in lbs if lb["LoadBalancerArn"] == td["ResourceArn"])
