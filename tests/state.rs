@@ -40,7 +40,6 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 fn on_s3(aws: &LocalAws) -> Project {
     let mut p = Project::reference();
     p.env = aws.env();
-    p.env.push(("SLIPWAY_LOCK_TTL_SECS", "3".into()));
     let stack = std::fs::read_to_string(p.path("stacks/smallcase.toml")).unwrap();
     std::fs::write(
         p.path("stacks/smallcase.toml"),
@@ -75,6 +74,20 @@ fn put(aws: &LocalAws, key: &str, body: &[u8]) {
             .await
             .unwrap();
     });
+}
+
+/// slipway's S3 backend on the local AWS, as a run would open it.
+fn backend(aws: &LocalAws) -> slipway::state::S3Backend {
+    slipway::state::S3Backend::with_config(
+        slipway::state::s3::S3Location {
+            bucket: BUCKET.into(),
+            key: KEY.into(),
+            region: "ap-south-1".into(),
+            kms_key_id: None,
+        },
+        &aws.sdk_config(),
+    )
+    .unwrap()
 }
 
 fn stored_state(aws: &LocalAws) -> Value {
@@ -208,7 +221,8 @@ fn eight_concurrent_applies_one_proceeds_every_other_names_the_holder() {
 #[test]
 fn a_killed_run_leaves_a_lock_that_goes_stale_and_unlock_force_clears_it() {
     let aws = LocalAws::start(&[]);
-    let p = on_s3(&aws);
+    let mut p = on_s3(&aws);
+    p.env.push(("SLIPWAY_LOCK_TTL_SECS", "3".into()));
     p.edit_world(|w| w["faults"] = json!({"delay_ms": 500}));
     let mut child = spawn(&p, &["apply", "--auto-approve"]);
     wait_for("the lock", || get(&aws, LOCK).is_some());
@@ -297,18 +311,7 @@ fn a_write_whose_etag_no_longer_matches_is_refused_and_the_stored_state_is_uncha
     let aws = LocalAws::start(&[]);
     let p = on_s3(&aws);
     p.run(&["apply", "--auto-approve"]).success();
-    let at = slipway::state::s3::S3Location {
-        bucket: BUCKET.into(),
-        key: KEY.into(),
-        region: "ap-south-1".into(),
-        kms_key_id: None,
-    };
-    // A backend the way this run sees it, with the endpoint of the local AWS.
-    for (k, v) in aws.env() {
-        // SAFETY: this test's process sets it before any thread reads it.
-        unsafe { std::env::set_var(k, v) };
-    }
-    let backend = slipway::state::S3Backend::new(at).unwrap();
+    let backend = backend(&aws);
     let mut state = backend.load_opt("smallcase").unwrap().unwrap();
     // Someone else writes meanwhile (a run whose lock was broken).
     let (theirs, _) = get(&aws, KEY).unwrap();
@@ -386,6 +389,15 @@ fn migrate_local_to_s3_and_back_keeps_serial_lineage_and_resources() {
     p.run(&["state", "migrate", "--to", "local"]).success();
     assert_eq!(p.state(), remote);
 
+    // The same serial with other contents: diverged, refused.
+    let mut diverged = remote.clone();
+    diverged["last_applied_plan"] = json!("someone-else");
+    std::fs::write(p.state_path(), diverged.to_string()).unwrap();
+    p.run(&["state", "migrate", "--to", "local"])
+        .code(1)
+        .stderr_has("have diverged");
+    assert_eq!(p.state(), diverged);
+
     // Another history at the destination is never overwritten.
     let mut foreign = remote.clone();
     foreign["lineage"] = json!("00000000-0000-0000-0000-000000000000");
@@ -450,17 +462,7 @@ fn a_conditional_write_whose_answer_was_lost_is_recognised_as_ours() {
     aws.configure(json!({"faults": {"rate": 0.0}}));
 
     // A state write, the same way: not a conflict.
-    for (k, v) in aws.env() {
-        // SAFETY: this test's process sets it before any thread reads it.
-        unsafe { std::env::set_var(k, v) };
-    }
-    let backend = slipway::state::S3Backend::new(slipway::state::s3::S3Location {
-        bucket: BUCKET.into(),
-        key: KEY.into(),
-        region: "ap-south-1".into(),
-        kms_key_id: None,
-    })
-    .unwrap();
+    let backend = backend(&aws);
     let mut state = backend.load_opt("smallcase").unwrap().unwrap();
     let serial = state.serial();
     lose_next_put();
@@ -471,4 +473,142 @@ fn a_conditional_write_whose_answer_was_lost_is_recognised_as_ours() {
     // And the next write goes on from the version that landed.
     backend.write(&mut state).unwrap();
     assert_eq!(stored_state(&aws)["serial"], json!(serial + 2));
+}
+
+#[test]
+fn a_renewal_whose_answer_was_lost_keeps_the_lock_and_a_broken_lock_is_noticed() {
+    let aws = LocalAws::start(&[]);
+    let _p = on_s3(&aws);
+    let b = backend(&aws);
+    let guard = b.lock("test", Duration::from_secs(3)).unwrap();
+    // The next renewal lands, its answer is lost, the SDK sends it again.
+    aws.configure(json!({"faults": {"rate": 1.0, "kinds": ["lost_response"], "operations": ["PutObject"], "max": 1}}));
+    std::thread::sleep(Duration::from_millis(3500));
+    aws.configure(json!({"faults": {"rate": 0.0}}));
+    assert!(!guard.lost(), "still ours");
+    let (body, _) = get(&aws, LOCK).unwrap();
+    let held: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(held["id"], guard.info().id.as_str());
+    // Broken by `state unlock --force` elsewhere: the next renewal says so.
+    b.unlock(Some(&guard.info().id), true).unwrap();
+    wait_for("the heartbeat to notice", || guard.lost());
+    drop(guard);
+    assert!(get(&aws, LOCK).is_none(), "and it put nothing back");
+}
+
+#[test]
+fn a_missing_bucket_is_an_error_never_an_empty_state() {
+    let aws = LocalAws::start(&[]);
+    let mut p = Project::reference();
+    p.env = aws.env();
+    let stack = std::fs::read_to_string(p.path("stacks/smallcase.toml")).unwrap();
+    std::fs::write(
+        p.path("stacks/smallcase.toml"),
+        format!("{stack}\n[state]\nbackend = \"s3\"\nbucket = \"no-such-bucket\"\n"),
+    )
+    .unwrap();
+    p.run(&["plan"])
+        .code(1)
+        .stderr_has("NoSuchBucket")
+        .stderr_has("slipway state init-backend");
+}
+
+#[test]
+fn init_backend_keeps_what_the_bucket_already_has() {
+    let aws = LocalAws::start(&[]);
+    let s3 = aws.s3();
+    rt().block_on(async {
+        s3.create_bucket()
+            .bucket(BUCKET)
+            .create_bucket_configuration(
+                aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                    .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::ApSouth1)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        s3.put_bucket_encryption()
+            .bucket(BUCKET)
+            .server_side_encryption_configuration(
+                aws_sdk_s3::types::ServerSideEncryptionConfiguration::builder()
+                    .rules(
+                        aws_sdk_s3::types::ServerSideEncryptionRule::builder()
+                            .apply_server_side_encryption_by_default(
+                                aws_sdk_s3::types::ServerSideEncryptionByDefault::builder()
+                                    .sse_algorithm(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
+                                    .kms_master_key_id("alias/org-mandated")
+                                    .build()
+                                    .unwrap(),
+                            )
+                            .build(),
+                    )
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let policy = json!({"Version": "2012-10-17", "Statement": [{
+            "Sid": "AuditRead", "Effect": "Allow",
+            "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
+            "Action": "s3:GetObject", "Resource": format!("arn:aws:s3:::{BUCKET}/*")}]});
+        s3.put_bucket_policy()
+            .bucket(BUCKET)
+            .policy(policy.to_string())
+            .send()
+            .await
+            .unwrap();
+        s3.put_bucket_lifecycle_configuration()
+            .bucket(BUCKET)
+            .lifecycle_configuration(
+                aws_sdk_s3::types::BucketLifecycleConfiguration::builder()
+                    .rules(
+                        aws_sdk_s3::types::LifecycleRule::builder()
+                            .id("org-logs")
+                            .status(aws_sdk_s3::types::ExpirationStatus::Enabled)
+                            .filter(
+                                aws_sdk_s3::types::LifecycleRuleFilter::builder()
+                                    .prefix("logs/")
+                                    .build(),
+                            )
+                            .expiration(
+                                aws_sdk_s3::types::LifecycleExpiration::builder()
+                                    .days(90)
+                                    .build(),
+                            )
+                            .build()
+                            .unwrap(),
+                    )
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+    });
+    let p = on_s3(&aws);
+    p.run(&["state", "init-backend"])
+        .success()
+        .stdout_has("default encryption kept: aws:kms with `alias/org-mandated`");
+    rt().block_on(async {
+        let policy = s3.get_bucket_policy().bucket(BUCKET).send().await.unwrap();
+        let policy: Value = serde_json::from_str(policy.policy().unwrap()).unwrap();
+        let sids: Vec<&str> = policy["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s["Sid"].as_str())
+            .collect();
+        assert_eq!(sids, ["AuditRead", "SlipwayDenyInsecureTransport"]);
+        let life = s3
+            .get_bucket_lifecycle_configuration()
+            .bucket(BUCKET)
+            .send()
+            .await
+            .unwrap();
+        let ids: Vec<&str> = life.rules().iter().filter_map(|r| r.id()).collect();
+        assert_eq!(ids.len(), 2, "{ids:?}");
+        assert_eq!(ids[0], "org-logs");
+    });
 }

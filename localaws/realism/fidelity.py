@@ -313,18 +313,16 @@ def _patch_s3_policy_conditions() -> None:
         return json.dumps(policy)
 
     def get_permission(self: Any, action: str, resource: str) -> Any:
-        from moto.iam.access_control import PermissionResult
+        from moto.iam.access_control import IAMPolicy, PermissionResult
 
         if self.policy is None:
             return original(self, action, resource)
-        policy = self.policy
-        try:
-            self.policy = without_tls_denials(policy.decode()).encode()
-            if not json.loads(self.policy)["Statement"]:
-                return PermissionResult.NEUTRAL
-            return original(self, action, resource)
-        finally:
-            self.policy = policy
+        # Evaluated on a copy: the bucket's stored policy is never touched
+        # (requests run concurrently).
+        stripped = without_tls_denials(self.policy.decode())
+        if not json.loads(stripped)["Statement"]:
+            return PermissionResult.NEUTRAL
+        return IAMPolicy(stripped).is_action_permitted(action, resource)
 
     FakeBucket.get_permission = get_permission
 

@@ -164,9 +164,9 @@ pub async fn run_apply(ctx: &Ctx<'_>, args: &ApplyArgs) -> Result<Exit> {
     let stack = ctx.load_stack()?;
     let desired = stack.desired()?;
     let backend = ctx.backend(&stack)?;
+    let interrupts = Interrupts::install(&ctx.printer);
     let lock = backend.lock(&command_line())?;
     report_reclaimed(ctx, &lock);
-    let interrupts = Interrupts::install(&ctx.printer);
     let state = common::load_state(&backend, &stack)?;
     let providers = ctx.providers(&stack).await?;
     let plan = match &args.plan {
@@ -239,9 +239,9 @@ pub async fn run_destroy(ctx: &Ctx<'_>, args: &DestroyArgs) -> Result<Exit> {
     check_destroy_allowed(&stack, args.env.as_deref(), args.allow_protected)?;
     let desired = stack.desired()?;
     let backend = ctx.backend(&stack)?;
+    let interrupts = Interrupts::install(&ctx.printer);
     let lock = backend.lock(&command_line())?;
     report_reclaimed(ctx, &lock);
-    let interrupts = Interrupts::install(&ctx.printer);
     let state = common::load_state(&backend, &stack)?;
     let platform = ctx.platform(&stack).await?;
     if let Some(kube) = &platform.kube {

@@ -24,15 +24,19 @@ impl Interrupts {
         let count = Arc::new(AtomicUsize::new(0));
         let notify = Arc::new(Notify::new());
         let (c, n, printer) = (count.clone(), notify.clone(), printer.clone());
+        // Registered here, before this returns: a signal arriving at once
+        // (while the lock is being taken) is counted, never the default
+        // handler's immediate exit.
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
         let task = tokio::spawn(async move {
-            let Ok(mut term) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            else {
+            let (Ok(mut term), Ok(mut int)) = (term, int) else {
                 return;
             };
             loop {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
+                    _ = int.recv() => {}
                     _ = term.recv() => {}
                 }
                 let seen = c.fetch_add(1, Ordering::SeqCst) + 1;

@@ -297,6 +297,17 @@ fn migrate(ctx: &Ctx<'_>, stack: &crate::stack::Stack, to: &str) -> Result<Exit>
             ));
             return Ok(Exit::Ok);
         }
+        Some(there) if there.serial() == state.serial() && there != state => {
+            return Err(hinted(
+                format!(
+                    "`{}` holds serial {} of this state with other contents than `{}`: the two have diverged, and nothing was written",
+                    dest.describe(),
+                    there.serial(),
+                    from.describe()
+                ),
+                "compare them (`slipway state list` against each), keep the one that matches the cloud, and remove the other yourself",
+            ));
+        }
         _ => {}
     }
     dest.put_exact(&state)?;

@@ -66,6 +66,11 @@ pub struct LockInfo {
     /// pid means something to us only when this is also ours.
     #[serde(default)]
     pub pid_namespace: String,
+    /// The holder's kernel boot id (`/proc/sys/kernel/random/boot_id`),
+    /// empty if unknown: host names and the root PID namespace's id repeat
+    /// across machines, a boot id does not.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub boot_id: String,
     /// The CI build the holder runs in (Jenkins' `BUILD_URL`, else its
     /// `JOB_NAME`), empty outside CI.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -103,6 +108,7 @@ impl LockInfo {
             renewed: now,
             ttl_secs: default_ttl_secs(),
             pid_namespace: pid_namespace(),
+            boot_id: boot_id(),
             ci: std::env::var("BUILD_URL")
                 .or_else(|_| std::env::var("JOB_NAME"))
                 .unwrap_or_default(),
@@ -144,7 +150,14 @@ impl LockInfo {
     /// The holder's pid is ours to check only on this host and in our PID
     /// namespace: containers sharing a host name each number their own processes.
     fn holder_gone(&self) -> bool {
-        self.host == hostname()
+        // Same machine: the boot id when the lock has one, else the host name.
+        let same_machine = if self.boot_id.is_empty() {
+            self.host == hostname()
+        } else {
+            self.boot_id == boot_id()
+        };
+        same_machine
+            && self.host == hostname()
             && !self.pid_namespace.is_empty()
             && self.pid_namespace == pid_namespace()
             && !process_alive(self.pid)
@@ -573,7 +586,7 @@ pub fn read_opt(path: &Path) -> Result<Option<LockInfo>, LockError> {
 /// What [`unlock`] removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unlocked {
-    Holder(LockInfo),
+    Holder(Box<LockInfo>),
     /// An unreadable lock file, and why it was unreadable.
     Unreadable {
         reason: String,
@@ -609,11 +622,11 @@ pub fn unlock(path: &Path, id: Option<&str>, force: bool) -> Result<Unlocked, Lo
         }
         (Found::Held(holder), Some(_)) if force => (
             remove_if(path, Judged::Id(&holder.id))?,
-            Unlocked::Holder(holder),
+            Unlocked::Holder(Box::new(holder)),
         ),
         (Found::Held(holder), Some(_)) if holder.is_stale() => (
             remove_if(path, Judged::Stale(&holder))?,
-            Unlocked::Holder(holder),
+            Unlocked::Holder(Box::new(holder)),
         ),
         (Found::Held(holder), Some(_)) => {
             return Err(LockError::Live {
@@ -821,6 +834,12 @@ fn process_alive(pid: u32) -> bool {
 }
 
 /// This process's PID namespace (`pid:[4026531836]`), empty if unknown.
+fn boot_id() -> String {
+    fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|id| id.trim().to_string())
+        .unwrap_or_default()
+}
+
 fn pid_namespace() -> String {
     fs::read_link("/proc/self/ns/pid")
         .map(|target| target.to_string_lossy().into_owned())
@@ -934,6 +953,15 @@ mod tests {
     }
 
     #[test]
+    fn a_dead_pid_on_another_machine_with_our_host_name_is_stale_only_after_its_ttl() {
+        // A cloned machine: same host name, root PID namespace, another boot.
+        let mut other = LockInfo::for_this_process("apply");
+        other.pid = DEAD_PID;
+        other.boot_id = "00000000-0000-0000-0000-000000000000".into();
+        assert_eq!(other.staleness().reason, None, "{:?}", other.staleness());
+    }
+
+    #[test]
     fn a_dead_pid_in_another_pid_namespace_is_stale_only_after_its_ttl() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.json.lock");
@@ -993,7 +1021,7 @@ mod tests {
         assert!(read_opt(&path).unwrap().is_some(), "refusals leave it");
         assert_eq!(
             unlock(&path, Some(&other.id), true).unwrap(),
-            Unlocked::Holder(other)
+            Unlocked::Holder(Box::new(other))
         );
         assert!(read_opt(&path).unwrap().is_none());
     }
@@ -1008,7 +1036,7 @@ mod tests {
         write_lock(&path, &other);
         assert_eq!(
             unlock(&path, Some(&other.id), false).unwrap(),
-            Unlocked::Holder(other)
+            Unlocked::Holder(Box::new(other))
         );
         assert!(read_opt(&path).unwrap().is_none());
     }

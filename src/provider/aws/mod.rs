@@ -17,6 +17,7 @@ mod images;
 mod instance;
 mod inventory;
 mod network;
+pub mod object_store;
 mod policy;
 mod security;
 mod tags;
