@@ -35,17 +35,22 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Adds `[state]` with the S3 backend on `bucket` to the project's stack.
+fn keep_state_in(p: &Project, bucket: &str) {
+    let stack = std::fs::read_to_string(p.path("stacks/smallcase.toml")).unwrap();
+    std::fs::write(
+        p.path("stacks/smallcase.toml"),
+        format!("{stack}\n[state]\nbackend = \"s3\"\nbucket = \"{bucket}\"\n"),
+    )
+    .unwrap();
+}
+
 /// The reference stack on the simulated cloud, with its state in the local
 /// AWS's S3 (the bucket made by `state init-backend`).
 fn on_s3(aws: &LocalAws) -> Project {
     let mut p = Project::reference();
     p.env = aws.env();
-    let stack = std::fs::read_to_string(p.path("stacks/smallcase.toml")).unwrap();
-    std::fs::write(
-        p.path("stacks/smallcase.toml"),
-        format!("{stack}\n[state]\nbackend = \"s3\"\nbucket = \"{BUCKET}\"\n"),
-    )
-    .unwrap();
+    keep_state_in(&p, BUCKET);
     p.run(&["state", "init-backend"]).success();
     p
 }
@@ -344,12 +349,7 @@ fn migrate_local_to_s3_and_back_keeps_serial_lineage_and_resources() {
     p.run(&["apply", "--auto-approve"]).success();
     let local: Value = p.state();
 
-    let stack = std::fs::read_to_string(p.path("stacks/smallcase.toml")).unwrap();
-    std::fs::write(
-        p.path("stacks/smallcase.toml"),
-        format!("{stack}\n[state]\nbackend = \"s3\"\nbucket = \"{BUCKET}\"\n"),
-    )
-    .unwrap();
+    keep_state_in(&p, BUCKET);
     p.run(&["state", "init-backend"]).success();
     // Not migrated yet: a plan from an empty S3 state is refused.
     p.run(&["plan"])
@@ -501,12 +501,7 @@ fn a_missing_bucket_is_an_error_never_an_empty_state() {
     let aws = LocalAws::start(&[]);
     let mut p = Project::reference();
     p.env = aws.env();
-    let stack = std::fs::read_to_string(p.path("stacks/smallcase.toml")).unwrap();
-    std::fs::write(
-        p.path("stacks/smallcase.toml"),
-        format!("{stack}\n[state]\nbackend = \"s3\"\nbucket = \"no-such-bucket\"\n"),
-    )
-    .unwrap();
+    keep_state_in(&p, "no-such-bucket");
     p.run(&["plan"])
         .code(1)
         .stderr_has("NoSuchBucket")
