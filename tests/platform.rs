@@ -27,9 +27,26 @@ fn one_apply_goes_from_empty_to_a_working_platform_and_keeps_it_there() {
     );
     let profiles = aws.calls_of("CreateFargateProfile");
     assert!(profiles >= 4, "{}", aws.calls());
+    // A no-change plan reads the cluster's objects at once: with every
+    // request taking 200 ms, no more than a few round trips one after
+    // another (connect, discovery, reads; discovery's lists of each kind
+    // all at once), and no discovery document asked for twice.
+    kube.configure(serde_json::json!({"latency_ms": 200}));
+    kube.reset_requests();
     p.run(&["plan", "--detailed-exitcode"])
         .code(0)
         .stdout_has("No changes.");
+    let chain = kube.longest_request_chain();
+    let requests = kube.requests();
+    kube.configure(serde_json::json!({"latency_ms": 0}));
+    assert!(
+        chain <= 6,
+        "{chain} Kubernetes requests one after another: {requests}"
+    );
+    assert!(
+        requests["total"].as_u64().unwrap() <= 50,
+        "a no-change plan's Kubernetes requests: {requests}"
+    );
 
     // What the platform consists of inside the cluster.
     // Production deploys only as the production agent; each Jenkins pool

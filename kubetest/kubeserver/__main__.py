@@ -60,6 +60,8 @@ def parse_args(argv):
                    help="image whose containers run but fail their readiness probe (repeatable; * wildcards)")
     p.add_argument("--unschedulable-namespace", action="append", default=[], metavar="NS",
                    help="namespace whose pods stay Pending, Unschedulable (repeatable; * wildcards)")
+    p.add_argument("--latency-ms", type=float, default=0.0, metavar="N",
+                   help="milliseconds added to every API request (not the control endpoints)")
     p.add_argument("--no-stdin-watch", action="store_true", help="do not stop when stdin reaches EOF")
     p.add_argument("--verbose", action="store_true", help="log every request to stderr")
     args = p.parse_args(argv)
@@ -154,6 +156,7 @@ def main(argv=None) -> int:
         "namespace_delay": args.namespace_delay,
         "crd_delay": args.crd_delay,
         "time_scale": args.time_scale,
+        "latency_ms": args.latency_ms,
         "unpullable_images": list(args.unpullable_image),
         "crashing_images": list(args.crashing_image),
         "unready_images": list(args.unready_image),

@@ -41,9 +41,12 @@ class App:
         self.on_config = on_config
         self.authn = authenticator or Authenticator(token, verbose=verbose)
         # The request log: API requests by method, for proving a client
-        # read-only (`GET /_kubetest/requests`).
+        # read-only, and each one's times, for benchmarks
+        # (`GET /_kubetest/requests`).
         self._requests_lock = threading.Lock()
         self._requests: dict[str, int] = {}
+        self._served = 0.0
+        self._log: list[dict] = []
 
     def _log_request(self, req: Request) -> None:
         if req.path.startswith("/_kubetest"):
@@ -51,14 +54,34 @@ class App:
         with self._requests_lock:
             self._requests[req.method] = self._requests.get(req.method, 0) + 1
 
-    def requests_report(self) -> dict:
+    def _time_request(self, req: Request, arrived: float, answered: float, latency_s: float) -> None:
+        served = max(0.0, answered - arrived - latency_s)
+        with self._requests_lock:
+            self._served += served
+            self._log.append({"method": req.method, "path": req.path, "arrived": arrived,
+                              "answered": answered, "served_s": served})
+            if len(self._log) > 200_000:
+                del self._log[: len(self._log) - 200_000]
+
+    def requests_report(self, log: bool = False) -> dict:
         with self._requests_lock:
             by = dict(self._requests)
-        return {"by_method": by, "total": sum(by.values()),
-                "mutating": sum(n for m, n in by.items() if m in ("POST", "PUT", "PATCH", "DELETE"))}
+            out = {"by_method": by, "total": sum(by.values()),
+                   "mutating": sum(n for m, n in by.items() if m in ("POST", "PUT", "PATCH", "DELETE")),
+                   "served_s": self._served}
+            if log:
+                out["log"] = [dict(e) for e in self._log]
+                out["now"] = time.monotonic()
+        return out
 
     def __call__(self, environ, start_response):
         req = Request(environ)
+        api = not req.path.startswith("/_kubetest")
+        watch = truthy(req.args.get("watch", ""))
+        arrived = time.monotonic()
+        latency = float(self.config.get("latency_ms") or 0) / 1000.0 if api else 0.0
+        if latency:
+            time.sleep(latency)
         try:
             resp = self.handle(req)
         except ApiError as e:
@@ -68,6 +91,9 @@ class App:
             traceback.print_exc(file=sys.stderr)
             resp = err(ApiError(500, "InternalError", f"Internal error occurred: {e}",
                                 {"causes": [{"message": str(e)}]}))
+        if api and not watch:
+            # A watch is timed by its events, not its answer: left out.
+            self._time_request(req, arrived, time.monotonic(), latency)
         if self.verbose:
             print(f"kubetest: {req.method} {req.full_path} -> {resp.status_code}", file=sys.stderr, flush=True)
         return resp(environ, start_response)
@@ -594,10 +620,12 @@ class App:
                 report = self.requests_report()
                 with self._requests_lock:
                     self._requests.clear()
+                    self._served = 0.0
+                    self._log.clear()
                 return jresp(report)
             if req.method != "GET":
                 raise ApiError(405, "MethodNotAllowed", f"{req.method} is not allowed on /_kubetest/requests")
-            return jresp(self.requests_report())
+            return jresp(self.requests_report(truthy(req.args.get("log", ""))))
         if parts == ["state"]:
             with self.store.lock:
                 return jresp({"resourceVersion": self.store.rv, "time": now_ts(),

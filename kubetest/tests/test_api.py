@@ -389,3 +389,26 @@ def test_request_log_counts_api_requests_by_method(kube, ns):
     assert cleared["mutating"] == 2
     code, log = kube.get("/_kubetest/requests")
     assert log["total"] == 0
+
+
+def test_latency_delays_api_requests_and_the_log_times_them_without_it(kube, ns):
+    kube.delete("/_kubetest/requests")
+    code, _ = kube.post("/_kubetest/config", {"latency_ms": 150})
+    assert code == 200
+    try:
+        started = time.monotonic()
+        kube.get(f"/api/v1/namespaces/{ns}/configmaps")
+        assert time.monotonic() - started >= 0.15
+        started = time.monotonic()
+        kube.get("/_kubetest/requests")
+        assert time.monotonic() - started < 0.15
+        code, log = kube.get("/_kubetest/requests?log=1")
+    finally:
+        kube.post("/_kubetest/config", {"latency_ms": 0})
+    assert code == 200
+    (entry,) = log["log"]
+    assert (entry["method"], entry["path"]) == ("GET", f"/api/v1/namespaces/{ns}/configmaps")
+    assert entry["answered"] - entry["arrived"] >= 0.15
+    assert 0 <= entry["served_s"] < 0.15 and entry["answered"] <= log["now"]
+    assert log["served_s"] == entry["served_s"]
+    assert "log" not in kube.get("/_kubetest/requests")[1]

@@ -29,10 +29,18 @@ from .ops import RequestInfo, identify
 StartResponse = Callable[..., Any]
 
 
+# Entries kept in the call log (the oldest are dropped beyond this).
+LOG_LIMIT = 200_000
+
+
 class Counters:
+    """Calls per (account, service, operation), and a log of each call's
+    arrival and answer times (monotonic seconds) for benchmarks."""
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._calls: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._log: list[dict[str, Any]] = []
 
     def record(self, info: RequestInfo, fault: str | None) -> None:
         key = (info.account, info.service, info.operation)
@@ -41,28 +49,52 @@ class Counters:
             if c is None:
                 c = self._calls[key] = {
                     "account": info.account, "service": info.service, "operation": info.operation,
-                    "mutating": info.mutating, "count": 0, "faults": 0,
+                    "mutating": info.mutating, "count": 0, "faults": 0, "served_s": 0.0,
                 }
             c["count"] += 1
             if fault:
                 c["faults"] += 1
 
-    def report(self, account: str | None) -> dict[str, Any]:
+    def served(self, info: RequestInfo, arrived: float, answered: float, latency_s: float) -> None:
+        """One call's times: `served_s` is the time spent answering it beyond
+        the configured latency (moto's own work, and waiting for the GIL)."""
+        served = max(0.0, answered - arrived - latency_s)
+        key = (info.account, info.service, info.operation)
+        with self._lock:
+            c = self._calls.get(key)
+            if c is not None:
+                c["served_s"] += served
+            self._log.append({
+                "account": info.account, "service": info.service, "operation": info.operation,
+                "arrived": arrived, "answered": answered, "served_s": served,
+            })
+            if len(self._log) > LOG_LIMIT:
+                del self._log[: len(self._log) - LOG_LIMIT]
+
+    def report(self, account: str | None, log: bool = False) -> dict[str, Any]:
         with self._lock:
             calls = [dict(c) for k, c in sorted(self._calls.items()) if account is None or k[0] == account]
-        return {
+            entries = [dict(e) for e in self._log if account is None or e["account"] == account] if log else None
+        out: dict[str, Any] = {
             "calls": calls,
             "total": sum(c["count"] for c in calls),
             "mutating": sum(c["count"] for c in calls if c["mutating"]),
+            "served_s": sum(c["served_s"] for c in calls),
         }
+        if entries is not None:
+            out["log"] = entries
+            out["now"] = time.monotonic()
+        return out
 
     def reset(self, account: str | None = None) -> None:
         with self._lock:
             if account is None:
                 self._calls.clear()
+                self._log.clear()
             else:
                 for k in [k for k in self._calls if k[0] == account]:
                     del self._calls[k]
+                self._log = [e for e in self._log if e["account"] != account]
 
 
 COUNTERS = Counters()
@@ -129,10 +161,19 @@ class RealismApp:
             return self.moto_app(environ, start_response)
 
         body = _read_body(environ)
+        arrived = time.monotonic()
         info = identify(environ, body)
         fault = INJECTOR.decide(info)
         COUNTERS.record(info, fault)
         latency = CONFIG.latency_ms
+        try:
+            answer = self.serve(environ, start_response, info, fault, latency, method)
+        finally:
+            COUNTERS.served(info, arrived, time.monotonic(), latency / 1000.0)
+        return answer
+
+    def serve(self, environ: dict[str, Any], start_response: StartResponse, info: RequestInfo,
+              fault: str | None, latency: float, method: str) -> Iterable[bytes]:
         if latency:
             time.sleep(latency / 1000.0)
         if fault == "drop":
@@ -167,7 +208,8 @@ class RealismApp:
         route = path.rstrip("/")
         if route == "/_realism/calls":
             if method == "GET":
-                return _json(start_response, 200, COUNTERS.report(account))
+                log = qs.get("log", ["0"])[0] not in ("0", "false", "")
+                return _json(start_response, 200, COUNTERS.report(account, log))
             if method == "DELETE":
                 COUNTERS.reset(account)
                 return _json(start_response, 200, COUNTERS.report(account))

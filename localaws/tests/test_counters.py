@@ -45,7 +45,31 @@ def test_counters_match_the_calls_made_and_mutating_is_right(aws, endpoint, acco
     assert all(c["account"] == account for c in report["calls"])
 
     control(endpoint, "DELETE", f"/_realism/calls?account={account}")
-    assert control(endpoint, "GET", f"/_realism/calls?account={account}") == {"calls": [], "total": 0, "mutating": 0}
+    assert control(endpoint, "GET", f"/_realism/calls?account={account}") == {
+        "calls": [], "total": 0, "mutating": 0, "served_s": 0.0,
+    }
+
+
+def test_the_call_log_times_each_call_without_its_latency(aws, endpoint, account, realism):
+    ec2 = aws("ec2")
+    ec2.describe_vpcs()
+    control(endpoint, "DELETE", f"/_realism/calls?account={account}")
+    realism({"latency_ms": 200})
+    ec2.describe_vpcs()
+    ec2.describe_subnets()
+    report = control(endpoint, "GET", f"/_realism/calls?account={account}&log=1")
+    log = report["log"]
+    assert [(e["service"], e["operation"]) for e in log] == [("ec2", "DescribeVpcs"), ("ec2", "DescribeSubnets")]
+    for e in log:
+        assert e["answered"] - e["arrived"] >= 0.2
+        assert 0 <= e["served_s"] < 0.2
+        assert e["answered"] <= report["now"]
+    # The second call arrived after the first was answered: a chain of two.
+    assert log[1]["arrived"] >= log[0]["answered"]
+    assert abs(report["served_s"] - sum(e["served_s"] for e in log)) < 1e-9
+    assert "log" not in control(endpoint, "GET", f"/_realism/calls?account={account}")
+    control(endpoint, "DELETE", f"/_realism/calls?account={account}")
+    assert control(endpoint, "GET", f"/_realism/calls?account={account}&log=1")["log"] == []
 
 
 def test_request_bodies_reach_moto_intact(aws):

@@ -141,6 +141,59 @@ impl KubeTest {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// The longest chain of API requests each sent after the one before it
+    /// was answered, from the request log: how many round trips one after
+    /// another a command made.
+    pub fn longest_request_chain(&self) -> usize {
+        let out = self.kubectl(&["get", "--raw", "/_kubetest/requests?log=1"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let log: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut calls: Vec<(f64, f64)> = log["log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["arrived"].as_f64().unwrap(),
+                    e["answered"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        calls.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut depth = vec![0usize; calls.len()];
+        for i in 0..calls.len() {
+            depth[i] = 1
+                + (0..i)
+                    .filter(|&j| calls[j].1 <= calls[i].0)
+                    .map(|j| depth[j])
+                    .max()
+                    .unwrap_or(0);
+        }
+        depth.into_iter().max().unwrap_or(0)
+    }
+
+    /// Merges settings into the server's live configuration (`/_kubetest/config`).
+    pub fn configure(&self, settings: serde_json::Value) {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), settings.to_string()).unwrap();
+        let out = self.kubectl(&[
+            "create",
+            "--raw",
+            "/_kubetest/config",
+            "-f",
+            file.path().to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn reset_requests(&self) {
         let out = self.kubectl(&["delete", "--raw", "/_kubetest/requests"]);
         assert!(

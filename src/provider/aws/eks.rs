@@ -178,16 +178,14 @@ async fn describe_cluster(
 }
 
 pub async fn read_clusters(aws: &Aws, items: &[(Address, Live)]) -> Found {
-    let mut out = BTreeMap::new();
-    for (a, prior) in items {
-        if let Some(c) = describe_cluster(aws, a, &prior.id).await? {
-            // A cluster being deleted is as good as gone.
-            if c.status() != Some(&ClusterStatus::Deleting) {
-                out.insert(a.clone(), cluster_live(&c, Some(&prior.attrs)));
-            }
-        }
-    }
-    Ok(out)
+    super::read_each(items, |a, prior| async move {
+        // A cluster being deleted is as good as gone.
+        Ok(describe_cluster(aws, a, &prior.id)
+            .await?
+            .filter(|c| c.status() != Some(&ClusterStatus::Deleting))
+            .map(|c| cluster_live(&c, Some(&prior.attrs))))
+    })
+    .await
 }
 
 fn logging(desired: &Attrs) -> Logging {
@@ -609,44 +607,19 @@ async fn describe_profile(
     }
 }
 
-/// Whether each cluster is there and not being deleted (its access entries
-/// go with it), asked once per cluster.
-#[derive(Default)]
-struct Clusters(HashMap<String, bool>);
-
-impl Clusters {
-    async fn alive(
-        &mut self,
-        aws: &Aws,
-        addr: &Address,
-        name: &str,
-    ) -> Result<bool, ProviderError> {
-        if let Some(alive) = self.0.get(name) {
-            return Ok(*alive);
-        }
-        let alive = describe_cluster(aws, addr, name)
-            .await?
-            .is_some_and(|c| c.status() != Some(&ClusterStatus::Deleting));
-        self.0.insert(name.to_string(), alive);
-        Ok(alive)
-    }
-}
-
 /// (A cluster with Fargate profiles cannot be deleted: EKS wants them gone
 /// first, so profiles need no check of their cluster.)
 pub async fn read_profiles(aws: &Aws, items: &[(Address, Live)]) -> Found {
-    let mut out = BTreeMap::new();
-    for (a, prior) in items {
+    super::read_each(items, |a, prior| async move {
         let Some((cluster, name)) = profile_ids(&prior.id) else {
-            continue;
+            return Ok(None);
         };
-        if let Some(p) = describe_profile(aws, a, cluster, name).await?
-            && p.status() != Some(&FargateProfileStatus::Deleting)
-        {
-            out.insert(a.clone(), profile_live(cluster, &p, Some(&prior.attrs)));
-        }
-    }
-    Ok(out)
+        Ok(describe_profile(aws, a, cluster, name)
+            .await?
+            .filter(|p| p.status() != Some(&FargateProfileStatus::Deleting))
+            .map(|p| profile_live(cluster, &p, Some(&prior.attrs))))
+    })
+    .await
 }
 
 /// Retries a profile change while EKS is busy with another one on the cluster.
@@ -989,26 +962,53 @@ async fn describe_entry(
     }
 }
 
+/// The entry and its policies are read at once, and beside that whether
+/// its cluster is being deleted (its entries go with it).
 pub async fn read_entries(aws: &Aws, items: &[(Address, Live)]) -> Found {
-    let mut out = BTreeMap::new();
-    let mut clusters = Clusters::default();
+    let mut clusters: BTreeMap<&str, &Address> = BTreeMap::new();
     for (a, prior) in items {
-        let Some((cluster, principal)) = prior.id.split_once('/') else {
-            continue;
-        };
-        if !clusters.alive(aws, a, cluster).await? {
-            continue;
-        }
-        if let Some(e) = describe_entry(aws, a, cluster, principal).await? {
-            let mut found = entry_live(cluster, &e, Some(&prior.attrs));
-            found.attrs.insert(
-                "access_policies".into(),
-                Value::Array(entry_policies(aws, a, cluster, principal).await?),
-            );
-            out.insert(a.clone(), found);
+        if let Some((cluster, _)) = prior.id.split_once('/') {
+            clusters.entry(cluster).or_insert(a);
         }
     }
-    Ok(out)
+    let mut asks = Vec::new();
+    for (cluster, a) in clusters {
+        asks.push(async move {
+            let c = describe_cluster(aws, a, cluster).await?;
+            Ok::<_, ProviderError>((
+                cluster,
+                c.is_some_and(|c| c.status() != Some(&ClusterStatus::Deleting)),
+            ))
+        });
+    }
+    let alive = futures::future::try_join_all(asks);
+    let entries = super::read_each(items, |a, prior| async move {
+        let Some((cluster, principal)) = prior.id.split_once('/') else {
+            return Ok(None);
+        };
+        let (entry, policies) = futures::join!(
+            describe_entry(aws, a, cluster, principal),
+            entry_policies(aws, a, cluster, principal)
+        );
+        let Some(e) = entry? else {
+            return Ok(None);
+        };
+        let mut found = entry_live(cluster, &e, Some(&prior.attrs));
+        found
+            .attrs
+            .insert("access_policies".into(), Value::Array(policies?));
+        Ok(Some(found))
+    });
+    let (alive, mut entries) = futures::try_join!(alive, entries)?;
+    let alive: BTreeMap<&str, bool> = alive.into_iter().collect();
+    entries.retain(|a, _| {
+        items
+            .iter()
+            .find(|(x, _)| x == a)
+            .and_then(|(_, prior)| prior.id.split_once('/'))
+            .is_some_and(|(cluster, _)| alive.get(cluster).copied().unwrap_or(false))
+    });
+    Ok(entries)
 }
 
 pub async fn create_entry(

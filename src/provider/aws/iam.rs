@@ -69,23 +69,16 @@ fn json_text(addr: &Address, attrs: &Attrs, key: &str) -> Result<String, Provide
 }
 
 pub async fn read(aws: &Aws, kind: &str, items: &[(Address, Live)]) -> Found {
-    let reads = items.iter().map(|(a, prior)| async move {
-        let r = match kind {
+    super::read_each(items, |a, prior| async move {
+        match kind {
             "iam_role" => read_role(aws, a, prior).await,
             "iam_role_policy_attachment" => read_attachment(aws, a, prior).await,
             "iam_role_policy" => read_inline(aws, a, prior).await,
             "iam_instance_profile" => read_profile(aws, a, prior).await,
             _ => read_policy(aws, a, prior).await,
-        };
-        r.map(|l| l.map(|l| (a.clone(), l)))
-    });
-    let mut out = BTreeMap::new();
-    for r in futures::future::join_all(reads).await {
-        if let Some((a, l)) = r? {
-            out.insert(a, l);
         }
-    }
-    Ok(out)
+    })
+    .await
 }
 
 // ---------------------------------------------------------------- roles

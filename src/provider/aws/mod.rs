@@ -372,6 +372,38 @@ impl Aws {
     }
 }
 
+/// Calls made at once by a read of one kind whose API has no batch form
+/// (one `Describe…` per object): enough that a stack's objects of a kind
+/// take one round trip, few enough to stay inside AWS's request rates.
+const READS_IN_FLIGHT: usize = 16;
+
+/// Reads every item with `read`, up to [`READS_IN_FLIGHT`] at once, keeping
+/// the first error: the objects of a kind are independent of each other.
+async fn read_each<'a, F, Fut>(
+    items: &'a [(Address, Live)],
+    read: F,
+) -> Result<BTreeMap<Address, Live>, ProviderError>
+where
+    F: Fn(&'a Address, &'a Live) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<Live>, ProviderError>> + 'a,
+{
+    use futures::StreamExt as _;
+    let mut pending = Vec::with_capacity(items.len());
+    for (a, prior) in items {
+        pending.push(read(a, prior));
+    }
+    let mut reads = futures::stream::iter(pending).buffered(READS_IN_FLIGHT);
+    let mut out = BTreeMap::new();
+    let mut addrs = items.iter().map(|(a, _)| a);
+    while let Some(r) = reads.next().await {
+        let a = addrs.next();
+        if let (Some(l), Some(a)) = (r?, a) {
+            out.insert(a.clone(), l);
+        }
+    }
+    Ok(out)
+}
+
 /// The address a batched call's errors are reported against.
 fn batch_addr(items: &[(Address, Live)]) -> Address {
     items

@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
-use kube::core::GroupVersionKind;
 use kube::discovery::{ApiCapabilities, ApiResource, Scope};
 use serde_json::{Value, json};
 
@@ -114,6 +113,9 @@ pub struct KubeProvider {
     /// The cluster as last observed (name and endpoint).
     observed_cluster: Mutex<Option<(String, Option<Value>)>>,
     kinds: Mutex<HashMap<(String, String), (ApiResource, ApiCapabilities)>>,
+    /// One discovery of a group version at a time: reads of its kinds that
+    /// start together share it.
+    discovering: Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
     /// The cluster refused the credentials (remembered for the run).
     refused: Mutex<Option<ProviderError>>,
     /// Keeps the token file alive while the client may read it.
@@ -278,6 +280,7 @@ impl KubeProvider {
             cluster: Mutex::new(None),
             observed_cluster: Mutex::new(None),
             kinds: Mutex::new(HashMap::new()),
+            discovering: Mutex::new(HashMap::new()),
             refused: Mutex::new(None),
             _token_dir: Mutex::new(None),
             namespace_timeout_ms: AtomicU64::new(NAMESPACE_TIMEOUT.as_millis() as u64),
@@ -732,27 +735,52 @@ impl KubeProvider {
             .and_then(Value::as_str)
             .ok_or_else(|| err(addr, "InvalidManifest", "the manifest has no kind", false))?;
         let key = (api_version.to_string(), kind.to_string());
-        if let Some(found) = self.kinds.lock().ok().and_then(|k| k.get(&key).cloned()) {
+        let cached = || self.kinds.lock().ok().and_then(|k| k.get(&key).cloned());
+        if let Some(found) = cached() {
+            return Ok(found);
+        }
+        let gate = self
+            .discovering
+            .lock()
+            .ok()
+            .map(|mut d| d.entry(api_version.to_string()).or_default().clone());
+        let _one_at_a_time = match &gate {
+            Some(g) => Some(g.lock().await),
+            None => None,
+        };
+        // Found by the discovery this one waited for.
+        if let Some(found) = cached() {
             return Ok(found);
         }
         let (group, version) = match api_version.split_once('/') {
             Some((g, v)) => (g, v),
             None => ("", api_version),
         };
-        let gvk = GroupVersionKind::gvk(group, version, kind);
-        // An unserved group/version is a 404 of its discovery document; a
-        // served one without the kind is a discovery error.
-        let found = kube::discovery::pinned_kind(client, &gvk)
+        // The whole group version at once: the other kinds of it a run
+        // uses need no discovery of their own. A kind missing from it is
+        // asked again next time (its CRD may be created meanwhile).
+        // An unserved group/version is a 404 of its discovery document.
+        let gv = kube::core::GroupVersion::gv(group, version);
+        let served = kube::discovery::pinned_group(client, &gv)
             .await
             .map_err(|e| match e {
                 kube::Error::Discovery(_) => unserved(addr, kind, api_version),
                 e if is_not_found(&e) => unserved(addr, kind, api_version),
                 other => api_error(addr, "discovery", &other),
-            })?;
+            })?
+            .versioned_resources(version);
         if let Ok(mut k) = self.kinds.lock() {
-            k.insert(key, found.clone());
+            for (ar, caps) in &served {
+                k.insert(
+                    (api_version.to_string(), ar.kind.clone()),
+                    (ar.clone(), caps.clone()),
+                );
+            }
         }
-        Ok(found)
+        served
+            .into_iter()
+            .find(|(ar, _)| ar.kind == kind)
+            .ok_or_else(|| unserved(addr, kind, api_version))
     }
 
     async fn api(
@@ -1218,21 +1246,34 @@ impl Provider for KubeProvider {
         let probe = Address::domain_wide(crate::addr::Domain::K8s);
         let selector = format!("{STACK_LABEL}={}", scope.stack);
         let managed: BTreeSet<&Address> = scope.managed.iter().map(|(a, _)| a).collect();
+        // Every kind at once.
+        let lists =
+            futures::future::join_all(DISCOVERABLE.iter().map(|(api_version, kind, catalog)| {
+                let (probe, selector) = (&probe, &selector);
+                async move {
+                    let manifest = json!({"apiVersion": api_version, "kind": kind});
+                    // A kind the cluster does not serve (a CRD gone) has
+                    // nothing to find; any other failure leaves the kind
+                    // unchecked.
+                    let (ar, caps) = match self.resource(probe, client, &manifest).await {
+                        Ok(found) => found,
+                        Err(e) if e.code == "KindUnknown" => return Ok(None),
+                        Err(e) => return Err(e),
+                    };
+                    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+                    let list = api
+                        .list(&kube::api::ListParams::default().labels(selector))
+                        .await
+                        .map_err(|e| api_error(probe, &format!("list {kind}"), &e))?;
+                    Ok(Some((*catalog, caps, list)))
+                }
+            }))
+            .await;
         let mut out = Discovery::default();
-        for (api_version, kind, catalog) in DISCOVERABLE {
-            let manifest = json!({"apiVersion": api_version, "kind": kind});
-            // A kind the cluster does not serve (a CRD gone) has nothing to
-            // find; any other failure leaves the kind unchecked.
-            let (ar, caps) = match self.resource(&probe, client, &manifest).await {
-                Ok(found) => found,
-                Err(e) if e.code == "KindUnknown" => continue,
-                Err(e) => return Err(e),
+        for found in lists {
+            let Some((catalog, caps, list)) = found? else {
+                continue;
             };
-            let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-            let list = api
-                .list(&kube::api::ListParams::default().labels(&selector))
-                .await
-                .map_err(|e| api_error(&probe, &format!("list {kind}"), &e))?;
             for obj in list {
                 let name = obj.metadata.name.clone().unwrap_or_default();
                 let id = match (&caps.scope, &obj.metadata.namespace) {
