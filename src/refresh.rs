@@ -77,6 +77,13 @@ pub fn known_ids(state: &State) -> BTreeSet<String> {
         .collect()
 }
 
+/// The output of `f`, and how long it took.
+async fn timed<T>(f: impl std::future::Future<Output = T>) -> (T, Duration) {
+    let started = Instant::now();
+    let out = f.await;
+    (out, started.elapsed())
+}
+
 /// Reads the live objects of everything in `state`, then discovers what
 /// exists beside them — `thorough`ly for `drift` (see [`DiscoverScope`]).
 pub async fn refresh(
@@ -105,25 +112,26 @@ pub async fn refresh(
             .collect();
         let known = &known;
         async move {
-            // Reads first: a provider connects on first use, and discovery
-            // only looks where the state says something is.
-            let started = Instant::now();
-            let reads = provider.read_many(&items).await;
-            let read_time = started.elapsed();
+            // Reads and discovery at once: discovery only looks where the
+            // state says something is, which the state, not the reads, says.
             let scope = DiscoverScope {
                 stack: state.stack(),
                 known,
                 managed: &items,
                 thorough,
             };
-            let found = provider.discover(&scope).await.map(|mut d| {
+            let ((reads, read_time), (found, discover_time)) = futures::join!(
+                timed(provider.read_many(&items)),
+                timed(provider.discover(&scope))
+            );
+            let found = found.map(|mut d| {
                 // What another provider serves is its to report; kinds
                 // slipway does not manage (load balancers) stay.
                 d.tagged
                     .retain(|t| serves(&t.addr) || providers.for_addr(&t.addr).is_err());
                 d
             });
-            (reads, found, read_time, started.elapsed() - read_time)
+            (reads, found, read_time, discover_time)
         }
     });
     let results = futures::future::join_all(work).await;

@@ -63,40 +63,57 @@ pub async fn read(aws: &Aws, items: &[(Address, Live)]) -> Found {
                 .map(str::to_string)
         })
         .collect();
-    let mut volumes: BTreeMap<String, (Option<i32>, Option<bool>)> = BTreeMap::new();
-    if !root_volumes.is_empty() {
-        let v = aws
-            .ec2
-            .describe_volumes()
-            .filters(filter("volume-id", root_volumes))
-            .send()
-            .await
-            .map_err(|e| sdk_error(&at, "DescribeVolumes", &e))?;
-        for vol in v.volumes() {
-            if let Some(id) = vol.volume_id() {
-                volumes.insert(id.to_string(), (vol.size(), vol.encrypted()));
+    // The root volumes and every instance's user data at once.
+    let volumes = async {
+        let mut volumes: BTreeMap<String, (Option<i32>, Option<bool>)> = BTreeMap::new();
+        if !root_volumes.is_empty() {
+            let v = aws
+                .ec2
+                .describe_volumes()
+                .filters(filter("volume-id", root_volumes))
+                .send()
+                .await
+                .map_err(|e| sdk_error(&at, "DescribeVolumes", &e))?;
+            for vol in v.volumes() {
+                if let Some(id) = vol.volume_id() {
+                    volumes.insert(id.to_string(), (vol.size(), vol.encrypted()));
+                }
             }
         }
+        Ok::<_, ProviderError>(volumes)
+    };
+    let mut asks = Vec::new();
+    for inst in &instances {
+        let id = inst.instance_id().unwrap_or_default();
+        let Some((addr, _)) = items.iter().find(|(_, l)| l.id == id) else {
+            continue;
+        };
+        asks.push(async move {
+            let out = aws
+                .ec2
+                .describe_instance_attribute()
+                .instance_id(id)
+                .attribute(InstanceAttributeName::UserData)
+                .send()
+                .await
+                .map_err(|e| sdk_error(addr, "DescribeInstanceAttribute", &e))?;
+            let text = out
+                .user_data()
+                .and_then(|u| u.value())
+                .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+            Ok::<_, ProviderError>((id, text))
+        });
     }
+    let (volumes, user_data) = futures::try_join!(volumes, futures::future::try_join_all(asks))?;
+    let user_data: BTreeMap<&str, Option<String>> = user_data.into_iter().collect();
     let mut found = BTreeMap::new();
     for inst in instances {
         let id = inst.instance_id().unwrap_or_default();
         let Some((addr, prior)) = items.iter().find(|(_, l)| l.id == id) else {
             continue;
         };
-        let user_data = aws
-            .ec2
-            .describe_instance_attribute()
-            .instance_id(id)
-            .attribute(InstanceAttributeName::UserData)
-            .send()
-            .await
-            .map_err(|e| sdk_error(addr, "DescribeInstanceAttribute", &e))?;
-        let user_data = user_data
-            .user_data()
-            .and_then(|u| u.value())
-            .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
-            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+        let user_data = user_data.get(id).cloned().flatten();
         let root = inst
             .root_device_name()
             .and_then(|root| {

@@ -60,23 +60,23 @@ pub async fn read_vpcs(aws: &Aws, items: &[(Address, Live)]) -> Found {
     let mut found = Vec::new();
     for v in out.vpcs() {
         let id = v.vpc_id().unwrap_or_default();
-        // Two attributes EC2 only reports one call at a time.
-        let support = aws
-            .ec2
-            .describe_vpc_attribute()
-            .vpc_id(id)
-            .attribute(VpcAttributeName::EnableDnsSupport)
-            .send()
-            .await
-            .map_err(|e| sdk_error(&at, "DescribeVpcAttribute", &e))?;
-        let hostnames = aws
-            .ec2
-            .describe_vpc_attribute()
-            .vpc_id(id)
-            .attribute(VpcAttributeName::EnableDnsHostnames)
-            .send()
-            .await
-            .map_err(|e| sdk_error(&at, "DescribeVpcAttribute", &e))?;
+        // Two attributes EC2 only reports one call at a time: both at once.
+        let attribute = |name: VpcAttributeName| {
+            let at = &at;
+            async move {
+                aws.ec2
+                    .describe_vpc_attribute()
+                    .vpc_id(id)
+                    .attribute(name)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(at, "DescribeVpcAttribute", &e))
+            }
+        };
+        let (support, hostnames) = futures::try_join!(
+            attribute(VpcAttributeName::EnableDnsSupport),
+            attribute(VpcAttributeName::EnableDnsHostnames)
+        )?;
         found.push(live(
             id,
             [

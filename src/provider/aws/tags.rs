@@ -220,26 +220,30 @@ pub async fn discover_ec2(
     if candidates.is_empty() {
         return Ok(Vec::new());
     }
-    // The addresses they claim, from the address tag.
+    // The addresses they claim, from the address tag; beside that, whether
+    // each still exists.
     let ids: Vec<String> = candidates.keys().cloned().collect();
-    let mut claimed: BTreeMap<String, Address> = BTreeMap::new();
-    for chunk in ids.chunks(200) {
-        let page = aws
-            .ec2
-            .describe_tags()
-            .filters(filter("key", [ADDRESS_TAG]))
-            .filters(filter("resource-id", chunk.to_vec()))
-            .send()
-            .await
-            .map_err(|e| sdk_error(&probe, "DescribeTags", &e))?;
-        for t in page.tags() {
-            if let (Some(id), Some(Ok(addr))) =
-                (t.resource_id(), t.value().map(str::parse::<Address>))
-            {
-                claimed.insert(id.to_string(), addr);
+    let claimed = async {
+        let mut claimed: BTreeMap<String, Address> = BTreeMap::new();
+        for chunk in ids.chunks(200) {
+            let page = aws
+                .ec2
+                .describe_tags()
+                .filters(filter("key", [ADDRESS_TAG]))
+                .filters(filter("resource-id", chunk.to_vec()))
+                .send()
+                .await
+                .map_err(|e| sdk_error(&probe, "DescribeTags", &e))?;
+            for t in page.tags() {
+                if let (Some(id), Some(Ok(addr))) =
+                    (t.resource_id(), t.value().map(str::parse::<Address>))
+                {
+                    claimed.insert(id.to_string(), addr);
+                }
             }
         }
-    }
+        Ok::<_, ProviderError>(claimed)
+    };
     // Tags outlive some objects for a while (terminated instances, deleted
     // NAT gateways): keep only those a read of their own type still finds.
     // Each is read under an address of its own, so two claiming one address
@@ -257,23 +261,31 @@ pub async fn discover_ec2(
             },
         ));
     }
-    let mut out = Vec::new();
+    let mut reads = Vec::new();
     for (kind, items) in by_kind {
-        let live = match kind {
-            "vpc" => super::network::read_vpcs(aws, &items).await?,
-            "internet_gateway" => super::network::read_igws(aws, &items).await?,
-            "subnet" => super::network::read_subnets(aws, &items).await?,
-            "eip" => super::network::read_eips(aws, &items).await?,
-            "nat_gateway" => super::network::read_nats(aws, &items).await?,
-            "route_table" => super::network::read_route_tables(aws, &items).await?,
-            "security_group" => super::security::read_groups(aws, &items).await?,
-            "security_group_rule" => super::security::read_rules(aws, &items).await?,
-            "instance" => super::instance::read(aws, &items).await?,
-            "ebs_volume" => detached_volumes(aws, &probe, items, known).await?,
-            // Kinds slipway makes none of (snapshots, images…): their tags
-            // say they exist.
-            _ => items.into_iter().collect(),
-        };
+        let probe = &probe;
+        reads.push(async move {
+            let live = match kind {
+                "vpc" => super::network::read_vpcs(aws, &items).await?,
+                "internet_gateway" => super::network::read_igws(aws, &items).await?,
+                "subnet" => super::network::read_subnets(aws, &items).await?,
+                "eip" => super::network::read_eips(aws, &items).await?,
+                "nat_gateway" => super::network::read_nats(aws, &items).await?,
+                "route_table" => super::network::read_route_tables(aws, &items).await?,
+                "security_group" => super::security::read_groups(aws, &items).await?,
+                "security_group_rule" => super::security::read_rules(aws, &items).await?,
+                "instance" => super::instance::read(aws, &items).await?,
+                "ebs_volume" => detached_volumes(aws, probe, items, known).await?,
+                // Kinds slipway makes none of (snapshots, images…): their
+                // tags say they exist.
+                _ => items.into_iter().collect(),
+            };
+            Ok::<_, ProviderError>((kind, live))
+        });
+    }
+    let (claimed, found) = futures::try_join!(claimed, futures::future::try_join_all(reads))?;
+    let mut out = Vec::new();
+    for (kind, live) in found {
         for (own, l) in live {
             // A copy of an object's tags on another type (a snapshot of an
             // instance) claims nothing: it is reported as what it is.

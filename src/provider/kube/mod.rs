@@ -431,15 +431,6 @@ impl KubeProvider {
         Ok(client)
     }
 
-    /// The client if connected now, without connecting.
-    async fn client_if_connected(&self) -> Option<kube::Client> {
-        let slot = self.client.lock().await;
-        let generation = self.generation.load(Ordering::SeqCst);
-        slot.as_ref()
-            .filter(|(g, _)| *g == generation)
-            .map(|(_, (c, _))| c.clone())
-    }
-
     /// Forgets the connection and what the cluster served: the next call
     /// connects to the cluster as it is now.
     fn reconnect(&self) {
@@ -1236,14 +1227,19 @@ impl Provider for KubeProvider {
     }
 
     /// Objects of the kinds slipway manages that carry the stack's label but
-    /// that the state does not know. Only once connected, i.e. when the state
-    /// has Kubernetes objects: a plan of a new stack needs no cluster.
+    /// that the state does not know. Only when the state has Kubernetes
+    /// objects: a plan of a new stack needs no cluster. Nothing is in a
+    /// cluster that is gone; a cluster that cannot be reached is the reads'
+    /// error to report.
     async fn discover(&self, scope: &DiscoverScope<'_>) -> Result<Discovery, ProviderError> {
-        let Some(client) = self.client_if_connected().await else {
+        let probe = Address::domain_wide(crate::addr::Domain::K8s);
+        if scope.managed.is_empty() {
+            return Ok(Discovery::default());
+        }
+        let Ok((client, _)) = self.client(&probe).await else {
             return Ok(Discovery::default());
         };
         let client = &client;
-        let probe = Address::domain_wide(crate::addr::Domain::K8s);
         let selector = format!("{STACK_LABEL}={}", scope.stack);
         let managed: BTreeSet<&Address> = scope.managed.iter().map(|(a, _)| a).collect();
         // Every kind at once.
