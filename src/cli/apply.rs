@@ -171,11 +171,11 @@ pub async fn run_apply(ctx: &Ctx<'_>, args: &ApplyArgs) -> Result<Exit> {
     let providers = ctx.providers(&stack).await?;
     let plan = match &args.plan {
         Some(path) => {
-            let plan = common::load_plan(path)?;
+            let mut plan = common::load_plan(path)?;
             check_saved_plan(&plan, &stack, state.as_ref(), path)?;
+            common::restore_secrets(&mut plan, &desired, state.as_ref());
             // Protection is judged now, from the stack and the state, not
             // taken from the file.
-            let mut plan = plan;
             protect(&mut plan, &desired, state.as_ref());
             check_protected(&plan, args.allow_protected)?;
             plan

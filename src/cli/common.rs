@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Context as _, Result};
 
 use super::Global;
 use crate::plan::{self, Mode, PLAN_FORMAT_VERSION, Plan, PlanInput, StackRef};
@@ -59,17 +59,14 @@ pub fn report_error(printer: &Printer, err: &anyhow::Error) {
         if let Some(l) = e.downcast_ref::<LockError>() {
             return l.hint();
         }
-        if let Some(StateError::Lock(l)) = e.downcast_ref::<StateError>() {
-            return l.hint();
+        if let Some(s) = e.downcast_ref::<StateError>() {
+            return s.hint();
         }
         if let Some(d) = e.downcast_ref::<crate::deploy::DeployError>() {
             return d.hint();
         }
         if let Some(a) = e.downcast_ref::<AwsSetupError>() {
             return Some(a.hint().to_string());
-        }
-        if let Some(StateError::Conflict { .. }) = e.downcast_ref::<StateError>() {
-            return Some("run `slipway plan` again to see the current state".to_string());
         }
         None
     });
@@ -354,17 +351,132 @@ pub async fn refresh_and_plan(
 }
 
 /// Writes a plan for `apply FILE` (mode 0600: it holds live attributes).
+/// Secrets — the attributes a kind marks sensitive, such as the webhook's
+/// TLS key — are written as the sensitive placeholder; [`restore_secrets`]
+/// puts them back from the state and the stack when the plan is applied.
 pub fn save_plan(plan: &Plan, path: &Path) -> Result<()> {
-    let text = serde_json::to_string_pretty(plan).context("cannot serialise the plan")?;
+    let mut plan = plan.clone();
+    redact_secrets(&mut plan);
+    let text = serde_json::to_string_pretty(&plan).context("cannot serialise the plan")?;
     crate::state::local::write_atomic(path, text.as_bytes())?;
     Ok(())
 }
 
+fn sensitive_attrs(addr: &crate::addr::Address) -> &'static [&'static str] {
+    crate::resource::spec_opt(&addr.kind_key()).map_or(&[], |s| s.sensitive)
+}
+
+fn placeholder() -> serde_json::Value {
+    serde_json::Value::String(crate::render::SENSITIVE.to_string())
+}
+
+fn redact_secrets(plan: &mut Plan) {
+    let redact = |addr: &crate::addr::Address, attrs: &mut crate::resource::Attrs| {
+        for attr in sensitive_attrs(addr) {
+            if let Some(v) = attrs.get_mut(*attr) {
+                *v = placeholder();
+            }
+        }
+    };
+    for (addr, live) in &mut plan.refreshed {
+        if let Some(live) = live {
+            redact(addr, &mut live.attrs);
+        }
+    }
+    for c in &mut plan.changes {
+        if let Some(before) = &mut c.before {
+            redact(&c.addr, &mut before.attrs);
+        }
+        for attr in sensitive_attrs(&c.addr) {
+            if let Some(e) = c.after.as_mut().and_then(|a| a.get_mut(*attr)) {
+                *e = crate::resource::Expr::Lit(placeholder());
+            }
+        }
+    }
+    for f in &mut plan.drift {
+        let attr = f
+            .path
+            .as_deref()
+            .map(|p| p.split(['.', '[']).next().unwrap_or(p))
+            .unwrap_or_default();
+        if crate::render::is_sensitive(&f.address, attr) {
+            for v in [&mut f.recorded, &mut f.live].into_iter().flatten() {
+                *v = placeholder();
+            }
+        }
+    }
+}
+
+/// Puts back what [`save_plan`] left out of a saved plan: refreshed
+/// secrets from the state the plan was checked against (same lineage and
+/// serial), planned ones as the stack's own expressions, resolved when
+/// applied (the plan was checked to come from this very stack file).
+pub fn restore_secrets(plan: &mut Plan, desired: &Desired, state: Option<&State>) {
+    let restore = |addr: &crate::addr::Address, attrs: &mut crate::resource::Attrs| {
+        for attr in sensitive_attrs(addr) {
+            if attrs.get(*attr) != Some(&placeholder()) {
+                continue;
+            }
+            match state
+                .and_then(|s| s.get_opt(addr))
+                .and_then(|r| r.attributes.get(*attr))
+            {
+                Some(v) => {
+                    attrs.insert((*attr).to_string(), v.clone());
+                }
+                None => {
+                    attrs.remove(*attr);
+                }
+            }
+        }
+    };
+    for (addr, live) in &mut plan.refreshed {
+        if let Some(live) = live {
+            restore(addr, &mut live.attrs);
+        }
+    }
+    for c in &mut plan.changes {
+        if let Some(before) = &mut c.before {
+            restore(&c.addr, &mut before.attrs);
+        }
+        let declared = desired.get_opt(&c.addr);
+        if let Some(after) = &mut c.after {
+            for attr in sensitive_attrs(&c.addr) {
+                if after.get(*attr) != Some(&crate::resource::Expr::Lit(placeholder())) {
+                    continue;
+                }
+                // An output (the TLS key) is the object's own, as for a
+                // value not known yet; applying never sends outputs.
+                let e = declared
+                    .and_then(|r| r.attrs().get(*attr).cloned())
+                    .unwrap_or_else(|| crate::resource::Expr::reference(&c.addr, attr));
+                after.insert((*attr).to_string(), e);
+            }
+        }
+    }
+}
+
 pub fn load_plan(path: &Path) -> Result<Plan> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read plan file `{}`", path.display()))?;
-    let header: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| anyhow!("`{}` is not a slipway plan file ({e})", path.display()))?;
+    let again =
+        "make a new plan with `slipway plan --out FILE` and apply that; nothing was changed";
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let message = format!("cannot read plan file `{}`: {e}", path.display());
+        if e.kind() == std::io::ErrorKind::InvalidData {
+            // Not text, so not a plan.
+            hinted(message, again)
+        } else {
+            hinted(
+                message,
+                "check the path: it is the FILE that `slipway plan --out FILE` wrote",
+            )
+        }
+    })?;
+    let header: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        hinted(
+            format!("`{}` is not a slipway plan file ({e})", path.display()),
+            again,
+        )
+    })?;
     let version = header
         .get("format_version")
         .and_then(serde_json::Value::as_u64);
@@ -377,6 +489,10 @@ pub fn load_plan(path: &Path) -> Result<Plan> {
             "make a new plan with this slipway: `slipway plan --out FILE`",
         ));
     }
-    serde_json::from_value(header)
-        .map_err(|e| anyhow!("`{}` is not a slipway plan file ({e})", path.display()))
+    serde_json::from_value(header).map_err(|e| {
+        hinted(
+            format!("`{}` is not a slipway plan file ({e})", path.display()),
+            again,
+        )
+    })
 }

@@ -90,8 +90,8 @@ impl<'a> Sink<'a> {
             file: self.file.to_path_buf(),
             line,
             column,
-            message,
-            hint,
+            message: escape_controls(message),
+            hint: hint.map(escape_controls),
         });
     }
 
@@ -111,6 +111,23 @@ impl<'a> Sink<'a> {
             Err(StackError::new(self.diagnostics))
         }
     }
+}
+
+/// Values quoted from the file (a multi-line string) keep a diagnostic on
+/// one line: control characters are shown escaped, as `\n`.
+fn escape_controls(text: String) -> String {
+    if !text.chars().any(char::is_control) {
+        return text;
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// 1-based line and character column of a byte offset; offsets past the end

@@ -213,7 +213,14 @@ impl Stack {
                 line: 1,
                 column: 1,
                 message: format!("cannot read the stack file: {e}"),
-                hint: Some("check the path; stack files live under `stacks/`".to_string()),
+                hint: Some(
+                    if e.kind() == std::io::ErrorKind::InvalidData {
+                        "a stack file is TOML, which is UTF-8 text: save it as UTF-8 (docs/stack.md)"
+                    } else {
+                        "check the path; stack files live under `stacks/`"
+                    }
+                    .to_string(),
+                ),
             }])),
         }
     }

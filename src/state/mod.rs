@@ -297,6 +297,50 @@ pub enum StateError {
     Lock(#[from] LockError),
 }
 
+impl StateError {
+    /// What to do about it, printed as the error's `hint:`.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            StateError::Parse { path, .. } | StateError::Format { path, .. } => {
+                Some(restore_hint(path))
+            }
+            StateError::Io { path, source, .. }
+                if source.kind() == std::io::ErrorKind::InvalidData =>
+            {
+                Some(restore_hint(path))
+            }
+            StateError::Io { path, .. } => Some(format!(
+                "check that `{}` and its directory exist and are readable and writable by this user",
+                path.display()
+            )),
+            StateError::WrongStack { .. } => Some(
+                "pass this stack's own state with `--state PATH`, or the stack the state belongs to with `--stack FILE`"
+                    .to_string(),
+            ),
+            StateError::Conflict { .. } => {
+                Some("run `slipway plan` again to see the current state".to_string())
+            }
+            StateError::Lock(l) => l.hint(),
+            // The message already says: upgrade slipway.
+            StateError::Newer { .. } => None,
+        }
+    }
+}
+
+/// A damaged state is never overwritten: say where the previous version is.
+fn restore_hint(path: &std::path::Path) -> String {
+    let shown = path.display().to_string();
+    if shown.starts_with("s3://") {
+        format!(
+            "slipway will not overwrite it; restore an earlier version of `{shown}` (the bucket keeps every version) or repair it by hand, then run `slipway plan` (docs/state.md)"
+        )
+    } else {
+        format!(
+            "slipway will not overwrite it; restore the previous version, `{shown}.backup`, or repair the file by hand, then run `slipway plan` (docs/state.md)"
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
