@@ -32,8 +32,26 @@ use history::{Kind, Outcome, Release, Source};
 /// The field manager of everything the deploy stage writes (the platform's
 /// is `slipway`).
 pub const FIELD_MANAGER: &str = "slipway-deploy";
-/// How often waits ask the API server and ELBv2 again.
+/// How often waits ask the API server and ELBv2 again, at most: they
+/// start at [`FIRST_POLL`] and double, so a rollout that is done in a
+/// moment is seen in a moment, and a long one costs one call a second.
 const POLL: Duration = Duration::from_secs(1);
+const FIRST_POLL: Duration = Duration::from_millis(100);
+
+/// The pause before the next look of a wait: [`FIRST_POLL`], doubling up
+/// to [`POLL`].
+struct Poll(Duration);
+
+impl Poll {
+    fn new() -> Self {
+        Poll(FIRST_POLL)
+    }
+
+    async fn pause(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(POLL);
+    }
+}
 
 /// Label on every applied object: the revision that applied it last.
 pub const RELEASE_REVISION_LABEL: &str = "slipway.dev/release";
@@ -750,6 +768,7 @@ impl<'a> Deployer<'a> {
                 d.pointer("/spec/selector/matchLabels")
                     .unwrap_or(&Value::Null),
             );
+            let mut poll = Poll::new();
             loop {
                 self.check_cancel()?;
                 let read = async {
@@ -761,7 +780,7 @@ impl<'a> Deployer<'a> {
                     Ok(v) => v,
                     Err(e) if e.retryable && tokio::time::Instant::now() < deadline => {
                         self.report.waiting(&format!("{e}; asking again"));
-                        tokio::time::sleep(POLL).await;
+                        poll.pause().await;
                         continue;
                     }
                     Err(e) => return Err(e.into()),
@@ -797,7 +816,7 @@ impl<'a> Deployer<'a> {
                                 .map(|p| format!("; {p}"))
                                 .unwrap_or_default()
                         ));
-                        tokio::time::sleep(POLL).await;
+                        poll.pause().await;
                     }
                 }
             }
@@ -856,6 +875,7 @@ impl<'a> Deployer<'a> {
     ) -> Result<String, DeployError> {
         let name = s(ing, "/metadata/name");
         let backends: BTreeSet<String> = ingress_services(ing);
+        let mut poll = Poll::new();
         loop {
             self.check_cancel()?;
             let pending = match self.ingress_pending(cluster, name, &backends, image).await {
@@ -888,7 +908,7 @@ impl<'a> Deployer<'a> {
                 });
             }
             self.report.waiting(&format!("Ingress `{name}`: {what}"));
-            tokio::time::sleep(POLL).await;
+            poll.pause().await;
         }
     }
 
