@@ -6,8 +6,8 @@
 //! `SLIPWAY_RELIABILITY_CASES` sets how many cases each property test runs
 //! in-process (default 256); `slipway validate` runs a quarter of that, and
 //! the tests that apply or plan for every case a sixteenth (at least 16).
-//! The long tier sets it high and also runs the `#[ignore]`d test that
-//! needs the local AWS and the Kubernetes test server.
+//! The long tier sets it high. One test drives the real providers against
+//! the local AWS and the Kubernetes test server, in both tiers.
 
 mod common;
 
@@ -1184,7 +1184,6 @@ fn the_jenkins_passwords_are_made_on_the_instance_never_by_slipway() {
 /// slipway's own bearer tokens. Slow (the local AWS and the test server
 /// start): the long tier runs it.
 #[test]
-#[ignore = "long tier: starts the local AWS and the Kubernetes test server"]
 fn no_secret_reaches_output_with_the_real_providers() {
     use common::kubetest::{KubeTest, QUICK};
     use common::localaws::LocalAws;
