@@ -820,3 +820,104 @@ fn a_teardown_waiting_on_the_controller_can_be_interrupted_and_a_rerun_finishes(
     assert!(load_balancers_of(&aws, "smallcase-develop/app").is_empty());
     assert!(kube.get(&["namespace", "smallcase-develop"]).is_none());
 }
+
+/// The reliability suite's deploy crashes (docs/reliability.md): a deploy
+/// SIGKILLed at a seeded random moment leaves its lease and maybe a
+/// release recorded as running; the next deploy waits the lease out, closes
+/// that record as failed, and lands. No record stays `running`.
+#[test]
+fn deploys_killed_at_seeded_random_moments_are_closed_and_the_next_one_lands() {
+    let (aws, kube, p) = platform(None);
+    let ns = "smallcase-develop";
+    let base = put_image(&aws, "develop-base", "crash-base");
+    let started = std::time::Instant::now();
+    deploy(&p, &["--branch", "develop", "--image-digest", &base]).success();
+    let whole = started.elapsed().as_millis() as u64;
+    // One kill is not left to chance: right after the release is recorded.
+    let seeds = std::iter::once(0).chain(common::seeds());
+    for seed in seeds {
+        let mut rng = common::Rng(seed);
+        let killed = put_image(
+            &aws,
+            &format!("develop-killed-{seed}"),
+            &format!("crash-{seed}"),
+        );
+        let next = put_image(
+            &aws,
+            &format!("develop-next-{seed}"),
+            &format!("after-{seed}"),
+        );
+        let at = rng.between(50, whole);
+        let mut child = p
+            .command(&["deploy", "--branch", "develop", "--image-digest", &killed])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        if seed == 0 {
+            use std::io::BufRead;
+            let recorded = std::io::BufReader::new(out)
+                .lines()
+                .map_while(Result::ok)
+                .any(|l| l.contains("of `develop` started"));
+            assert!(recorded, "the deploy never recorded its release");
+        } else {
+            std::thread::sleep(std::time::Duration::from_millis(at));
+        }
+        let _ = child.kill();
+        child.wait().unwrap();
+
+        let run = deploy(
+            &p,
+            &[
+                "--branch",
+                "develop",
+                "--image-digest",
+                &next,
+                "--lock-timeout",
+                "120s",
+            ],
+        );
+        assert_eq!(
+            run.code, 0,
+            "seed {seed}: the deploy after SIGKILL at {at} ms of ~{whole} ms failed:\n{}\n{}",
+            run.stdout, run.stderr
+        );
+        assert_eq!(
+            image_of(&kube, ns).as_deref(),
+            Some(format!("123456789012.dkr.ecr.ap-south-1.amazonaws.com/{REPO}@{next}").as_str()),
+            "seed {seed}"
+        );
+        let history = releases(&p, "develop");
+        let running: Vec<_> = history
+            .iter()
+            .filter(|r| r["result"] == "running")
+            .collect();
+        assert!(running.is_empty(), "seed {seed}: left running: {running:?}");
+        let last = history.last().unwrap();
+        assert_eq!(last["result"], "succeeded", "seed {seed}: {last}");
+        assert_eq!(last["digest"], next.as_str(), "seed {seed}: {last}");
+        // Killed before its record: none; after it finished: succeeded;
+        // in between: closed by the next deploy.
+        let of_killed: Vec<_> = history
+            .iter()
+            .filter(|r| r["digest"] == killed.as_str())
+            .collect();
+        if seed == 0 {
+            assert!(
+                of_killed.len() == 1 && of_killed[0]["result"] == "failed",
+                "{of_killed:?}"
+            );
+            run.stdout_has("was left running by a deploy that stopped");
+        }
+        for r in of_killed {
+            let closed = r["result"] == "failed"
+                && r["error"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("stopped before it finished");
+            assert!(r["result"] == "succeeded" || closed, "seed {seed}: {r}");
+        }
+    }
+}

@@ -68,6 +68,10 @@ DEFAULTS: dict[str, Any] = {
     # UpdateAssumeRolePolicy naming it in Principal.AWS answer
     # MalformedPolicyDocument (see iam_propagation.py). 0: off.
     "iam_principal_propagation_ms": 0,
+    # EKS's quota of Fargate profiles per cluster (the default; adjustable
+    # on AWS through Service Quotas). CreateFargateProfile beyond it answers
+    # ResourceLimitExceededException.
+    "eks_fargate_profiles_per_cluster": 10,
 }
 
 # Keys whose value is replaced as a whole by an update (not deep-merged).
@@ -117,6 +121,9 @@ def _check(cfg: dict[str, Any]) -> None:
     if not isinstance(cfg["dependency_violations"], bool):
         raise ConfigError(f"dependency_violations must be true or false, got {cfg['dependency_violations']!r}")
     num(cfg["iam_principal_propagation_ms"], "iam_principal_propagation_ms")
+    quota = cfg["eks_fargate_profiles_per_cluster"]
+    if isinstance(quota, bool) or not isinstance(quota, int) or quota < 1:
+        raise ConfigError(f"eks_fargate_profiles_per_cluster must be a positive integer, got {quota!r}")
 
 
 def _check_targets(targets: Any) -> None:
@@ -243,6 +250,10 @@ class Config:
     def iam_principal_propagation_ms(self) -> float:
         """Not scaled by time_scale (a wall-clock window, like latency_ms)."""
         return self._cfg["iam_principal_propagation_ms"]
+
+    @property
+    def eks_fargate_profiles_per_cluster(self) -> int:
+        return self._cfg["eks_fargate_profiles_per_cluster"]
 
     def duration(self, kind: str) -> float:
         """Scaled duration in seconds of a lifecycle phase."""

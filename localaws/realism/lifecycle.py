@@ -32,7 +32,11 @@ def _deadline(kind: str) -> float:
 def _patch_eks() -> None:
     from moto.eks import models as m
     from moto.eks import responses as r
-    from moto.eks.exceptions import ResourceInUseException
+    from moto.eks.exceptions import EKSError, ResourceInUseException
+
+    class ResourceLimitExceededException(EKSError):
+        TYPE = "ResourceLimitExceededException"
+        STATUS = 400
 
     Cluster, FargateProfile, EKSBackend = m.Cluster, m.FargateProfile, m.EKSBackend
 
@@ -142,6 +146,13 @@ def _patch_eks() -> None:
                     clusterName=cluster_name, fargateProfileName=fargate_profile_name,
                     message=f"Cannot create Fargate Profile {fargate_profile_name} because cluster "
                     f"{cluster_name} currently has Fargate profile {busy.fargate_profile_name} in status {busy.status}",
+                )
+            quota = CONFIG.eks_fargate_profiles_per_cluster
+            if len(cluster.fargate_profiles) >= quota:
+                raise ResourceLimitExceededException(
+                    clusterName=cluster_name,
+                    message=f"Cannot create Fargate Profile {fargate_profile_name}: cluster {cluster_name} "
+                    f"already has {len(cluster.fargate_profiles)} Fargate profiles, the limit is {quota}",
                 )
         return orig_create_fp(self, fargate_profile_name, cluster_name, *a, **kw)
 

@@ -4,6 +4,7 @@ rule, and the operations the layer serves (access entries, updates)."""
 from __future__ import annotations
 
 import time
+import urllib.error
 
 import pytest
 from botocore.exceptions import ClientError
@@ -113,6 +114,31 @@ def test_second_fargate_profile_during_the_first_fails_resource_in_use(aws, acco
     assert error(e) == (409, "ResourceInUseException",
                         "Cannot Delete Fargate Profile green because cluster c1 currently has Fargate profile blue in status DELETING")
     wait_for(lambda: eks.list_fargate_profiles(clusterName="c1")["fargateProfileNames"], lambda n: n == ["green"])
+
+
+def test_fargate_profiles_beyond_the_quota_are_refused(aws, account, realism):
+    eks = aws("eks")
+    active_cluster(eks, account)
+    realism({"eks_fargate_profiles_per_cluster": 2})
+
+    def profile_made(name):
+        create_profile(eks, account, name)
+        wait_for(lambda: eks.describe_fargate_profile(clusterName="c1", fargateProfileName=name)["fargateProfile"]["status"],
+                 lambda s: s == "ACTIVE")
+
+    profile_made("blue")
+    profile_made("green")
+    with pytest.raises(ClientError) as e:
+        create_profile(eks, account, "develop")
+    assert error(e) == (400, "ResourceLimitExceededException",
+                        "Cannot create Fargate Profile develop: cluster c1 already has 2 Fargate profiles, the limit is 2")
+    assert sorted(eks.list_fargate_profiles(clusterName="c1")["fargateProfileNames"]) == ["blue", "green"]
+    # a raised quota lets it through
+    realism({"eks_fargate_profiles_per_cluster": 3})
+    profile_made("develop")
+    with pytest.raises(urllib.error.HTTPError) as bad:
+        realism({"eks_fargate_profiles_per_cluster": 0})
+    assert bad.value.code == 400
 
 
 def test_deleting_a_cluster_with_fargate_profiles_fails(aws, account):

@@ -544,6 +544,7 @@ impl<'a> Deployer<'a> {
         let histories = self.histories().await?;
         self.check_policy(req, env, &histories, digest)?;
         let history = histories.get(env.name()).cloned().unwrap_or_default();
+        self.close_abandoned(cluster, env, &history).await?;
         let revision = self.next_revision(cluster, env).await?;
         for o in &mut objects {
             o["metadata"]["labels"][RELEASE_REVISION_LABEL] = json!(revision.to_string());
@@ -621,6 +622,43 @@ impl<'a> Deployer<'a> {
             }
         }
         outcome.map(|_| record)
+    }
+
+    /// Records left `running` by a deploy that died (killed, or its machine
+    /// lost) are closed as failed: every deploy writes its record under the
+    /// lock and finishes it before letting go, so with the lock held here
+    /// none of them is still going.
+    async fn close_abandoned(
+        &self,
+        cluster: &AppCluster,
+        env: &Environment,
+        history: &[Release],
+    ) -> Result<(), DeployError> {
+        for r in history.iter().filter(|r| r.result == Outcome::Running) {
+            let Some(cm) = cluster
+                .get_opt("v1", "ConfigMap", &history::config_map_name(r.revision))
+                .await?
+            else {
+                continue;
+            };
+            let mut closed = r.clone();
+            closed.result = Outcome::Failed;
+            closed.finished_at = Some(crate::clock::now_rfc3339());
+            closed.error = Some(
+                "its deploy stopped before it finished (killed, or its lock expired); the next deploy closed it"
+                    .to_string(),
+            );
+            self.write_record(cluster, env, &closed, &cm).await?;
+            self.report.step(&format!(
+                "release {} of `{}` was left running by a deploy that stopped ({}@{}, started {}); recorded as failed",
+                r.revision,
+                env.name(),
+                r.user,
+                r.host,
+                r.started_at
+            ));
+        }
+        Ok(())
     }
 
     async fn write_record(

@@ -190,6 +190,9 @@ struct Cluster {
     logging: Vec<String>,
     /// IAM role or user ARNs given cluster-admin through access entries.
     admins: Vec<String>,
+    /// The account's quota of Fargate profiles per cluster (EKS's default
+    /// is 10; it can be raised through Service Quotas).
+    fargate_profile_quota: usize,
 }
 
 /// `aws`, `aws-cn` or `aws-us-gov`: the ARN partition of a region.

@@ -98,6 +98,7 @@ pub(super) const CLUSTER: TableKeys = TableKeys {
         "public_access_cidrs",
         "logging",
         "admins",
+        "fargate_profile_quota",
     ],
     required: &["name", "version"],
 };
@@ -233,6 +234,7 @@ pub(super) struct RawCluster {
     pub public_access_cidrs: Option<Strings>,
     pub logging: Option<Strings>,
     pub admins: Option<Strings>,
+    pub fargate_profile_quota: Option<S<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1440,3 +1440,60 @@ fn with_the_s3_backend_the_drift_role_may_read_the_state_object_and_only_that() 
     assert!(!policy.to_string().contains(".lock"));
     assert!(!policy.to_string().contains("s3:Put"));
 }
+
+/// BASE with `count` environments in all (blue and `count - 1` more).
+fn with_environments(count: usize, cluster_extra: &str) -> String {
+    let mut s = BASE.replace(
+        "version = \"1.31\"",
+        &format!("version = \"1.31\"{cluster_extra}"),
+    );
+    for i in 1..count {
+        s.push_str(&format!(
+            "\n[environments.e{i}]\nbranch = \"e{i}\"\nnamespace = \"s-e{i}\"\noverlay = \"k8s/overlays/develop\"\n"
+        ));
+    }
+    s
+}
+
+#[test]
+fn more_fargate_profiles_than_the_quota_are_refused_at_the_first_environment_over_it() {
+    let dir = project();
+    // kube-system and nine environments: exactly EKS's default of 10.
+    let fits = with_environments(9, "");
+    parse_in(dir.path(), &fits).unwrap_or_else(|e| panic!("{e}"));
+
+    let over = with_environments(10, "");
+    let out = errors(&over);
+    assert!(
+        out.contains(&format!("stacks/t.toml:{}", pos(&over, "e9]"))),
+        "{out}"
+    );
+    assert!(out.contains("would need 11 Fargate profiles"), "{out}");
+    assert!(
+        out.contains("EKS's default quota is 10 per cluster"),
+        "{out}"
+    );
+    assert!(out.contains("environment `e9`"), "{out}");
+    assert!(out.contains("fargate_profile_quota"), "{out}");
+
+    // A raised quota, stated in the stack, lets them through.
+    let raised = with_environments(200, "\nfargate_profile_quota = 201");
+    let s = parse_in(dir.path(), &raised).unwrap_or_else(|e| panic!("{e}"));
+    let profiles = s
+        .desired()
+        .unwrap()
+        .resources()
+        .iter()
+        .filter(|(a, _)| a.kind() == "eks_fargate_profile")
+        .count();
+    assert_eq!(profiles, 201);
+    let out = errors(&with_environments(200, "\nfargate_profile_quota = 150"));
+    assert!(out.contains("your `fargate_profile_quota` is 150"), "{out}");
+    assert!(out.contains("environment `e149`"), "{out}");
+
+    let out = errors(&with_environments(1, "\nfargate_profile_quota = 0"));
+    assert!(
+        out.contains("`fargate_profile_quota` `0` is out of range"),
+        "{out}"
+    );
+}

@@ -68,6 +68,11 @@ pub(super) fn validate(sink: &mut Sink<'_>, doc: RawDocument, stack_path: &Path)
     let network = network(sink, doc.network.unwrap_or_default());
     let jenkins = doc.jenkins.map(|j| jenkins(sink, j));
     let registry = doc.registry.map(|r| registry(sink, r));
+    let quota_span = doc
+        .cluster
+        .as_ref()
+        .and_then(|c| c.fargate_profile_quota.as_ref())
+        .map(|q| q.span());
     let cluster = doc
         .cluster
         .map(|c| cluster(sink, c, region.as_deref(), name.as_deref()));
@@ -139,6 +144,9 @@ pub(super) fn validate(sink: &mut Sink<'_>, doc: RawDocument, stack_path: &Path)
         doc.environments_span.as_ref(),
         &root,
     );
+    if let Some(c) = &cluster {
+        fargate_profiles_within_quota(sink, &doc.environments, c, quota_span);
+    }
     let drift_ignore = drift_ignore(sink, doc.drift.as_ref());
     let state = state_backend(sink, doc.state.as_ref(), name.as_deref(), region.as_deref());
     if !sink.is_empty() {
@@ -990,6 +998,15 @@ fn cluster(
         .as_ref()
         .map(|list| cluster_admins(sink, list, region, stack))
         .unwrap_or_default();
+    let fargate_profile_quota = int_in(
+        sink,
+        raw.fargate_profile_quota.as_ref(),
+        FARGATE_PROFILES_PER_CLUSTER as i64,
+        1..=10_000,
+        "`fargate_profile_quota`",
+        ": the quota of Fargate profiles per cluster your account was granted",
+    )
+    .map_or(FARGATE_PROFILES_PER_CLUSTER, |n| n as usize);
     Cluster {
         name: name.clone(),
         version: version.clone(),
@@ -997,7 +1014,50 @@ fn cluster(
         public_access_cidrs,
         logging,
         admins,
+        fargate_profile_quota,
     }
+}
+
+/// EKS's default quota of Fargate profiles per cluster ("Fargate profiles
+/// per cluster" in Service Quotas; adjustable).
+pub(super) const FARGATE_PROFILES_PER_CLUSTER: usize = 10;
+
+/// The cluster needs a Fargate profile for `kube-system` and one per
+/// environment; more than the account's quota and EKS refuses the rest
+/// halfway through an apply. Said here, before anything is created, at the
+/// first environment over the quota.
+fn fargate_profiles_within_quota(
+    sink: &mut Sink<'_>,
+    raw: &[(S<String>, super::schema::RawEnvironment)],
+    cluster: &Cluster,
+    quota_span: Option<Range<usize>>,
+) {
+    let needed = raw.len() + 1;
+    let quota = cluster.fargate_profile_quota;
+    if needed <= quota {
+        return;
+    }
+    // kube-system takes one, so environment number `quota` is the first
+    // without room.
+    let Some((first_over, _)) = raw.get(quota - 1) else {
+        return;
+    };
+    let set = if quota_span.is_some() {
+        "your `fargate_profile_quota`"
+    } else {
+        "EKS's default quota"
+    };
+    sink.err(
+        &first_over.span(),
+        format!(
+            "cluster `{}` would need {needed} Fargate profiles (`kube-system` and one per environment), \
+             and {set} is {quota} per cluster: from environment `{}` on, EKS would refuse them halfway through an apply",
+            cluster.name,
+            first_over.get_ref()
+        ),
+        "ask AWS for more (Service Quotas → Amazon Elastic Kubernetes Service → \"Fargate profiles per cluster\") \
+         and set `[cluster] fargate_profile_quota` to the value granted, or split the environments over more stacks",
+    );
 }
 
 /// `[cluster] admins`: IAM role or user ARNs of the stack's partition, each

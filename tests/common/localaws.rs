@@ -145,6 +145,240 @@ impl LocalAws {
         aws_sdk_ecr::Client::new(&self.sdk_config())
     }
 
+    /// Every live cloud object carrying a `slipway:address` tag, by that
+    /// address: EC2 (instances and NAT gateways that are going or gone
+    /// left out), IAM roles, instance profiles, policies and OIDC
+    /// providers, ECR repositories, and EKS clusters, Fargate profiles and
+    /// access entries (those being deleted left out). An instance's root
+    /// volume, tagged as its instance, is part of it. Read with the SDK,
+    /// independently of slipway.
+    pub fn objects_by_address(&self) -> std::collections::BTreeMap<String, Vec<String>> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(self.read_objects_by_address())
+    }
+
+    async fn read_objects_by_address(&self) -> std::collections::BTreeMap<String, Vec<String>> {
+        use aws_sdk_ec2::types::Filter;
+        const KEY: &str = "slipway:address";
+        let mut out: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        let mut add = |addr: &str, id: &str| {
+            let ids = out.entry(addr.to_string()).or_default();
+            if !ids.iter().any(|i| i == id) {
+                ids.push(id.to_string());
+            }
+        };
+        let of = |tags: Option<&std::collections::HashMap<String, String>>| {
+            tags.and_then(|t| t.get(KEY)).cloned()
+        };
+
+        let ec2 = self.ec2().await;
+        let gone: std::collections::BTreeSet<String> = {
+            let mut gone = std::collections::BTreeSet::new();
+            let r = ec2.describe_instances().send().await.unwrap();
+            for i in r.reservations().iter().flat_map(|r| r.instances()) {
+                let state = i
+                    .state()
+                    .and_then(|s| s.name())
+                    .map(|n| n.as_str().to_string());
+                if matches!(state.as_deref(), Some("terminated" | "shutting-down")) {
+                    gone.insert(i.instance_id().unwrap_or_default().to_string());
+                }
+            }
+            let n = ec2.describe_nat_gateways().send().await.unwrap();
+            for g in n.nat_gateways() {
+                let state = g.state().map(|s| s.as_str().to_string());
+                let id = g.nat_gateway_id().unwrap_or_default().to_string();
+                if matches!(state.as_deref(), Some("deleted" | "deleting")) {
+                    gone.insert(id);
+                } else if let Some(addr) = g.tags().iter().find(|t| t.key() == Some(KEY)) {
+                    add(addr.value().unwrap_or_default(), &id);
+                }
+            }
+            gone
+        };
+        let mut token = None;
+        loop {
+            let r = ec2
+                .describe_tags()
+                .filters(Filter::builder().name("key").values(KEY).build())
+                .set_next_token(token)
+                .send()
+                .await
+                .unwrap();
+            for t in r.tags() {
+                let id = t.resource_id().unwrap_or_default();
+                let addr = t.value().unwrap_or_default();
+                // An instance's root volume carries its instance's tags.
+                let root_volume = t.resource_type().map(|k| k.as_str()) == Some("volume")
+                    && addr.starts_with("aws.instance.");
+                if !gone.contains(id) && !root_volume {
+                    add(addr, id);
+                }
+            }
+            token = r.next_token().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+
+        let iam = self.iam().await;
+        let tag_of = |tags: &[aws_sdk_iam::types::Tag]| {
+            tags.iter()
+                .find(|t| t.key() == KEY)
+                .map(|t| t.value().to_string())
+        };
+        for r in iam
+            .list_roles()
+            .max_items(1000)
+            .send()
+            .await
+            .unwrap()
+            .roles()
+        {
+            let tags = iam
+                .list_role_tags()
+                .role_name(r.role_name())
+                .send()
+                .await
+                .unwrap();
+            if let Some(a) = tag_of(tags.tags()) {
+                add(&a, r.arn());
+            }
+        }
+        for ip in iam
+            .list_instance_profiles()
+            .max_items(1000)
+            .send()
+            .await
+            .unwrap()
+            .instance_profiles()
+        {
+            let tags = iam
+                .list_instance_profile_tags()
+                .instance_profile_name(ip.instance_profile_name())
+                .send()
+                .await
+                .unwrap();
+            if let Some(a) = tag_of(tags.tags()) {
+                add(&a, ip.arn());
+            }
+        }
+        for pol in iam
+            .list_policies()
+            .scope(aws_sdk_iam::types::PolicyScopeType::Local)
+            .max_items(1000)
+            .send()
+            .await
+            .unwrap()
+            .policies()
+        {
+            let arn = pol.arn().unwrap_or_default();
+            let tags = iam.list_policy_tags().policy_arn(arn).send().await.unwrap();
+            if let Some(a) = tag_of(tags.tags()) {
+                add(&a, arn);
+            }
+        }
+        for o in iam
+            .list_open_id_connect_providers()
+            .send()
+            .await
+            .unwrap()
+            .open_id_connect_provider_list()
+        {
+            let arn = o.arn().unwrap_or_default();
+            let tags = iam
+                .list_open_id_connect_provider_tags()
+                .open_id_connect_provider_arn(arn)
+                .send()
+                .await
+                .unwrap();
+            if let Some(a) = tag_of(tags.tags()) {
+                add(&a, arn);
+            }
+        }
+
+        let ecr = self.ecr().await;
+        for repo in ecr
+            .describe_repositories()
+            .send()
+            .await
+            .unwrap()
+            .repositories()
+        {
+            let arn = repo.repository_arn().unwrap_or_default();
+            let tags = ecr
+                .list_tags_for_resource()
+                .resource_arn(arn)
+                .send()
+                .await
+                .unwrap();
+            if let Some(t) = tags.tags().iter().find(|t| t.key() == KEY) {
+                add(t.value(), arn);
+            }
+        }
+
+        let eks = self.eks().await;
+        let deleting = |s: Option<&str>| s == Some("DELETING");
+        for name in eks.list_clusters().send().await.unwrap().clusters() {
+            let c = eks.describe_cluster().name(name).send().await.unwrap();
+            let Some(c) = c.cluster() else { continue };
+            if deleting(c.status().map(|s| s.as_str())) {
+                continue;
+            }
+            if let Some(a) = of(c.tags()) {
+                add(&a, c.arn().unwrap_or_default());
+            }
+            let profiles = eks
+                .list_fargate_profiles()
+                .cluster_name(name)
+                .send()
+                .await
+                .unwrap();
+            for pn in profiles.fargate_profile_names() {
+                let fp = eks
+                    .describe_fargate_profile()
+                    .cluster_name(name)
+                    .fargate_profile_name(pn)
+                    .send()
+                    .await
+                    .unwrap();
+                let Some(fp) = fp.fargate_profile() else {
+                    continue;
+                };
+                if deleting(fp.status().map(|s| s.as_str())) {
+                    continue;
+                }
+                if let Some(a) = of(fp.tags()) {
+                    add(&a, fp.fargate_profile_arn().unwrap_or_default());
+                }
+            }
+            let entries = eks
+                .list_access_entries()
+                .cluster_name(name)
+                .send()
+                .await
+                .unwrap();
+            for principal in entries.access_entries() {
+                let e = eks
+                    .describe_access_entry()
+                    .cluster_name(name)
+                    .principal_arn(principal)
+                    .send()
+                    .await
+                    .unwrap();
+                if let Some(e) = e.access_entry()
+                    && let Some(a) = of(e.tags())
+                {
+                    add(&a, e.access_entry_arn().unwrap_or_default());
+                }
+            }
+        }
+        out
+    }
+
     pub fn s3(&self) -> aws_sdk_s3::Client {
         let conf = aws_sdk_s3::config::Builder::from(&self.sdk_config())
             .force_path_style(true)

@@ -286,3 +286,40 @@ pub fn send_signal(pid: u32, name: &str) {
         .unwrap();
     assert!(status.success());
 }
+
+/// The reliability runs' seeds (docs/reliability.md):
+/// `SLIPWAY_RELIABILITY_RUNS` runs (default 2, the quick tier) from
+/// `SLIPWAY_RELIABILITY_SEED` (default 1).
+pub fn runs() -> u64 {
+    std::env::var("SLIPWAY_RELIABILITY_RUNS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(2)
+}
+
+pub fn seeds() -> std::ops::Range<u64> {
+    let first = std::env::var("SLIPWAY_RELIABILITY_SEED")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(1);
+    first..first + runs()
+}
+
+/// A small deterministic generator (SplitMix64): the kill points of a seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
+}
