@@ -453,3 +453,33 @@ fn a_load_balancer_deleted_while_drift_reads_it_is_gone_not_an_error() {
     let doc = run.json();
     assert_eq!(doc["errors"], json!([]), "{doc:#}");
 }
+
+#[test]
+fn a_certificate_due_for_renewal_is_a_planned_update_never_drift() {
+    let aws = LocalAws::start(&["--time-scale", "0.002"]);
+    // The real certificate provider (the simulated cloud stands only for
+    // the Kubernetes objects).
+    let p = Project::reference_on(&aws);
+    p.run(&["apply", "--auto-approve"]).success();
+    let cert = "tls.certificate.lb_webhook";
+    // Issued long ago: it expires tomorrow, inside the renewal window.
+    let path = p.state_path();
+    let mut st: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let tomorrow = time::OffsetDateTime::now_utc() + time::Duration::days(1);
+    st["resources"][cert]["attributes"]["not_after"] = json!(
+        tomorrow
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    );
+    std::fs::write(&path, serde_json::to_string_pretty(&st).unwrap()).unwrap();
+
+    p.run(&["drift"]).code(0).stdout_has("No drift");
+    let doc = p.run(&["drift", "--json"]).json();
+    assert_eq!(doc["result"], "clean", "{doc}");
+    p.run(&["plan", "--detailed-exitcode"])
+        .code(2)
+        .stdout_has(&format!("~ {cert}"))
+        .stdout_has("renewal_due");
+    p.run(&["apply", "--auto-approve"]).success();
+    p.run(&["plan", "--detailed-exitcode"]).code(0);
+}

@@ -325,28 +325,35 @@ impl<'a> Deployer<'a> {
             + 1)
     }
 
+    /// Every environment's releases (the promotion policy reads the
+    /// upstream ones), read at once.
     async fn histories(&self) -> Result<BTreeMap<String, Vec<Release>>, DeployError> {
-        let mut out = BTreeMap::new();
-        for env in self.stack.environments() {
-            out.insert(env.name().to_string(), self.history(env).await?);
-        }
-        Ok(out)
+        let envs = self.stack.environments();
+        let read = futures::future::try_join_all(envs.iter().map(|env| self.history(env))).await?;
+        Ok(envs
+            .iter()
+            .map(|e| e.name().to_string())
+            .zip(read)
+            .collect())
     }
 
     /// The repository URI and the digest the image reference names.
     async fn resolve(&self, image: &ImageRef) -> Result<(String, String), DeployError> {
         let repo = self.stack.repository_name();
         let region = self.stack.region();
-        let uri = self.aws.repository_uri_opt(repo).await?.ok_or_else(|| {
+        let (uri, found) = tokio::join!(
+            self.aws.repository_uri_opt(repo),
+            self.aws
+                .image_opt(repo, image.tag.as_deref(), image.digest.as_deref())
+        );
+        // A missing repository is said as such, whatever the image read found.
+        let uri = uri?.ok_or_else(|| {
             refused(
                 format!("ECR repository `{repo}` does not exist in region `{region}`"),
                 "run `slipway apply` to create the platform first",
             )
         })?;
-        let found = self
-            .aws
-            .image_opt(repo, image.tag.as_deref(), image.digest.as_deref())
-            .await?;
+        let found = found?;
         let what = match (&image.tag, &image.digest) {
             (Some(t), Some(d)) => format!("tag `{t}` with digest `{d}`"),
             (Some(t), None) => format!("tag `{t}`"),
@@ -378,11 +385,21 @@ impl<'a> Deployer<'a> {
     /// `slipway deploy` (and the deploy half of `promote` and `rollback`).
     pub async fn release(&self, req: &Request) -> Result<Done, DeployError> {
         let env = self.environment(&req.environment)?;
-        // Render first: a broken overlay or kubectl fails before any call.
-        let mut objects = render::parse(&render::kustomize(env.overlay())?)?;
-        let (uri, digest) = self.resolve(&req.image).await?;
+        // The overlay renders (kubectl, a process of its own) while the
+        // image and the histories are read; a broken overlay or kubectl is
+        // reported before anything the reads found.
+        let overlay = env.overlay().to_path_buf();
+        let rendering = tokio::task::spawn_blocking(move || {
+            render::kustomize(&overlay).and_then(|yaml| render::parse(&yaml))
+        });
+        let (resolved, histories) = tokio::join!(self.resolve(&req.image), self.histories());
+        let mut objects = rendering.await.map_err(|e| DeployError::Kubectl {
+            message: format!("rendering the overlay stopped: {e}"),
+            hint: "run `kubectl kustomize` on the overlay to see why".into(),
+        })??;
+        let (uri, digest) = resolved?;
         self.report.step(&format!("image {uri}@{digest}"));
-        let histories = self.histories().await?;
+        let histories = histories?;
         self.check_policy(req, env, &histories, &digest)?;
         self.check_cancel()?;
         let cluster = self.cluster(env).await?;

@@ -4,8 +4,10 @@
 //! stale, wherever its holder ran.
 //!
 //! A lock file is never visible half-written: it is written whole to a temp
-//! file and hard-linked into place (which fails while a lock exists), and each
-//! renewal is a whole temp file renamed over it. Removing a lock goes through
+//! file and hard-linked into place (which fails while a lock exists), and a
+//! renewal only touches the modification time of that same file (checked by
+//! device, inode and contents), so it can never renew or overwrite a lock
+//! another run took. Removing a lock goes through
 //! a rename to a private name first, and only a file that is still the one
 //! judged removable is deleted, so breaking a stale lock cannot delete a lock
 //! another run has just taken.
@@ -744,13 +746,27 @@ enum Removal {
 /// is first renamed to a private name, so what is checked is what is deleted;
 /// a file that is not the one judged is linked back (never over a new lock).
 fn remove_if(path: &Path, judged: Judged<'_>) -> Result<Removal, LockError> {
+    match move_aside(path)? {
+        Some(aside) => settle(path, &aside, judged),
+        None => Ok(Removal::Gone),
+    }
+}
+
+/// Renames the lock file to a private `<lock>.<uuid>.broken`; `None` when
+/// there is none.
+fn move_aside(path: &Path) -> Result<Option<PathBuf>, LockError> {
     let aside = sibling(path, &format!("{}.broken", uuid::Uuid::new_v4()));
     match fs::rename(path, &aside) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Removal::Gone),
-        Err(source) => return Err(io_error("move aside", path, source)),
+        Ok(()) => Ok(Some(aside)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(io_error("move aside", path, source)),
     }
-    let same = match (judged, inspect(&aside)) {
+}
+
+/// Deletes the moved-aside lock file if it is what was `judged`, else puts
+/// it back (never over a lock placed meanwhile).
+fn settle(path: &Path, aside: &Path, judged: Judged<'_>) -> Result<Removal, LockError> {
+    let same = match (judged, inspect(aside)) {
         (Judged::Stale(seen), Ok(Found::Held(now))) => {
             now.id == seen.id && now.renewed == seen.renewed
         }
@@ -759,16 +775,16 @@ fn remove_if(path: &Path, judged: Judged<'_>) -> Result<Removal, LockError> {
         _ => false,
     };
     if same {
-        fs::remove_file(&aside).map_err(|source| io_error("remove", &aside, source))?;
+        fs::remove_file(aside).map_err(|source| io_error("remove", aside, source))?;
         return Ok(Removal::Removed);
     }
-    match fs::hard_link(&aside, path) {
+    match fs::hard_link(aside, path) {
         Ok(()) => {
-            let _ = fs::remove_file(&aside);
+            let _ = fs::remove_file(aside);
             Ok(Removal::PutBack)
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(Removal::Displaced),
-        Err(source) => Err(io_error("put back", &aside, source)),
+        Err(source) => Err(io_error("put back", aside, source)),
     }
 }
 
@@ -958,7 +974,14 @@ mod tests {
         let mut other = LockInfo::for_this_process("apply");
         other.pid = DEAD_PID;
         other.boot_id = "00000000-0000-0000-0000-000000000000".into();
+        other.ttl_secs = 30;
         assert_eq!(other.staleness().reason, None, "{:?}", other.staleness());
+        let renewed = clock::parse_rfc3339_opt(&other.renewed).unwrap();
+        assert!(!other.staleness_at(renewed + 30).is_stale());
+        assert_eq!(
+            other.staleness_at(renewed + 31).reason,
+            Some(StaleReason::Expired)
+        );
     }
 
     #[test]
@@ -1242,5 +1265,38 @@ mod tests {
             Removal::Removed
         );
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_lock_displaced_while_a_stale_one_is_broken_is_left_aside_and_its_holder_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json.lock");
+        let mut stale = LockInfo::for_this_process("apply");
+        stale.host = "jenkins-agent-7".into();
+        let stale = renewed_ago(stale, 60);
+        // Judged stale; meanwhile another run breaks it and takes the lock…
+        let taken = LockInfo::for_this_process("apply");
+        assert!(place(&path, &taken).unwrap());
+        let meta = fs::metadata(&path).unwrap();
+        let ours = (meta.dev(), meta.ino());
+        // …and this one moves that lock aside, and while it is aside a third
+        // run takes the free lock.
+        let aside = move_aside(&path).unwrap().unwrap();
+        let third = LockInfo::for_this_process("destroy");
+        assert!(place(&path, &third).unwrap());
+        assert_eq!(
+            settle(&path, &aside, Judged::Stale(&stale)).unwrap(),
+            Removal::Displaced
+        );
+        // The third run's lock is untouched; the displaced one is kept aside.
+        assert_eq!(read_opt(&path).unwrap().map(|l| l.id), Some(third.id));
+        assert_eq!(
+            read_opt(&aside).unwrap().map(|l| l.id),
+            Some(taken.id.clone())
+        );
+        assert!(aside.to_string_lossy().ends_with(".broken"), "{aside:?}");
+        // The run it belonged to learns at its next heartbeat that the lock
+        // is no longer its own, and stops.
+        assert!(!renew(&path, ours, &taken.id).unwrap());
     }
 }

@@ -3,11 +3,7 @@
 //! reads and lists by label, conditional creates, replaces and deletes.
 //! Objects go in and come out as JSON; kube-rs types stay here.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use kube::core::GroupVersionKind;
 use kube::discovery::{ApiCapabilities, ApiResource, Scope};
 use serde_json::Value;
 
@@ -19,7 +15,7 @@ use crate::provider::ProviderError;
 pub struct AppCluster {
     client: kube::Client,
     namespace: String,
-    kinds: Mutex<HashMap<(String, String), (ApiResource, ApiCapabilities)>>,
+    kinds: std::sync::Arc<super::kinds::Kinds>,
 }
 
 /// Where a kind lives.
@@ -52,11 +48,15 @@ fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
 }
 
 impl AppCluster {
-    pub(super) fn new(client: kube::Client, namespace: &str) -> Self {
+    pub(super) fn new(
+        client: kube::Client,
+        namespace: &str,
+        kinds: std::sync::Arc<super::kinds::Kinds>,
+    ) -> Self {
         AppCluster {
             client,
             namespace: namespace.to_string(),
-            kinds: Mutex::new(HashMap::new()),
+            kinds,
         }
     }
 
@@ -70,23 +70,10 @@ impl AppCluster {
         api_version: &str,
         kind: &str,
     ) -> Result<Option<(ApiResource, ApiCapabilities)>, ProviderError> {
-        let key = (api_version.to_string(), kind.to_string());
-        if let Some(found) = self.kinds.lock().ok().and_then(|k| k.get(&key).cloned()) {
-            return Ok(Some(found));
-        }
-        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-        let gvk = GroupVersionKind::gvk(group, version, kind);
-        match kube::discovery::pinned_kind(&self.client, &gvk).await {
-            Ok(found) => {
-                if let Ok(mut k) = self.kinds.lock() {
-                    k.insert(key, found.clone());
-                }
-                Ok(Some(found))
-            }
-            Err(kube::Error::Discovery(_)) => Ok(None),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(api_error(addr, "discovery", &e)),
-        }
+        self.kinds
+            .find(&self.client, api_version, kind)
+            .await
+            .map_err(|e| api_error(addr, "discovery", &e))
     }
 
     /// Whether the API server serves this kind, and where; `None` when it

@@ -10,9 +10,10 @@
 //! needs no cluster.
 
 pub mod app;
+mod kinds;
 pub mod token;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -112,10 +113,8 @@ pub struct KubeProvider {
     cluster: Mutex<Option<String>>,
     /// The cluster as last observed (name and endpoint).
     observed_cluster: Mutex<Option<(String, Option<Value>)>>,
-    kinds: Mutex<HashMap<(String, String), (ApiResource, ApiCapabilities)>>,
-    /// One discovery of a group version at a time: reads of its kinds that
-    /// start together share it.
-    discovering: Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+    /// What the cluster serves, shared with the deploy stage's clusters.
+    kinds: std::sync::Arc<kinds::Kinds>,
     /// The cluster refused the credentials (remembered for the run).
     refused: Mutex<Option<ProviderError>>,
     /// Keeps the token file alive while the client may read it.
@@ -279,8 +278,7 @@ impl KubeProvider {
             generation: AtomicU64::new(0),
             cluster: Mutex::new(None),
             observed_cluster: Mutex::new(None),
-            kinds: Mutex::new(HashMap::new()),
-            discovering: Mutex::new(HashMap::new()),
+            kinds: std::sync::Arc::default(),
             refused: Mutex::new(None),
             _token_dir: Mutex::new(None),
             namespace_timeout_ms: AtomicU64::new(NAMESPACE_TIMEOUT.as_millis() as u64),
@@ -355,7 +353,11 @@ impl KubeProvider {
     pub async fn app_cluster(&self, namespace: &str) -> Result<app::AppCluster, ProviderError> {
         let addr = app::object_addr("namespace", namespace, namespace);
         let (client, _) = self.client(&addr).await?;
-        Ok(app::AppCluster::new(client.clone(), namespace))
+        Ok(app::AppCluster::new(
+            client.clone(),
+            namespace,
+            self.kinds.clone(),
+        ))
     }
 
     /// Everything in the cluster the load balancer controller makes load
@@ -435,9 +437,7 @@ impl KubeProvider {
     /// connects to the cluster as it is now.
     fn reconnect(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
-        if let Ok(mut kinds) = self.kinds.lock() {
-            kinds.clear();
-        }
+        self.kinds.clear();
         if let Ok(mut refused) = self.refused.lock() {
             *refused = None;
         }
@@ -725,52 +725,10 @@ impl KubeProvider {
             .get("kind")
             .and_then(Value::as_str)
             .ok_or_else(|| err(addr, "InvalidManifest", "the manifest has no kind", false))?;
-        let key = (api_version.to_string(), kind.to_string());
-        let cached = || self.kinds.lock().ok().and_then(|k| k.get(&key).cloned());
-        if let Some(found) = cached() {
-            return Ok(found);
-        }
-        let gate = self
-            .discovering
-            .lock()
-            .ok()
-            .map(|mut d| d.entry(api_version.to_string()).or_default().clone());
-        let _one_at_a_time = match &gate {
-            Some(g) => Some(g.lock().await),
-            None => None,
-        };
-        // Found by the discovery this one waited for.
-        if let Some(found) = cached() {
-            return Ok(found);
-        }
-        let (group, version) = match api_version.split_once('/') {
-            Some((g, v)) => (g, v),
-            None => ("", api_version),
-        };
-        // The whole group version at once: the other kinds of it a run
-        // uses need no discovery of their own. A kind missing from it is
-        // asked again next time (its CRD may be created meanwhile).
-        // An unserved group/version is a 404 of its discovery document.
-        let gv = kube::core::GroupVersion::gv(group, version);
-        let served = kube::discovery::pinned_group(client, &gv)
+        self.kinds
+            .find(client, api_version, kind)
             .await
-            .map_err(|e| match e {
-                kube::Error::Discovery(_) => unserved(addr, kind, api_version),
-                e if is_not_found(&e) => unserved(addr, kind, api_version),
-                other => api_error(addr, "discovery", &other),
-            })?
-            .versioned_resources(version);
-        if let Ok(mut k) = self.kinds.lock() {
-            for (ar, caps) in &served {
-                k.insert(
-                    (api_version.to_string(), ar.kind.clone()),
-                    (ar.clone(), caps.clone()),
-                );
-            }
-        }
-        served
-            .into_iter()
-            .find(|(ar, _)| ar.kind == kind)
+            .map_err(|e| api_error(addr, "discovery", &e))?
             .ok_or_else(|| unserved(addr, kind, api_version))
     }
 
