@@ -145,8 +145,16 @@ fn replacing_the_cluster_while_dropping_an_az_carries_its_contents_in_one_apply(
         .stderr_has("protected")
         .stderr_has("--allow-protected");
 
+    aws.reset_calls();
     let run = p.run(&["apply", "--auto-approve", "--allow-protected"]);
     run.success().stdout_has("Apply complete!");
+    let log = aws.call_log();
+    let at = |op: &str| log.iter().position(|(_, o)| o == op);
+    let last_lb_delete = log.iter().rposition(|(_, o)| o == "DeleteLoadBalancer");
+    assert!(
+        last_lb_delete.is_some() && last_lb_delete < at("DeleteCluster"),
+        "the controller's load balancers go before the cluster: {log:?}"
+    );
     assert!(
         !run.stdout.contains("DependencyViolation") && !run.stderr.contains("DependencyViolation"),
         "{}\n{}",

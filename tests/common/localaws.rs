@@ -76,6 +76,23 @@ impl LocalAws {
         self.request("GET", "/_realism/calls", "")
     }
 
+    /// Every call in arrival order, as `(service, operation)`.
+    pub fn call_log(&self) -> Vec<(String, String)> {
+        self.request("GET", "/_realism/calls?log=1", "")["log"]
+            .as_array()
+            .map(|log| {
+                log.iter()
+                    .map(|c| {
+                        (
+                            c["service"].as_str().unwrap_or_default().to_string(),
+                            c["operation"].as_str().unwrap_or_default().to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// How many calls of `operation` (e.g. `CreateFargateProfile`) it served.
     pub fn calls_of(&self, operation: &str) -> u64 {
         self.calls()["calls"]
