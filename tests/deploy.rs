@@ -333,6 +333,14 @@ fn failures_prune_dry_run_moved_tags_and_the_lock() {
                "metadata": {"name": "unrelated", "namespace": ns}, "data": {"a": "b"}}),
     );
 
+    kube_apply(
+        &kube,
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "garbled-record", "namespace": ns,
+                            "labels": {"slipway.dev/release-of": "develop", "slipway.dev/revision": "90"}},
+               "data": {"release.json": "{ torn"}}),
+    );
+
     // Dry run: the diff, nothing changed.
     std::fs::write(&kustomization, &base).unwrap();
     let moved = put_image(&aws, "develop-1111111", "two");
@@ -347,10 +355,21 @@ fn failures_prune_dry_run_moved_tags_and_the_lock() {
             "--dry-run",
         ],
     );
-    dry.success()
+    let dry = dry
+        .success()
         .stdout_has(&moved)
         .stdout_has("ConfigMap/settings (pruned")
         .stdout_has("nothing was changed");
+    // The record this slipway cannot read is said once, after the image.
+    let out = &dry.stdout;
+    assert_eq!(out.matches("skipping a release record").count(), 1, "{out}");
+    let image_at = out.find(&format!("@{moved}")).unwrap();
+    assert!(
+        out.find("skipping a release record").unwrap() > image_at,
+        "{out}"
+    );
+    let deleted = kube.kubectl(&["-n", ns, "delete", "configmap", "garbled-record"]);
+    assert!(deleted.status.success());
     assert!(image_of(&kube, ns).unwrap().ends_with(&first));
     assert!(kube.get(&["-n", ns, "configmap", "settings"]).is_some());
 

@@ -495,7 +495,8 @@ fn sigkill_mid_apply_loses_nothing_and_duplicates_nothing() {
 #[test]
 fn a_second_mutating_run_is_refused_naming_the_holder() {
     let p = Project::reference();
-    p.edit_world(|w| w["faults"] = json!({"delay_ms": 300}));
+    // Slow enough that the apply still holds the lock on a loaded machine.
+    p.edit_world(|w| w["faults"] = json!({"delay_ms": 1000}));
     let child = p
         .command(&["apply", "--auto-approve"])
         .stdout(std::process::Stdio::null())

@@ -414,7 +414,9 @@ fn drift_and_plan_run_while_an_apply_holds_the_lock() {
     let p = on_s3(&aws);
     p.run(&["apply", "--auto-approve"]).success();
     p.edit_stack("keep_images  = 30", "keep_images  = 31");
-    p.edit_world(|w| w["faults"] = json!({"delay_ms": 2000}));
+    // The update takes 20 s, far longer than drift and plan even on a
+    // loaded machine, so both surely run while the apply holds the lock.
+    p.edit_world(|w| w["faults"] = json!({"delay_ms": 20_000}));
     let child = spawn(&p, &["apply", "--auto-approve"]);
     wait_for("the lock", || get(&aws, LOCK).is_some());
     let started = Instant::now();
@@ -424,10 +426,11 @@ fn drift_and_plan_run_while_an_apply_holds_the_lock() {
         .success()
         .stdout_has("aws.ecr_lifecycle_policy.app");
     assert!(get(&aws, LOCK).is_some(), "the apply still holds it");
-    assert!(started.elapsed() < Duration::from_secs(60));
+    assert!(started.elapsed() < Duration::from_secs(20));
     let run = finished(&p, &["apply", "--auto-approve"], child);
     run.success();
     // SIGINT on a run holding an S3 lock releases it.
+    p.edit_world(|w| w["faults"] = json!({"delay_ms": 2000}));
     p.edit_stack("keep_images  = 31", "keep_images  = 32");
     let child = spawn(&p, &["apply", "--auto-approve"]);
     wait_for("the lock", || get(&aws, LOCK).is_some());

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use futures::{FutureExt as _, StreamExt};
 use serde_json::Value;
 use tokio::sync::Notify;
 
@@ -51,11 +51,22 @@ pub trait Hooks: Send + Sync {
     fn skipped(&self, addr: &Address, op: Op, because: &Address);
 }
 
-/// Where the executor records each finished resource. Implementations write
-/// the state file atomically on every call.
+/// Where the executor records finished resources. Implementations write
+/// the state file atomically on every call, once for all of its records:
+/// resources that finish together are saved together (a group commit).
 pub trait StateSink {
-    fn record(&mut self, addr: &Address, resource: Option<ResourceState>)
-    -> Result<(), StateError>;
+    /// Sets every record, then saves once; on error none of them is kept.
+    fn record_all(
+        &mut self,
+        records: &[(Address, Option<ResourceState>)],
+    ) -> Result<(), StateError>;
+    fn record(
+        &mut self,
+        addr: &Address,
+        resource: Option<ResourceState>,
+    ) -> Result<(), StateError> {
+        self.record_all(&[(addr.clone(), resource)])
+    }
     /// The attributes the state holds for `addr` now.
     fn attrs_opt(&self, addr: &Address) -> Option<Attrs>;
     fn live_opt(&self, addr: &Address) -> Option<Live>;
@@ -281,70 +292,87 @@ impl Executor<'_> {
                     break;
                 }
             };
-            let Some((i, started, result)) = finished else {
+            let Some(first) = finished else {
                 break;
             };
-            let node = &nodes[i];
-            let change = &plan.changes[node.change];
-            if let Some(group) = &change.serial_group {
-                busy_groups.remove(group);
+            // Whatever else has finished meanwhile is saved with it.
+            let mut batch = vec![first];
+            while let Some(Some(more)) = running.next().now_or_never() {
+                batch.push(more);
             }
-            let elapsed = started.elapsed();
-            match result {
-                Ok(live) => {
-                    let record = match (node.op, live) {
-                        (Op::Delete | Op::ReplaceDelete, _) => None,
-                        (_, Some(live)) => Some(ResourceState {
-                            id: live.id,
-                            attributes: live.attrs,
-                            depends_on: change.depends_on.clone(),
-                            env: change.env.clone(),
-                            serial_group: change.serial_group.clone(),
-                            protected: change.protected,
-                        }),
-                        (_, None) => None,
-                    };
-                    // The old half of a replacement made first was set aside.
-                    let at = match (node.cbd, node.op) {
-                        (true, Op::ReplaceDelete) => {
-                            deposed(&node.addr).unwrap_or(node.addr.clone())
-                        }
-                        _ => node.addr.clone(),
-                    };
-                    if let Err(e) = sink.record(&at, record) {
-                        // The cloud changed but the state could not say so: stop
-                        // everything, and report it as this resource's failure too.
-                        self.hooks
-                            .finished(&node.addr, node.op, Some(&e.to_string()), elapsed);
+            let mut records = Vec::new();
+            for (i, _, result) in &batch {
+                let node = &nodes[*i];
+                let change = &plan.changes[node.change];
+                if let Some(group) = &change.serial_group {
+                    busy_groups.remove(group);
+                }
+                let Ok(live) = result else { continue };
+                let record = match (node.op, live) {
+                    (Op::Delete | Op::ReplaceDelete, _) => None,
+                    (_, Some(live)) => Some(ResourceState {
+                        id: live.id.clone(),
+                        attributes: live.attrs.clone(),
+                        depends_on: change.depends_on.clone(),
+                        env: change.env.clone(),
+                        serial_group: change.serial_group.clone(),
+                        protected: change.protected,
+                    }),
+                    (_, None) => None,
+                };
+                // The old half of a replacement made first was set aside.
+                let at = match (node.cbd, node.op) {
+                    (true, Op::ReplaceDelete) => deposed(&node.addr).unwrap_or(node.addr.clone()),
+                    _ => node.addr.clone(),
+                };
+                records.push((at, record));
+            }
+            let saved = match records.is_empty() {
+                true => Ok(()),
+                false => sink.record_all(&records),
+            };
+            let unsaved = saved.as_ref().err().map(ToString::to_string);
+            if let Err(e) = saved {
+                report.state_error = Some(e);
+            }
+            for (i, started, result) in batch {
+                let node = &nodes[i];
+                let elapsed = started.elapsed();
+                match (result, &unsaved) {
+                    (Ok(_), Some(msg)) => {
+                        // The cloud changed but the state could not say so:
+                        // stop everything, and report it as this resource's
+                        // failure too.
+                        self.hooks.finished(&node.addr, node.op, Some(msg), elapsed);
                         states[i] = NodeState::Failed;
                         report.failed.push(Failure {
                             addr: node.addr.clone(),
                             op: node.op,
-                            error: e.to_string(),
+                            error: msg.clone(),
                             retryable: false,
                         });
-                        report.state_error = Some(e);
-                        continue;
                     }
-                    // A provider connected through this object follows it.
-                    self.providers
-                        .observed(&node.addr, sink.live_opt(&node.addr).as_ref());
-                    states[i] = NodeState::Done;
-                    self.hooks.finished(&node.addr, node.op, None, elapsed);
-                    report.done.push((node.addr.clone(), node.op));
-                }
-                Err(e) => {
-                    states[i] = NodeState::Failed;
-                    let msg = e.to_string();
-                    self.hooks
-                        .finished(&node.addr, node.op, Some(&msg), elapsed);
-                    report.failed.push(Failure {
-                        addr: node.addr.clone(),
-                        op: node.op,
-                        error: msg,
-                        retryable: e.retryable,
-                    });
-                    skip_dependents(&nodes, &mut states, i, self.hooks, &mut report);
+                    (Ok(_), None) => {
+                        // A provider connected through this object follows it.
+                        self.providers
+                            .observed(&node.addr, sink.live_opt(&node.addr).as_ref());
+                        states[i] = NodeState::Done;
+                        self.hooks.finished(&node.addr, node.op, None, elapsed);
+                        report.done.push((node.addr.clone(), node.op));
+                    }
+                    (Err(e), _) => {
+                        states[i] = NodeState::Failed;
+                        let msg = e.to_string();
+                        self.hooks
+                            .finished(&node.addr, node.op, Some(&msg), elapsed);
+                        report.failed.push(Failure {
+                            addr: node.addr.clone(),
+                            op: node.op,
+                            error: msg,
+                            retryable: e.retryable,
+                        });
+                        skip_dependents(&nodes, &mut states, i, self.hooks, &mut report);
+                    }
                 }
             }
         }

@@ -1,5 +1,5 @@
 //! The executor: walks a plan concurrently in dependency order, calls the
-//! providers, and persists the state after every resource.
+//! providers, and persists the state whenever resources finish.
 
 mod executor;
 
@@ -13,12 +13,13 @@ use crate::state::{Backend, ResourceState, State, StateError};
 
 /// An in-memory state (tests, dry runs).
 impl StateSink for State {
-    fn record(
+    fn record_all(
         &mut self,
-        addr: &Address,
-        resource: Option<ResourceState>,
+        records: &[(Address, Option<ResourceState>)],
     ) -> Result<(), StateError> {
-        self.set(addr, resource);
+        for (addr, resource) in records {
+            self.set(addr, resource.clone());
+        }
         Ok(())
     }
 
@@ -35,24 +36,30 @@ impl StateSink for State {
     }
 }
 
-/// A state written to its backend after every resource.
+/// A state written to its backend every time resources finish: those that
+/// finish together are written together.
 pub struct PersistingSink<'a> {
     pub backend: &'a Backend,
     pub state: &'a mut State,
 }
 
 impl StateSink for PersistingSink<'_> {
-    fn record(
+    fn record_all(
         &mut self,
-        addr: &Address,
-        resource: Option<ResourceState>,
+        records: &[(Address, Option<ResourceState>)],
     ) -> Result<(), StateError> {
-        let previous = self.state.get_opt(addr).cloned();
-        self.state.set(addr, resource);
+        let mut previous = Vec::with_capacity(records.len());
+        for (addr, resource) in records {
+            previous.push((addr, self.state.get_opt(addr).cloned()));
+            self.state.set(addr, resource.clone());
+        }
         if let Err(e) = self.backend.write(self.state) {
             // Keep memory equal to the disk so a later write does not claim
-            // something the file never said.
-            self.state.set(addr, previous);
+            // something the file never said (in reverse, should one address
+            // appear twice).
+            for (addr, resource) in previous.into_iter().rev() {
+                self.state.set(addr, resource);
+            }
             return Err(e);
         }
         Ok(())

@@ -125,6 +125,13 @@ pub trait Report: Send + Sync {
 }
 
 /// Which image to deploy.
+/// Every environment's releases, and the records skipped reading them.
+#[derive(Debug, Default)]
+struct Histories {
+    releases: BTreeMap<String, Vec<Release>>,
+    skipped: Vec<String>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ImageRef {
     pub tag: Option<String>,
@@ -290,18 +297,35 @@ impl<'a> Deployer<'a> {
 
     /// An environment's releases, oldest first.
     pub async fn history(&self, env: &Environment) -> Result<Vec<Release>, DeployError> {
+        let (releases, skipped) = self.read_history(env).await?;
+        self.warn_skipped(&skipped);
+        Ok(releases)
+    }
+
+    /// An environment's releases, oldest first, and why each record that
+    /// could not be read was skipped.
+    async fn read_history(
+        &self,
+        env: &Environment,
+    ) -> Result<(Vec<Release>, Vec<String>), DeployError> {
         let cluster = self.cluster(env).await?;
         let cms = record_config_maps(&cluster, env).await?;
         let mut out = Vec::new();
+        let mut skipped = Vec::new();
         for cm in &cms {
             match history::from_config_map(cm) {
                 Ok(r) => out.push(r),
-                Err(e) => self
-                    .report
-                    .step(&format!("warning: skipping a release record: {e}")),
+                Err(e) => skipped.push(e.to_string()),
             }
         }
-        Ok(history::sorted(out))
+        Ok((history::sorted(out), skipped))
+    }
+
+    fn warn_skipped(&self, skipped: &[String]) {
+        for e in skipped {
+            self.report
+                .step(&format!("warning: skipping a release record: {e}"));
+        }
     }
 
     /// One more than the highest revision recorded, by the records' labels
@@ -326,15 +350,38 @@ impl<'a> Deployer<'a> {
     }
 
     /// Every environment's releases (the promotion policy reads the
-    /// upstream ones), read at once.
-    async fn histories(&self) -> Result<BTreeMap<String, Vec<Release>>, DeployError> {
+    /// upstream ones), read at once, with the records skipped. A failure
+    /// is the first environment's in the stack's order, whichever came
+    /// back first.
+    async fn histories(&self) -> Result<Histories, DeployError> {
         let envs = self.stack.environments();
-        let read = futures::future::try_join_all(envs.iter().map(|env| self.history(env))).await?;
-        Ok(envs
-            .iter()
-            .map(|e| e.name().to_string())
-            .zip(read)
-            .collect())
+        let read = futures::future::join_all(envs.iter().map(|env| self.read_history(env))).await;
+        let mut out = Histories::default();
+        for (env, result) in envs.iter().zip(read) {
+            let (releases, skipped) = result?;
+            out.releases.insert(env.name().to_string(), releases);
+            out.skipped.extend(skipped);
+        }
+        Ok(out)
+    }
+
+    /// The overlay's objects, or why rendering failed: an interruption
+    /// when it was one (SIGINT stops kubectl too, which then looks failed).
+    fn rendered(
+        &self,
+        joined: Result<Result<Vec<Value>, DeployError>, tokio::task::JoinError>,
+    ) -> Result<Vec<Value>, DeployError> {
+        let result = joined.map_err(|e| DeployError::Kubectl {
+            message: format!("rendering the overlay stopped: {e}"),
+            hint: "run `kubectl kustomize` on the overlay to see why".into(),
+        });
+        match result {
+            Ok(Ok(objects)) => Ok(objects),
+            Ok(Err(e)) | Err(e) => {
+                self.check_cancel()?;
+                Err(e)
+            }
+        }
     }
 
     /// The repository URI and the digest the image reference names.
@@ -388,18 +435,22 @@ impl<'a> Deployer<'a> {
         // The overlay renders (kubectl, a process of its own) while the
         // image and the histories are read; a broken overlay or kubectl is
         // reported before anything the reads found.
+        // A failed rendering stops the reads rather than waiting on them.
         let overlay = env.overlay().to_path_buf();
-        let rendering = tokio::task::spawn_blocking(move || {
+        let mut rendering = tokio::task::spawn_blocking(move || {
             render::kustomize(&overlay).and_then(|yaml| render::parse(&yaml))
         });
-        let (resolved, histories) = tokio::join!(self.resolve(&req.image), self.histories());
-        let mut objects = rendering.await.map_err(|e| DeployError::Kubectl {
-            message: format!("rendering the overlay stopped: {e}"),
-            hint: "run `kubectl kustomize` on the overlay to see why".into(),
-        })??;
+        let reads = async { tokio::join!(self.resolve(&req.image), self.histories()) };
+        tokio::pin!(reads);
+        let (mut objects, (resolved, histories)) = tokio::select! {
+            rendered = &mut rendering => (self.rendered(rendered)?, reads.await),
+            read = &mut reads => (self.rendered(rendering.await)?, read),
+        };
         let (uri, digest) = resolved?;
         self.report.step(&format!("image {uri}@{digest}"));
         let histories = histories?;
+        self.warn_skipped(&histories.skipped);
+        let histories = histories.releases;
         self.check_policy(req, env, &histories, &digest)?;
         self.check_cancel()?;
         let cluster = self.cluster(env).await?;
@@ -557,8 +608,8 @@ impl<'a> Deployer<'a> {
         job_name: Option<String>,
     ) -> Result<Release, DeployError> {
         // Read again under the lock: another deploy may have finished
-        // meanwhile, upstream or here.
-        let histories = self.histories().await?;
+        // meanwhile, upstream or here. (What it skips was said already.)
+        let histories = self.histories().await?.releases;
         self.check_policy(req, env, &histories, digest)?;
         let history = histories.get(env.name()).cloned().unwrap_or_default();
         self.close_abandoned(cluster, env, &history).await?;
@@ -1124,7 +1175,12 @@ impl<'a> Deployer<'a> {
         // failed deploy may have left another image rolling out).
         self.check_runs(source, current).await?;
         req.kind = Kind::Promote;
-        self.check_policy(&req, target, &self.histories().await?, &current.digest)?;
+        self.check_policy(
+            &req,
+            target,
+            &self.histories().await?.releases,
+            &current.digest,
+        )?;
         let tag = promotion_tag(target, current);
         if !req.dry_run {
             let how = self

@@ -5,6 +5,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use super::lock::{self, LockGuard, LockInfo};
 use super::{State, StateError};
@@ -13,11 +14,42 @@ use super::{State, StateError};
 #[derive(Debug, Clone)]
 pub struct LocalBackend {
     path: PathBuf,
+    /// The text this backend last read or wrote, with its serial and
+    /// lineage: a file still byte-for-byte equal to it needs no parsing to
+    /// know it is the version a write expects.
+    seen: Arc<Mutex<Option<Seen>>>,
+}
+
+#[derive(Debug)]
+struct Seen {
+    serial: u64,
+    lineage: String,
+    text: String,
 }
 
 impl LocalBackend {
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        LocalBackend { path: path.into() }
+        LocalBackend {
+            path: path.into(),
+            seen: Arc::default(),
+        }
+    }
+
+    fn remember(&self, state: &State, text: String) {
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(Seen {
+            serial: state.serial(),
+            lineage: state.lineage().to_string(),
+            text,
+        });
+    }
+
+    /// Whether `text`, found on disk, is what this backend last saw of
+    /// `state`'s version.
+    fn is_seen(&self, state: &State, text: &str) -> bool {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.as_ref().is_some_and(|s| {
+            s.serial == state.serial() && s.lineage == state.lineage() && s.text == text
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -53,6 +85,7 @@ impl LocalBackend {
                 expected: stack.to_string(),
             });
         }
+        self.remember(&state, text);
         Ok(Some(state))
     }
 
@@ -78,22 +111,26 @@ impl LocalBackend {
             Err(source) => return Err(io("read state file", &self.path)(source)),
         };
         if let Some(text) = &previous {
-            let on_disk = State::from_json(text, &self.path)?;
-            if on_disk.serial() != expected || on_disk.lineage() != state.lineage() {
-                return Err(StateError::Conflict {
-                    path: self.path.clone(),
-                    expected,
-                    found: on_disk.serial(),
-                });
+            if !self.is_seen(state, text) {
+                let on_disk = State::from_json(text, &self.path)?;
+                if on_disk.serial() != expected || on_disk.lineage() != state.lineage() {
+                    return Err(StateError::Conflict {
+                        path: self.path.clone(),
+                        expected,
+                        found: on_disk.serial(),
+                    });
+                }
             }
-            write_atomic(&self.backup_path(), text.as_bytes())?;
+            keep_as_backup(&self.path, &self.backup_path(), text.as_bytes())?;
         }
         state.next_serial();
-        if let Err(e) = write_atomic(&self.path, state.to_json().as_bytes()) {
+        let text = state.to_json();
+        if let Err(e) = write_atomic(&self.path, text.as_bytes()) {
             // Keep the in-memory serial in step with the disk.
             state.serial = expected;
             return Err(e);
         }
+        self.remember(state, text);
         Ok(())
     }
 
@@ -152,6 +189,22 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
     s.push(".");
     s.push(suffix);
     PathBuf::from(s)
+}
+
+/// Makes `backup` the file now at `path` (whose contents are `bytes`): a
+/// hard link renamed into place, which copies nothing, since the file at
+/// `path` is only ever replaced, never changed in place; a copy where the
+/// file system has no hard links.
+fn keep_as_backup(path: &Path, backup: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let tmp = sibling(backup, &format!("tmp.{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    if fs::hard_link(path, &tmp).is_ok() {
+        if fs::rename(&tmp, backup).is_ok() {
+            return Ok(());
+        }
+        let _ = fs::remove_file(&tmp);
+    }
+    write_atomic(backup, bytes)
 }
 
 /// Writes `bytes` to `path` so that readers see the old or the new file, never

@@ -39,6 +39,29 @@ pub struct State {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     last_applied_plan: Option<String>,
     resources: BTreeMap<Address, ResourceState>,
+    /// Each resource's text in the file, kept between writes: an apply
+    /// writes the state every time resources finish, and re-serialising
+    /// thousands of unchanged resources each time made its CPU grow with
+    /// the square of the stack.
+    #[serde(skip)]
+    texts: Texts,
+}
+
+/// Serialised resources by address; never part of what a state is.
+#[derive(Debug, Default)]
+struct Texts(std::sync::Mutex<std::collections::HashMap<Address, std::sync::Arc<str>>>);
+
+impl Clone for Texts {
+    fn clone(&self) -> Self {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        Texts(std::sync::Mutex::new(map.clone()))
+    }
+}
+
+impl PartialEq for Texts {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// What the state knows about one resource.
@@ -81,6 +104,7 @@ impl State {
             stack: stack.to_string(),
             last_applied_plan: None,
             resources: BTreeMap::new(),
+            texts: Texts::default(),
         }
     }
 
@@ -114,6 +138,11 @@ impl State {
 
     /// Records a resource, or forgets it with `None`.
     pub fn set(&mut self, addr: &Address, resource: Option<ResourceState>) {
+        self.texts
+            .0
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(addr);
         match resource {
             Some(r) => {
                 self.resources.insert(addr.clone(), r);
@@ -168,10 +197,49 @@ impl State {
     }
 
     /// Serialises, bumping nothing: callers bump the serial through [`State::next_serial`].
+    /// The text is what `serde_json::to_string_pretty` makes of the whole
+    /// state, with each resource's part serialised once and reused until
+    /// [`State::set`] changes it.
     pub fn to_json(&self) -> String {
-        let mut s = serde_json::to_string_pretty(self).unwrap_or_else(|_| String::from("{}"));
-        s.push('\n');
-        s
+        #[derive(Serialize)]
+        struct Head<'a> {
+            format_version: u32,
+            slipway_version: &'a str,
+            lineage: &'a str,
+            serial: u64,
+            stack: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            last_applied_plan: Option<&'a str>,
+        }
+        let head = Head {
+            format_version: self.format_version,
+            slipway_version: &self.slipway_version,
+            lineage: &self.lineage,
+            serial: self.serial,
+            stack: &self.stack,
+            last_applied_plan: self.last_applied_plan.as_deref(),
+        };
+        let head = serde_json::to_string_pretty(&head).unwrap_or_else(|_| String::from("{}"));
+        let mut out = String::with_capacity(head.len() + 64);
+        // `{ ...fields\n}` without its closing brace.
+        out.push_str(head.strip_suffix("\n}").unwrap_or("{"));
+        out.push_str(",\n  \"resources\": {");
+        if self.resources.is_empty() {
+            out.push_str("}\n}\n");
+            return out;
+        }
+        let mut texts = self.texts.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut first = true;
+        for (addr, resource) in &self.resources {
+            let text = texts
+                .entry(addr.clone())
+                .or_insert_with(|| resource_text(addr, resource).into());
+            out.push_str(if first { "\n    " } else { ",\n    " });
+            out.push_str(text);
+            first = false;
+        }
+        out.push_str("\n  }\n}\n");
+        out
     }
 
     pub(crate) fn next_serial(&mut self) {
@@ -179,6 +247,15 @@ impl State {
         self.format_version = FORMAT_VERSION;
         self.slipway_version = env!("CARGO_PKG_VERSION").to_string();
     }
+}
+
+/// `"addr": {...}` as it sits in the file, two levels deep.
+fn resource_text(addr: &Address, resource: &ResourceState) -> String {
+    let key = serde_json::to_string(addr).unwrap_or_default();
+    let value = serde_json::to_string_pretty(resource).unwrap_or_else(|_| String::from("{}"));
+    // JSON strings escape their newlines, so every newline here is the
+    // layout's and takes the two levels' indent.
+    format!("{key}: {}", value.replace('\n', "\n    "))
 }
 
 /// Where the state is kept: a local file or an S3 object.
@@ -345,6 +422,53 @@ fn restore_hint(path: &std::path::Path) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// What serde makes of the whole state, the text `to_json` must equal.
+    fn whole(s: &State) -> String {
+        format!("{}\n", serde_json::to_string_pretty(s).unwrap())
+    }
+
+    #[test]
+    fn the_text_kept_per_resource_is_the_whole_states_text_after_every_change() {
+        let mut s = State::new("smallcase");
+        assert_eq!(s.to_json(), whole(&s));
+        let resource = |id: &str, n: u64| ResourceState {
+            id: id.into(),
+            attributes: [
+                (
+                    "nested".to_string(),
+                    json!({"a": [1, {"b": "x\ny"}], "e": {}, "l": []}),
+                ),
+                ("n".to_string(), json!(n)),
+            ]
+            .into(),
+            depends_on: ["aws.vpc.main".parse().unwrap()].into(),
+            env: Some("blue".into()),
+            serial_group: None,
+            protected: n.is_multiple_of(2),
+        };
+        let addrs: Vec<Address> = ["aws.vpc.main", "aws.subnet.a", "k8s.namespace.blue"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        for (n, addr) in addrs.iter().enumerate() {
+            s.set(addr, Some(resource(&format!("id-{n}"), n as u64)));
+            assert_eq!(s.to_json(), whole(&s));
+        }
+        // A changed resource is serialised again, the others reused.
+        s.set(&addrs[1], Some(resource("id-new", 7)));
+        s.set_last_applied_plan("plan-1");
+        s.next_serial();
+        let text = s.to_json();
+        assert_eq!(text, whole(&s));
+        assert!(text.contains("id-new") && !text.contains("id-1\""));
+        let copy = s.clone();
+        s.set(&addrs[0], None);
+        assert_eq!(s.to_json(), whole(&s));
+        assert_eq!(copy.to_json(), whole(&copy));
+        let path = std::path::Path::new("state/x.json");
+        assert_eq!(State::from_json(&copy.to_json(), path).unwrap(), copy);
+    }
 
     #[test]
     fn round_trips_and_refuses_newer_formats() {

@@ -68,11 +68,11 @@ impl Kinds {
             Err(e) => return Err(e),
         };
         if let Ok(mut k) = self.served.lock() {
+            // A kind served by two resources of one group version is the
+            // first one, as the lookup below finds it.
             for (ar, caps) in &served {
-                k.insert(
-                    (api_version.to_string(), ar.kind.clone()),
-                    (ar.clone(), caps.clone()),
-                );
+                k.entry((api_version.to_string(), ar.kind.clone()))
+                    .or_insert_with(|| (ar.clone(), caps.clone()));
             }
         }
         Ok(served.into_iter().find(|(ar, _)| ar.kind == kind))
