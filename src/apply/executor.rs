@@ -17,7 +17,7 @@ use crate::addr::Address;
 use crate::plan::{Action, Change, Plan};
 use crate::provider::{OpContext, ProviderError, Providers};
 use crate::resource::{Attrs, Expr, Live, spec_opt};
-use crate::state::{ResourceState, StateError};
+use crate::state::{ResourceState, State, StateError};
 
 /// What is being done to one resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -67,11 +67,19 @@ pub trait StateSink {
     ) -> Result<(), StateError> {
         self.record_all(&[(addr.clone(), resource)])
     }
+    /// The state as saved so far.
+    fn state(&self) -> &State;
     /// The attributes the state holds for `addr` now.
-    fn attrs_opt(&self, addr: &Address) -> Option<Attrs>;
-    fn live_opt(&self, addr: &Address) -> Option<Live>;
+    fn attrs_opt(&self, addr: &Address) -> Option<Attrs> {
+        self.state().get_opt(addr).map(|r| r.attributes.clone())
+    }
+    fn live_opt(&self, addr: &Address) -> Option<Live> {
+        self.state().get_opt(addr).map(ResourceState::live)
+    }
     /// Everything the state holds for `addr`.
-    fn resource_opt(&self, addr: &Address) -> Option<ResourceState>;
+    fn resource_opt(&self, addr: &Address) -> Option<ResourceState> {
+        self.state().get_opt(addr).cloned()
+    }
 }
 
 /// Where the object being replaced is kept in the state while its

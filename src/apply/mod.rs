@@ -8,7 +8,6 @@ pub use executor::{
 };
 
 use crate::addr::Address;
-use crate::resource::{Attrs, Live};
 use crate::state::{Backend, ResourceState, State, StateError};
 
 /// An in-memory state (tests, dry runs).
@@ -23,16 +22,8 @@ impl StateSink for State {
         Ok(())
     }
 
-    fn attrs_opt(&self, addr: &Address) -> Option<Attrs> {
-        self.get_opt(addr).map(|r| r.attributes.clone())
-    }
-
-    fn live_opt(&self, addr: &Address) -> Option<Live> {
-        self.get_opt(addr).map(ResourceState::live)
-    }
-
-    fn resource_opt(&self, addr: &Address) -> Option<ResourceState> {
-        self.get_opt(addr).cloned()
+    fn state(&self) -> &State {
+        self
     }
 }
 
@@ -65,15 +56,7 @@ impl StateSink for PersistingSink<'_> {
         Ok(())
     }
 
-    fn attrs_opt(&self, addr: &Address) -> Option<Attrs> {
-        self.state.attrs_opt(addr)
-    }
-
-    fn live_opt(&self, addr: &Address) -> Option<Live> {
-        self.state.live_opt(addr)
-    }
-
-    fn resource_opt(&self, addr: &Address) -> Option<ResourceState> {
-        self.state.resource_opt(addr)
+    fn state(&self) -> &State {
+        self.state
     }
 }

@@ -522,21 +522,40 @@ impl StateSink for SlowSink<'_> {
         }
         Ok(())
     }
-    fn attrs_opt(&self, addr: &Address) -> Option<Attrs> {
-        self.state.attrs_opt(addr)
+    fn state(&self) -> &State {
+        &self.state
     }
-    fn live_opt(&self, addr: &Address) -> Option<Live> {
-        self.state.live_opt(addr)
-    }
-    fn resource_opt(&self, addr: &Address) -> Option<ResourceState> {
-        self.state.resource_opt(addr)
-    }
+}
+
+/// Applies `plan` from empty through a [`SlowSink`] whose saves take 100 ms.
+async fn apply_saving_slowly(
+    plan: &Plan,
+    fail: bool,
+    hooks: &Recorder,
+) -> (ApplyReport, State, usize) {
+    let fake = FakeProvider::in_memory("s");
+    fake.edit(|w| w.faults.delay_ms = 20);
+    let p = providers(&fake);
+    let ex = Executor {
+        providers: &p,
+        parallelism: 16,
+        hooks,
+        cancel: Cancel::new(),
+        allow_data_loss: false,
+    };
+    let mut sink = SlowSink {
+        state: State::new("s"),
+        write: Duration::from_millis(100),
+        fail,
+        hooks,
+        saves: 0,
+    };
+    let report = ex.apply(plan, &mut sink).await;
+    (report, sink.state, sink.saves)
 }
 
 #[tokio::test]
 async fn resources_that_finish_together_are_saved_in_one_write_before_their_dependents_start() {
-    let fake = FakeProvider::in_memory("s");
-    fake.edit(|w| w.faults.delay_ms = 20);
     let mut rs = Vec::new();
     for i in 0..12 {
         rs.push(Resource::new(a(&format!("aws.vpc.v{i}"))).attr("cidr_block", "10.0.0.0/16"));
@@ -547,59 +566,25 @@ async fn resources_that_finish_together_are_saved_in_one_write_before_their_depe
             .attr("cidr_block", "10.0.1.0/24"),
     );
     let desired = Desired::new(rs).unwrap();
-    let hooks = Recorder::default();
     let plan = plan_for(&desired, &State::new("s"), &BTreeMap::new(), Mode::Apply);
-    let p = providers(&fake);
-    let ex = Executor {
-        providers: &p,
-        parallelism: 16,
-        hooks: &hooks,
-        cancel: Cancel::new(),
-        allow_data_loss: false,
-    };
-    let mut sink = SlowSink {
-        state: State::new("s"),
-        write: Duration::from_millis(100),
-        fail: false,
-        hooks: &hooks,
-        saves: 0,
-    };
-    let report = ex.apply(&plan, &mut sink).await;
+    let hooks = Recorder::default();
+    let (report, state, saves) = apply_saving_slowly(&plan, false, &hooks).await;
     assert!(report.success(), "{report:?}");
-    assert_eq!(sink.state.resources().len(), 13);
+    assert_eq!(state.resources().len(), 13);
     // One write per resource would be 13; the twelve VPCs finish together.
-    assert!(
-        sink.saves <= 4,
-        "{} saves: {:?}",
-        sink.saves,
-        hooks.events()
-    );
+    assert!(saves <= 4, "{saves} saves: {:?}", hooks.events());
     assert!(hooks.index("saved aws.vpc.v3") < hooks.index("start create aws.subnet.s"));
 
     // A save that fails fails every resource it held, and nothing more starts.
-    let fake = FakeProvider::in_memory("s");
-    fake.edit(|w| w.faults.delay_ms = 20);
     let hooks = Recorder::default();
-    let p = providers(&fake);
-    let ex = Executor {
-        providers: &p,
-        parallelism: 16,
-        hooks: &hooks,
-        cancel: Cancel::new(),
-        allow_data_loss: false,
-    };
-    let mut sink = SlowSink {
-        state: State::new("s"),
-        write: Duration::from_millis(100),
-        fail: true,
-        hooks: &hooks,
-        saves: 0,
-    };
-    let report = ex.apply(&plan, &mut sink).await;
+    let (report, state, _) = apply_saving_slowly(&plan, true, &hooks).await;
     assert!(report.state_error.is_some());
-    assert!(sink.state.resources().is_empty());
+    assert!(state.resources().is_empty());
     assert!(report.failed.len() >= 2, "{report:?}");
-    assert!(report.failed.iter().all(|f| f.error.contains("s.json")), "{report:?}");
+    assert!(
+        report.failed.iter().all(|f| f.error.contains("s.json")),
+        "{report:?}"
+    );
     assert!(report.done.is_empty());
     assert!(
         !hooks
