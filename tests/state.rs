@@ -419,14 +419,13 @@ fn drift_and_plan_run_while_an_apply_holds_the_lock() {
     p.edit_world(|w| w["faults"] = json!({"delay_ms": 20_000}));
     let child = spawn(&p, &["apply", "--auto-approve"]);
     wait_for("the lock", || get(&aws, LOCK).is_some());
-    let started = Instant::now();
-    // Read-only: no lock taken, none waited for.
+    // Read-only: no lock taken, none waited for (they finish while the
+    // apply still holds it).
     p.run(&["drift"]).code(0);
     p.run(&["plan"])
         .success()
         .stdout_has("aws.ecr_lifecycle_policy.app");
     assert!(get(&aws, LOCK).is_some(), "the apply still holds it");
-    assert!(started.elapsed() < Duration::from_secs(20));
     let run = finished(&p, &["apply", "--auto-approve"], child);
     run.success();
     // SIGINT on a run holding an S3 lock releases it.

@@ -124,7 +124,6 @@ pub trait Report: Send + Sync {
     fn waiting(&self, text: &str);
 }
 
-/// Which image to deploy.
 /// Every environment's releases, and the records skipped reading them.
 #[derive(Debug, Default)]
 struct Histories {
@@ -132,6 +131,7 @@ struct Histories {
     skipped: Vec<String>,
 }
 
+/// Which image to deploy.
 #[derive(Debug, Clone, Default)]
 pub struct ImageRef {
     pub tag: Option<String>,
@@ -434,8 +434,8 @@ impl<'a> Deployer<'a> {
         let env = self.environment(&req.environment)?;
         // The overlay renders (kubectl, a process of its own) while the
         // image and the histories are read; a broken overlay or kubectl is
-        // reported before anything the reads found.
-        // A failed rendering stops the reads rather than waiting on them.
+        // reported before anything the reads found, and stops the reads
+        // rather than waiting on them.
         let overlay = env.overlay().to_path_buf();
         let mut rendering = tokio::task::spawn_blocking(move || {
             render::kustomize(&overlay).and_then(|yaml| render::parse(&yaml))
