@@ -500,6 +500,115 @@ fn failures_prune_dry_run_moved_tags_and_the_lock() {
 }
 
 #[test]
+fn rollout_waits_watch_the_deployment_and_its_pods_and_poll_when_watches_fail() {
+    let (aws, kube, p) = platform(None);
+    let ns = "smallcase-develop";
+    for (tag, seed) in [
+        ("develop-aaaaaaa", "a"),
+        ("develop-bbbbbbb", "b"),
+        ("develop-ccccccc", "c"),
+        ("develop-ddddddd", "d"),
+    ] {
+        put_image(&aws, tag, seed);
+    }
+    let land = |tag: &str| {
+        deploy(
+            &p,
+            &[
+                "--branch",
+                "develop",
+                "--image-tag",
+                tag,
+                "--commit",
+                "abcdef12345",
+            ],
+        )
+        .success()
+        .stdout_has("Deployed release");
+    };
+
+    // The wait watches the Deployment (by name) and its pods (by the
+    // Deployment's selector), opened before its first look after the
+    // write, so no change between a look and the wait is missed.
+    land("develop-aaaaaaa");
+    kube.reset_requests();
+    land("develop-bbbbbbb");
+    let log = kube.request_log();
+    let at = |e: &Value| e["arrived"].as_f64().unwrap();
+    let deployment = format!("/apis/apps/v1/namespaces/{ns}/deployments/app");
+    let patched = log["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["method"] == "PATCH" && e["path"] == deployment.as_str())
+        .map(at)
+        .expect("the Deployment was applied");
+    let first_look = log["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["method"] == "GET" && e["path"] == deployment.as_str() && at(e) > patched)
+        .map(at)
+        .next()
+        .expect("the rollout was looked at");
+    let watches = log["watches"].as_array().unwrap();
+    let watched = |path: &str, selector: &str| {
+        watches
+            .iter()
+            .filter(|w| w["path"] == path && !w[selector].as_str().unwrap_or("").is_empty())
+            .map(at)
+            .collect::<Vec<f64>>()
+    };
+    let on_deployment = watched(
+        &format!("/apis/apps/v1/namespaces/{ns}/deployments"),
+        "fieldSelector",
+    );
+    let on_pods = watched(&format!("/api/v1/namespaces/{ns}/pods"), "labelSelector");
+    assert!(
+        on_deployment.iter().any(|&t| t > patched && t < first_look)
+            && on_pods.iter().any(|&t| t > patched && t < first_look),
+        "the Deployment and its pods are watched before the first look: {watches:?}"
+    );
+    assert!(
+        watches
+            .iter()
+            .any(|w| w["fieldSelector"] == "metadata.name=app"),
+        "{watches:?}"
+    );
+
+    // Watches refused: the wait polls instead, and the release lands.
+    kubetest_config(&kube, json!({"watch_faults": ["refuse"]}));
+    land("develop-ccccccc");
+    assert!(image_of(&kube, ns).unwrap().contains('@'));
+    assert_eq!(
+        releases(&p, "develop").last().unwrap()["tag"],
+        "develop-ccccccc"
+    );
+
+    // Watches the server ends at once: opened again, and the release lands.
+    kubetest_config(&kube, json!({"watch_faults": ["close"]}));
+    kube.reset_requests();
+    land("develop-ddddddd");
+    let log = kube.request_log();
+    let reopened = log["watches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["fieldSelector"] == "metadata.name=app")
+        .count();
+    assert!(
+        reopened >= 2,
+        "the ended watch was opened again: {}",
+        log["watches"]
+    );
+    assert_eq!(
+        releases(&p, "develop").last().unwrap()["tag"],
+        "develop-ddddddd"
+    );
+    kubetest_config(&kube, json!({"watch_faults": []}));
+}
+
+#[test]
 fn the_example_jenkinsfile_is_what_slipway_generates() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = Command::new(env!("CARGO_BIN_EXE_slipway"))

@@ -161,6 +161,7 @@ def main(argv=None) -> int:
         "crashing_images": list(args.crashing_image),
         "unready_images": list(args.unready_image),
         "unschedulable_namespaces": list(args.unschedulable_namespace),
+        "watch_faults": [],
         "_ca_pem": ca_pem.decode(),
     }
     store = Store(config)

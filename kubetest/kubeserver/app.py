@@ -29,6 +29,11 @@ def err(e: ApiError) -> Response:
     return jresp(e.body(), e.code)
 
 
+# `watch_faults`: "refuse" answers every watch 503; "close" ends every watch
+# right after its initial events, as API servers end watches now and then.
+WATCH_FAULTS = {"refuse", "close"}
+
+
 def truthy(v) -> bool:
     return str(v).lower() in ("1", "true", "yes")
 
@@ -47,6 +52,8 @@ class App:
         self._requests: dict[str, int] = {}
         self._served = 0.0
         self._log: list[dict] = []
+        # Watches are timed by their events, not their answers: kept apart.
+        self._watches: list[dict] = []
 
     def _log_request(self, req: Request) -> None:
         if req.path.startswith("/_kubetest"):
@@ -71,6 +78,7 @@ class App:
                    "served_s": self._served}
             if log:
                 out["log"] = [dict(e) for e in self._log]
+                out["watches"] = [dict(e) for e in self._watches]
                 out["now"] = time.monotonic()
         return out
 
@@ -94,6 +102,13 @@ class App:
         if api and not watch:
             # A watch is timed by its events, not its answer: left out.
             self._time_request(req, arrived, time.monotonic(), latency)
+        elif api:
+            with self._requests_lock:
+                self._watches.append({"path": req.path, "arrived": arrived,
+                                      "labelSelector": req.args.get("labelSelector", ""),
+                                      "fieldSelector": req.args.get("fieldSelector", "")})
+                if len(self._watches) > 200_000:
+                    del self._watches[: len(self._watches) - 200_000]
         if self.verbose:
             print(f"kubetest: {req.method} {req.full_path} -> {resp.status_code}", file=sys.stderr, flush=True)
         return resp(environ, start_response)
@@ -505,6 +520,10 @@ class App:
     # ------------------------------------------------------------------ watch
     def watch(self, req: Request, rt, ns, lsel, fsel) -> Response:
         s = self.store
+        faults = self.config.get("watch_faults") or []
+        if "refuse" in faults:
+            raise ApiError(503, "ServiceUnavailable", "the server is currently unable to handle the request "
+                           "(watch refused by kubetest's watch_faults)")
         try:
             timeout = float(req.args.get("timeoutSeconds", "1800"))
         except ValueError:
@@ -542,6 +561,8 @@ class App:
                     first.append(line("ERROR", gone.body()))
                     timeout = 0
 
+        if "close" in faults:
+            timeout = 0
         deadline = time.monotonic() + max(0.0, timeout)
 
         def gen():
@@ -603,6 +624,8 @@ class App:
                     if isinstance(self.config[k], list):
                         if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
                             raise bad_request(f"config key {k} must be a list of strings")
+                        if k == "watch_faults" and not set(v) <= WATCH_FAULTS:
+                            raise bad_request(f"config key {k} takes only {sorted(WATCH_FAULTS)}")
                     elif isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
                         raise bad_request(f"config key {k} must be a non-negative number")
                 self.config.update(upd)
@@ -622,6 +645,7 @@ class App:
                     self._requests.clear()
                     self._served = 0.0
                     self._log.clear()
+                    self._watches.clear()
                 return jresp(report)
             if req.method != "GET":
                 raise ApiError(405, "MethodNotAllowed", f"{req.method} is not allowed on /_kubetest/requests")

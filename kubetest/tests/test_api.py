@@ -373,6 +373,34 @@ def test_watch_selector_transitions(kube, ns):
     assert [e["type"] for e in events] == ["ADDED", "MODIFIED", "DELETED"]
 
 
+def test_watch_faults_refuse_or_end_watches_and_the_log_keeps_watches_apart(kube, ns):
+    base = CM.format(ns=ns)
+    kube.post(base, {"metadata": {"name": "f0"}})
+    kube.delete("/_kubetest/requests")
+    code, cfg = kube.post("/_kubetest/config", {"watch_faults": ["refuse"]})
+    assert code == 200 and cfg["watch_faults"] == ["refuse"]
+    try:
+        r = kube.s.get(kube.url + base, params={"watch": "1", "timeoutSeconds": "5"}, timeout=10)
+        assert r.status_code == 503 and r.json()["reason"] == "ServiceUnavailable"
+        # lists are not affected
+        code, _ = kube.get(base)
+        assert code == 200
+        code, _ = kube.post("/_kubetest/config", {"watch_faults": ["close"]})
+        t0 = time.monotonic()
+        r = kube.s.get(kube.url + base, params={"watch": "1", "labelSelector": "", "fieldSelector": "metadata.name=f0",
+                                                "timeoutSeconds": "30"}, stream=True, timeout=10)
+        lines = [json.loads(x) for x in r.iter_lines() if x]
+        assert time.monotonic() - t0 < 5  # ended after its initial events, not at timeoutSeconds
+        assert [(e["type"], e["object"]["metadata"]["name"]) for e in lines] == [("ADDED", "f0")]
+        code, out = kube.post("/_kubetest/config", {"watch_faults": ["sometimes"]})
+        assert code == 400 and "watch_faults" in out["message"]
+    finally:
+        kube.post("/_kubetest/config", {"watch_faults": []})
+    code, log = kube.get("/_kubetest/requests", params={"log": "1"})
+    assert [e["path"] for e in log["log"]] == [base]
+    assert [(w["path"], w["fieldSelector"]) for w in log["watches"]] == [(base, ""), (base, "metadata.name=f0")]
+
+
 def test_request_log_counts_api_requests_by_method(kube, ns):
     code, _ = kube.delete("/_kubetest/requests")
     assert code == 200

@@ -16,6 +16,8 @@ use super::DeployError;
 use crate::provider::kube::app::AppCluster;
 
 pub const LEASE_NAME: &str = "slipway-deploy";
+pub const API_VERSION: &str = "coordination.k8s.io/v1";
+pub const KIND: &str = "Lease";
 const MANAGER: &str = super::FIELD_MANAGER;
 /// How long a lease lasts without renewal.
 const LEASE_SECONDS: i64 = 30;
@@ -31,8 +33,8 @@ pub struct Lock {
 
 fn lease(namespace: &str, holder: &str, acquired: &str, rv: Option<&str>) -> Value {
     let mut v = json!({
-        "apiVersion": "coordination.k8s.io/v1",
-        "kind": "Lease",
+        "apiVersion": API_VERSION,
+        "kind": KIND,
         "metadata": {"name": LEASE_NAME, "namespace": namespace,
                      "labels": {"app.kubernetes.io/managed-by": "slipway"}},
         "spec": {
@@ -105,10 +107,7 @@ pub async fn acquire(
             Err(e) if e.code == "AlreadyExists" => {}
             Err(e) => return Err(e.into()),
         }
-        let Some(cur) = cluster
-            .get_opt("coordination.k8s.io/v1", "Lease", LEASE_NAME)
-            .await?
-        else {
+        let Some(cur) = cluster.get_opt(API_VERSION, KIND, LEASE_NAME).await? else {
             continue; // released meanwhile
         };
         let version = rv(&cur).unwrap_or_default();
@@ -224,28 +223,19 @@ impl Lock {
         let holder = cur.pointer("/spec/holderIdentity").and_then(Value::as_str);
         let deleted = self
             .cluster
-            .delete(
-                "coordination.k8s.io/v1",
-                "Lease",
-                LEASE_NAME,
-                uid,
-                rv(&cur).as_deref(),
-            )
+            .delete(API_VERSION, KIND, LEASE_NAME, uid, rv(&cur).as_deref())
             .await;
         // A renewal may have landed after the version we kept: delete it if
         // it is still ours.
         if matches!(&deleted, Err(e) if e.code == "Conflict")
-            && let Ok(Some(now)) = self
-                .cluster
-                .get_opt("coordination.k8s.io/v1", "Lease", LEASE_NAME)
-                .await
+            && let Ok(Some(now)) = self.cluster.get_opt(API_VERSION, KIND, LEASE_NAME).await
             && now.pointer("/spec/holderIdentity").and_then(Value::as_str) == holder
         {
             let _ = self
                 .cluster
                 .delete(
-                    "coordination.k8s.io/v1",
-                    "Lease",
+                    API_VERSION,
+                    KIND,
                     LEASE_NAME,
                     now.pointer("/metadata/uid").and_then(Value::as_str),
                     rv(&now).as_deref(),

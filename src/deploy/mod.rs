@@ -20,6 +20,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
 use serde_json::{Value, json};
 
 use crate::provider::ProviderError;
@@ -50,6 +52,109 @@ impl Poll {
     async fn pause(&mut self) {
         tokio::time::sleep(self.0).await;
         self.0 = (self.0 * 2).min(POLL);
+    }
+}
+
+/// The longest a wait on watches goes without looking again when nothing
+/// it watches changes (its deadline and progress line are checked then).
+const QUIET: Duration = Duration::from_secs(10);
+/// How often a wait on watches checks for an interruption.
+const CANCEL_CHECK: Duration = Duration::from_millis(100);
+
+/// What a wait watches: apiVersion, kind, label selector, field selector.
+type Watched = (&'static str, &'static str, String, String);
+type Events = futures::stream::SelectAll<BoxStream<'static, Option<Result<(), ProviderError>>>>;
+
+/// Wakes a wait when what it waits on changes, as `kubectl rollout status`
+/// does: the watches are opened before the first look, so a change between
+/// a look and the wait is not missed. Where a watch cannot be opened, or
+/// stops (API servers end watches now and then), the wait polls
+/// ([`Poll`]) and watches again at its next pause.
+struct Wake<'c> {
+    cluster: &'c AppCluster,
+    watched: Vec<Watched>,
+    events: Option<Events>,
+    poll: Poll,
+}
+
+impl<'c> Wake<'c> {
+    async fn new(
+        cluster: &'c AppCluster,
+        watched: Vec<Watched>,
+        deadline: tokio::time::Instant,
+    ) -> Self {
+        let mut wake = Wake {
+            cluster,
+            watched,
+            events: None,
+            poll: Poll::new(),
+        };
+        // Not longer than a poll would wait: kube-rs retries a watch the
+        // server answers 503 or 429 for minutes.
+        let until = tokio::time::Instant::now() + POLL;
+        wake.events = tokio::time::timeout_at(until, wake.open(deadline))
+            .await
+            .ok()
+            .flatten();
+        wake
+    }
+
+    async fn open(&self, deadline: tokio::time::Instant) -> Option<Events> {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let opened = futures::future::try_join_all(self.watched.iter().map(
+            |(api_version, kind, labels, fields)| {
+                self.cluster.watch(api_version, kind, labels, fields, left)
+            },
+        ))
+        .await;
+        // Each watch says when it ends (`None`), so one that stops is seen
+        // even while the others go on.
+        opened.ok().map(|streams| {
+            futures::stream::select_all(streams.into_iter().map(|events| {
+                events
+                    .map(Some)
+                    .chain(futures::stream::once(async { None }))
+                    .boxed()
+            }))
+        })
+    }
+
+    /// Returns when something watched changed (every change that came
+    /// together taken at once), after [`QUIET`] without a change, at
+    /// `deadline`, when `stop` says so, or when a watch stopped. Without
+    /// watches, it waits a [`Poll`] pause, trying meanwhile to watch again
+    /// (and returning as soon as that worked).
+    async fn next(&mut self, deadline: tokio::time::Instant, stop: &dyn Fn() -> bool) {
+        let Some(events) = &mut self.events else {
+            let until = (tokio::time::Instant::now() + self.poll.0).min(deadline);
+            match tokio::time::timeout_at(until, self.open(deadline)).await {
+                Ok(Some(events)) => self.events = Some(events),
+                _ => tokio::time::sleep_until(until).await,
+            }
+            self.poll.0 = (self.poll.0 * 2).min(POLL);
+            return;
+        };
+        let until = (tokio::time::Instant::now() + QUIET).min(deadline);
+        let changed = loop {
+            let check = (tokio::time::Instant::now() + CANCEL_CHECK).min(until);
+            match tokio::time::timeout_at(check, events.next()).await {
+                Ok(Some(Some(Ok(())))) => break true,
+                Ok(_) => break false,
+                Err(_) if tokio::time::Instant::now() >= until || stop() => return,
+                Err(_) => {}
+            }
+        };
+        let mut stopped = !changed;
+        while !stopped {
+            match events.next().now_or_never() {
+                Some(Some(Some(Ok(())))) => {}
+                Some(_) => stopped = true,
+                None => break,
+            }
+        }
+        if stopped {
+            self.events = None;
+        }
     }
 }
 
@@ -198,6 +303,19 @@ struct Member {
 
 fn s<'v>(v: &'v Value, pointer: &str) -> &'v str {
     v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+}
+
+/// The apiVersion each `Kind.group` of `objects` is written in.
+fn versions_of(objects: &[Value]) -> BTreeMap<String, String> {
+    objects
+        .iter()
+        .map(|o| {
+            (
+                applyset::group_kind(s(o, "/apiVersion"), s(o, "/kind")),
+                s(o, "/apiVersion").to_string(),
+            )
+        })
+        .collect()
 }
 
 fn selector_of(labels: &Value) -> String {
@@ -475,11 +593,18 @@ impl<'a> Deployer<'a> {
                 labels: &labels,
             },
         )?;
-        for obj in &objects {
-            match cluster
-                .scope_opt(s(obj, "/apiVersion"), s(obj, "/kind"))
-                .await?
-            {
+        // Every kind's discovery at once; the Lease's too, which the lock
+        // below needs next (its answer is kept for it, not looked at here).
+        let (scopes, _lease) = tokio::join!(
+            futures::future::try_join_all(
+                objects
+                    .iter()
+                    .map(|obj| cluster.scope_opt(s(obj, "/apiVersion"), s(obj, "/kind")))
+            ),
+            cluster.scope_opt(lock::API_VERSION, lock::KIND)
+        );
+        for (obj, scope) in objects.iter().zip(scopes?) {
+            match scope {
                 Some(KindScope::Namespaced) => {}
                 Some(KindScope::Cluster) => {
                     return Err(DeployError::Rendered {
@@ -609,11 +734,19 @@ impl<'a> Deployer<'a> {
     ) -> Result<Release, DeployError> {
         // Read again under the lock: another deploy may have finished
         // meanwhile, upstream or here. (What it skips was said already.)
-        let histories = self.histories().await?.releases;
+        // The ApplySet's parent is read beside them, for the apply.
+        let (histories, revision, parent) =
+            tokio::try_join!(self.histories(), self.next_revision(cluster, env), async {
+                cluster
+                    .get_opt("v1", "ConfigMap", applyset::PARENT_NAME)
+                    .await
+                    .map_err(DeployError::from)
+            })?;
+        let histories = histories.releases;
         self.check_policy(req, env, &histories, digest)?;
         let history = histories.get(env.name()).cloned().unwrap_or_default();
+        // Closing a record changes no revision label: `revision` holds.
         self.close_abandoned(cluster, env, &history).await?;
-        let revision = self.next_revision(cluster, env).await?;
         for o in &mut objects {
             o["metadata"]["labels"][RELEASE_REVISION_LABEL] = json!(revision.to_string());
         }
@@ -654,6 +787,7 @@ impl<'a> Deployer<'a> {
             .apply_and_verify(
                 env,
                 cluster,
+                parent,
                 &objects,
                 &format!("{uri}@{digest}"),
                 req.timeout,
@@ -755,14 +889,12 @@ impl<'a> Deployer<'a> {
         &self,
         env: &Environment,
         cluster: &AppCluster,
+        parent: Option<Value>,
         objects: &[Value],
         image: &str,
         timeout: Duration,
     ) -> Result<Option<String>, DeployError> {
         let ns = env.namespace();
-        let parent = cluster
-            .get_opt("v1", "ConfigMap", applyset::PARENT_NAME)
-            .await?;
         if let Some(p) = &parent
             && let Some(tool) = applyset::tooling_of(p)
             && !tool.starts_with("slipway/")
@@ -804,7 +936,10 @@ impl<'a> Deployer<'a> {
         // Prune only once traffic reaches the new release (Argo CD's
         // PruneLast): the old objects may still serve until then.
         let address = self.verify(cluster, objects, image, timeout).await?;
-        for p in self.prune_candidates(cluster, ns, &union, &applied).await? {
+        for p in self
+            .prune_candidates(cluster, ns, &union, &applied, &versions_of(objects))
+            .await?
+        {
             // Only the very object listed: a namesake made since survives.
             match cluster
                 .delete(&p.api_version, &p.kind, &p.name, Some(&p.uid), None)
@@ -832,12 +967,25 @@ impl<'a> Deployer<'a> {
         ns: &str,
         kinds: &BTreeSet<String>,
         applied: &[Applied],
+        applied_versions: &BTreeMap<String, String>,
     ) -> Result<Vec<Member>, DeployError> {
         let selector = format!("{}={}", applyset::PART_OF_LABEL, applyset::id(ns));
+        // Every kind is listed at once; one this release applied, in the
+        // version it applied, the others in their group's preferred one.
+        let lists = futures::future::try_join_all(kinds.iter().map(|gk| {
+            let selector = &selector;
+            async move {
+                let (group, kind) = applyset::split_group_kind(gk);
+                let listed = match applied_versions.get(gk) {
+                    Some(v) => (v.clone(), cluster.list(v, &kind, selector).await?),
+                    None => cluster.list_group_kind(&group, &kind, selector).await?,
+                };
+                Ok::<_, ProviderError>((gk, kind, listed))
+            }
+        }))
+        .await?;
         let mut out = Vec::new();
-        for gk in kinds {
-            let (group, kind) = applyset::split_group_kind(gk);
-            let (api_version, items) = cluster.list_group_kind(&group, &kind, &selector).await?;
+        for (gk, kind, (api_version, items)) in lists {
             for obj in items {
                 let name = s(&obj, "/metadata/name");
                 let uid = s(&obj, "/metadata/uid");
@@ -874,19 +1022,27 @@ impl<'a> Deployer<'a> {
                 d.pointer("/spec/selector/matchLabels")
                     .unwrap_or(&Value::Null),
             );
-            let mut poll = Poll::new();
+            let watched = vec![
+                (
+                    "apps/v1",
+                    "Deployment",
+                    String::new(),
+                    format!("metadata.name={name}"),
+                ),
+                ("v1", "Pod", selector.clone(), String::new()),
+            ];
+            let mut wake = Wake::new(cluster, watched, deadline).await;
+            let stop = || self.check_cancel().is_err();
             loop {
                 self.check_cancel()?;
-                let read = async {
-                    let live = cluster.get_opt("apps/v1", "Deployment", name).await?;
-                    let pods = self.new_pods(cluster, &selector, image).await?;
-                    Ok::<_, ProviderError>((live, pods))
-                };
-                let (live, pods) = match read.await {
+                let (live, pods) = match tokio::try_join!(
+                    cluster.get_opt("apps/v1", "Deployment", name),
+                    self.new_pods(cluster, &selector, image)
+                ) {
                     Ok(v) => v,
                     Err(e) if e.retryable && tokio::time::Instant::now() < deadline => {
                         self.report.waiting(&format!("{e}; asking again"));
-                        poll.pause().await;
+                        wake.poll.pause().await;
                         continue;
                     }
                     Err(e) => return Err(e.into()),
@@ -922,7 +1078,7 @@ impl<'a> Deployer<'a> {
                                 .map(|p| format!("; {p}"))
                                 .unwrap_or_default()
                         ));
-                        poll.pause().await;
+                        wake.next(deadline, &stop).await;
                     }
                 }
             }
@@ -1020,6 +1176,8 @@ impl<'a> Deployer<'a> {
 
     /// `Ok(address)` when the Ingress has one and its target groups hold
     /// every new pod as healthy; else (the address if any, what is missing).
+    /// The Ingress, the controller's bindings and each backend's pods are
+    /// read at once, then every target group's health at once.
     async fn ingress_pending(
         &self,
         cluster: &AppCluster,
@@ -1027,10 +1185,19 @@ impl<'a> Deployer<'a> {
         backends: &BTreeSet<String>,
         image: &str,
     ) -> Result<Result<String, (Option<String>, String)>, DeployError> {
-        let Some(live) = cluster
-            .get_opt("networking.k8s.io/v1", "Ingress", name)
-            .await?
-        else {
+        let backend_pods = futures::future::try_join_all(backends.iter().map(|svc| async move {
+            let Some(service) = cluster.get_opt("v1", "Service", svc).await? else {
+                return Ok::<_, ProviderError>(None);
+            };
+            let selector = selector_of(service.pointer("/spec/selector").unwrap_or(&Value::Null));
+            Ok(Some(self.new_pods(cluster, &selector, image).await?))
+        }));
+        let (live, bindings, backend_pods) = tokio::try_join!(
+            cluster.get_opt("networking.k8s.io/v1", "Ingress", name),
+            cluster.list("elbv2.k8s.aws/v1beta1", "TargetGroupBinding", ""),
+            backend_pods
+        )?;
+        let Some(live) = live else {
             return Ok(Err((None, "the Ingress is gone".into())));
         };
         let lb = live.pointer("/status/loadBalancer/ingress/0");
@@ -1044,52 +1211,46 @@ impl<'a> Deployer<'a> {
                 "waiting for the load balancer's address".into(),
             )));
         };
-        let bindings = cluster
-            .list("elbv2.k8s.aws/v1beta1", "TargetGroupBinding", "")
-            .await?;
-        let mut pending = Vec::new();
-        for svc in backends {
-            // The controller's bindings for this Ingress (it labels them
-            // with the Ingress's stack), else any for the Service.
-            let ns = cluster.namespace();
-            let ours = |b: &&Value| {
-                let labels = b.pointer("/metadata/labels");
-                let stack = labels
-                    .and_then(|l| l.get("ingress.k8s.aws/stack-name"))
-                    .and_then(Value::as_str);
-                let stack_ns = labels
-                    .and_then(|l| l.get("ingress.k8s.aws/stack-namespace"))
-                    .and_then(Value::as_str);
-                stack.is_none_or(|n| n == name) && stack_ns.is_none_or(|n| n == ns)
-            };
-            let Some(b) = bindings
+        // The controller's bindings for this Ingress (it labels them with
+        // the Ingress's stack), else any for the Service.
+        let ns = cluster.namespace();
+        let ours = |b: &&Value| {
+            let labels = b.pointer("/metadata/labels");
+            let stack = labels
+                .and_then(|l| l.get("ingress.k8s.aws/stack-name"))
+                .and_then(Value::as_str);
+            let stack_ns = labels
+                .and_then(|l| l.get("ingress.k8s.aws/stack-namespace"))
+                .and_then(Value::as_str);
+            stack.is_none_or(|n| n == name) && stack_ns.is_none_or(|n| n == ns)
+        };
+        let checks = backends.iter().zip(&backend_pods).map(|(svc, pods)| {
+            let binding = bindings
                 .iter()
                 .filter(ours)
-                .find(|b| s(b, "/spec/serviceRef/name") == svc)
-            else {
-                pending.push(format!("no target group for Service `{svc}` yet"));
-                continue;
-            };
-            let Some(service) = cluster.get_opt("v1", "Service", svc).await? else {
-                pending.push(format!("Service `{svc}` does not exist"));
-                continue;
-            };
-            let selector = selector_of(service.pointer("/spec/selector").unwrap_or(&Value::Null));
-            let pods = self.new_pods(cluster, &selector, image).await?;
-            let targets = match self.aws.target_health(s(b, "/spec/targetGroupARN")).await {
-                Ok(t) => t,
-                Err(e) if e.code == "TargetGroupNotFound" => {
-                    pending.push(format!(
+                .find(|b| s(b, "/spec/serviceRef/name") == svc);
+            async move {
+                let Some(b) = binding else {
+                    return Ok(Some(format!("no target group for Service `{svc}` yet")));
+                };
+                let Some(pods) = pods else {
+                    return Ok(Some(format!("Service `{svc}` does not exist")));
+                };
+                match self.aws.target_health(s(b, "/spec/targetGroupARN")).await {
+                    Ok(targets) => Ok(wait::targets_pending(&wait::pod_ips(pods), &targets)
+                        .map(|p| format!("target group of Service `{svc}`: {p}"))),
+                    Err(e) if e.code == "TargetGroupNotFound" => Ok(Some(format!(
                         "target group of Service `{svc}` does not exist (yet)"
-                    ));
-                    continue;
+                    ))),
+                    Err(e) => Err(DeployError::from(e)),
                 }
-                Err(e) => return Err(e.into()),
-            };
-            if let Some(p) = wait::targets_pending(&wait::pod_ips(&pods), &targets) {
-                pending.push(format!("target group of Service `{svc}`: {p}"));
             }
-        }
+        });
+        let pending: Vec<String> = futures::future::try_join_all(checks)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
         Ok(if pending.is_empty() {
             Ok(host)
         } else {
@@ -1136,7 +1297,7 @@ impl<'a> Deployer<'a> {
             .map(|p| applyset::listed_group_kinds(&p))
             .unwrap_or_default();
         let prune = self
-            .prune_candidates(cluster, &ns, &previous, &applied)
+            .prune_candidates(cluster, &ns, &previous, &applied, &versions_of(objects))
             .await?
             .into_iter()
             .map(|m| format!("{}/{}", m.kind, m.name))

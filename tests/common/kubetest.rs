@@ -141,6 +141,18 @@ impl KubeTest {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// The request log since the last reset (`/_kubetest/requests?log=1`):
+    /// each request's times under `log`, each watch under `watches`.
+    pub fn request_log(&self) -> serde_json::Value {
+        let out = self.kubectl(&["get", "--raw", "/_kubetest/requests?log=1"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     /// The longest chain of API requests each sent after the one before it
     /// was answered, from the request log: how many round trips one after
     /// another a command made.

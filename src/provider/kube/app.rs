@@ -3,7 +3,12 @@
 //! reads and lists by label, conditional creates, replaces and deletes.
 //! Objects go in and come out as JSON; kube-rs types stay here.
 
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use kube::api::{
+    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent,
+    WatchParams,
+};
 use kube::discovery::{ApiCapabilities, ApiResource, Scope};
 use serde_json::Value;
 
@@ -178,6 +183,51 @@ impl AppCluster {
             .into_iter()
             .map(|o| serde_json::to_value(o).unwrap_or(Value::Null))
             .collect())
+    }
+
+    /// Changes to the namespace's objects of a kind that match the label
+    /// and field selectors, from the moment this returns: one `Ok` item
+    /// per event. The server ends a watch after `timeout` (and may end it
+    /// sooner, or answer an `ERROR` event such as 410 Gone): an `Err` item
+    /// or the end of the stream means it stopped, and the caller watches
+    /// again. No resource version is given, so the server first sends
+    /// the objects that exist as `ADDED` events (Kubernetes' "get state
+    /// and start at most recent").
+    pub async fn watch(
+        &self,
+        api_version: &str,
+        kind: &str,
+        labels: &str,
+        fields: &str,
+        timeout: std::time::Duration,
+    ) -> Result<BoxStream<'static, Result<(), ProviderError>>, ProviderError> {
+        let addr = object_addr(kind, &self.namespace, "watch");
+        let api = self.api(&addr, api_version, kind).await?;
+        // The API server refuses a watch timeout of 295 s or more.
+        let secs = timeout.as_secs().clamp(1, 290) as u32;
+        let mut wp = WatchParams::default().timeout(secs);
+        if !labels.is_empty() {
+            wp = wp.labels(labels);
+        }
+        if !fields.is_empty() {
+            wp = wp.fields(fields);
+        }
+        let events = api
+            .watch(&wp, "")
+            .await
+            .map_err(|e| api_error(&addr, "watch", &e))?;
+        Ok(events
+            .map(move |event| match event {
+                Ok(WatchEvent::Error(status)) => Err(err(
+                    &addr,
+                    &status.reason,
+                    format!("watch: {} (HTTP {})", status.message, status.code),
+                    true,
+                )),
+                Ok(_) => Ok(()),
+                Err(e) => Err(api_error(&addr, "watch", &e)),
+            })
+            .boxed())
     }
 
     /// Like [`AppCluster::list`], for a `Kind.group` in the group's

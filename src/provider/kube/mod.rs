@@ -113,6 +113,11 @@ pub struct KubeProvider {
     cluster: Mutex<Option<String>>,
     /// The cluster as last observed (name and endpoint).
     observed_cluster: Mutex<Option<(String, Option<Value>)>>,
+    /// The EKS cluster's endpoint and certificate authority as last
+    /// observed (the state's record, or what apply made): a connection
+    /// there starts beside DescribeCluster, and is kept when the cluster
+    /// says it is still there.
+    recorded_endpoint: Mutex<Option<(String, Vec<u8>)>>,
     /// What the cluster serves, shared with the deploy stage's clusters.
     kinds: std::sync::Arc<kinds::Kinds>,
     /// The cluster refused the credentials (remembered for the run).
@@ -278,6 +283,7 @@ impl KubeProvider {
             generation: AtomicU64::new(0),
             cluster: Mutex::new(None),
             observed_cluster: Mutex::new(None),
+            recorded_endpoint: Mutex::new(None),
             kinds: std::sync::Arc::default(),
             refused: Mutex::new(None),
             _token_dir: Mutex::new(None),
@@ -481,9 +487,70 @@ impl KubeProvider {
                     .ok()
                     .and_then(|c| c.clone())
                     .unwrap_or_else(|| cluster.clone());
-                self.eks_config(addr, &cluster, region, config).await?
+                return self.eks_connect(addr, &cluster, region, config).await;
             }
         };
+        self.checked(addr, config).await
+    }
+
+    /// Connects to the EKS cluster where DescribeCluster says it is. Where
+    /// the endpoint and CA are known already (the state's record), the
+    /// connection there — signing a token, the TLS handshake, `/version` —
+    /// goes beside DescribeCluster and is kept when the cluster turns out
+    /// to be there still, so the cluster's first reads wait for one round
+    /// trip instead of two; when it moved, the connection is made anew.
+    async fn eks_connect(
+        &self,
+        addr: &Address,
+        cluster: &str,
+        region: &str,
+        sdk: &aws_types::SdkConfig,
+    ) -> Result<(kube::Client, String), ProviderError> {
+        let recorded = self.recorded_endpoint.lock().ok().and_then(|r| r.clone());
+        let described = self.describe_cluster(addr, cluster, sdk);
+        let at = |endpoint: String, ca: Vec<u8>| async move {
+            let (config, dir) = self
+                .eks_client_config(addr, cluster, region, sdk, &endpoint, &ca)
+                .await?;
+            let connected = self.checked(addr, config).await?;
+            Ok::<_, ProviderError>((connected, dir))
+        };
+        let keep = |(connected, dir)| {
+            if let Ok(mut slot) = self._token_dir.lock() {
+                *slot = Some(dir);
+            }
+            connected
+        };
+        let Some((recorded_endpoint, recorded_ca)) = recorded else {
+            let (endpoint, ca) = described.await?;
+            return at(endpoint, ca).await.map(keep);
+        };
+        let early = at(recorded_endpoint.clone(), recorded_ca.clone());
+        tokio::pin!(described, early);
+        let mut connected_early = None;
+        let (endpoint, ca) = loop {
+            tokio::select! {
+                d = &mut described => break d?,
+                c = &mut early, if connected_early.is_none() => connected_early = Some(c),
+            }
+        };
+        if endpoint == recorded_endpoint && ca == recorded_ca {
+            return match connected_early {
+                Some(c) => c,
+                None => early.await,
+            }
+            .map(keep);
+        }
+        at(endpoint, ca).await.map(keep)
+    }
+
+    /// A client of `config`, once one cheap call showed the API server
+    /// answers and accepts the credentials.
+    async fn checked(
+        &self,
+        addr: &Address,
+        config: (kube::Config, String),
+    ) -> Result<(kube::Client, String), ProviderError> {
         let (config, about) = config;
         let client = kube::Client::try_from(config).map_err(|e| {
             err(
@@ -560,14 +627,15 @@ impl KubeProvider {
         }
     }
 
-    async fn eks_config(
+    /// The EKS cluster's endpoint and certificate authority (DER or PEM
+    /// bytes), or why it cannot be reached (`CLUSTER_GONE` when it does not
+    /// exist or is being deleted).
+    async fn describe_cluster(
         &self,
         addr: &Address,
         cluster: &str,
-        region: &str,
         sdk: &aws_types::SdkConfig,
-    ) -> Result<(kube::Config, String), ProviderError> {
-        use aws_credential_types::provider::ProvideCredentials;
+    ) -> Result<(String, Vec<u8>), ProviderError> {
         use base64::Engine as _;
         let eks = aws_sdk_eks::Client::new(sdk);
         let out = eks
@@ -639,6 +707,22 @@ impl KubeProvider {
                     false,
                 )
             })?;
+        Ok((endpoint.to_string(), ca))
+    }
+
+    /// A client configuration for the EKS cluster at `endpoint`, with a
+    /// bearer token signed from the AWS credentials (kept fresh in a file
+    /// in the directory returned, which must live as long as the client).
+    async fn eks_client_config(
+        &self,
+        addr: &Address,
+        cluster: &str,
+        region: &str,
+        sdk: &aws_types::SdkConfig,
+        endpoint: &str,
+        ca: &[u8],
+    ) -> Result<((kube::Config, String), tempfile::TempDir), ProviderError> {
+        use aws_credential_types::provider::ProvideCredentials;
         let provider = sdk.credentials_provider().ok_or_else(|| {
             err(
                 addr,
@@ -691,15 +775,15 @@ impl KubeProvider {
             )
         })?;
         let mut config = kube::Config::new(uri);
-        config.root_cert = Some(pem_certs(&ca));
+        config.root_cert = Some(pem_certs(ca));
         config.auth_info.token_file = Some(path.display().to_string());
-        if let Ok(mut slot) = self._token_dir.lock() {
-            *slot = Some(dir);
-        }
         let who = creds.access_key_id().to_string();
         Ok((
-            config,
-            format!("{endpoint} (EKS cluster `{cluster}`, AWS access key `{who}`)"),
+            (
+                config,
+                format!("{endpoint} (EKS cluster `{cluster}`, AWS access key `{who}`)"),
+            ),
+            dir,
         ))
     }
 
@@ -1299,6 +1383,18 @@ impl Provider for KubeProvider {
                 .to_string();
             (name, l.attrs.get("endpoint").cloned())
         });
+        if let Ok(mut recorded) = self.recorded_endpoint.lock() {
+            use base64::Engine as _;
+            *recorded = live.and_then(|l| {
+                let endpoint = l.attrs.get("endpoint").and_then(Value::as_str)?;
+                let ca = l
+                    .attrs
+                    .get("certificate_authority")
+                    .and_then(Value::as_str)
+                    .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())?;
+                Some((endpoint.to_string(), ca))
+            });
+        }
         let Ok(mut last) = self.observed_cluster.lock() else {
             return;
         };
