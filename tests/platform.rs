@@ -352,6 +352,40 @@ fn by_default_slipway_connects_through_the_eks_cluster_with_its_own_token() {
     );
     p.run(&["plan", "--detailed-exitcode"]).code(0);
 
+    // The connection to the endpoint the state recorded starts beside
+    // DescribeCluster: with 300 ms on every AWS call, the API server is
+    // asked before DescribeCluster has answered.
+    aws.configure(json!({"latency_ms": 300}));
+    kube.reset_requests();
+    let before = aws.timed_call_log().len();
+    p.run(&["plan", "--detailed-exitcode"]).code(0);
+    aws.configure(json!({"latency_ms": 0}));
+    let described = aws.timed_call_log()[before..]
+        .iter()
+        .find(|c| c["operation"] == "DescribeCluster")
+        .map(|c| c["answered"].as_f64().unwrap())
+        .expect("DescribeCluster was called");
+    let log = kube.request_log();
+    let version = log["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["path"] == "/version")
+        .map(|r| r["arrived"].as_f64().unwrap())
+        .expect("the API server's version was asked");
+    assert!(
+        version < described,
+        "/version at {version}, DescribeCluster answered at {described}"
+    );
+
+    // The state's endpoint is stale (the cluster moved): the connection
+    // goes where DescribeCluster says, and the plan is as it was.
+    let mut state = p.state();
+    state["resources"]["aws.eks_cluster.main"]["attributes"]["endpoint"] =
+        json!("https://127.0.0.1:9");
+    std::fs::write(p.state_path(), serde_json::to_string_pretty(&state).unwrap()).unwrap();
+    p.run(&["plan", "--detailed-exitcode"]).code(0);
+
     // The cluster is deleted behind slipway's back: everything in it went
     // with it. The plan says so instead of failing to connect.
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -93,6 +93,16 @@ impl LocalAws {
             .unwrap_or_default()
     }
 
+    /// Every call in arrival order, whole: `service`, `operation`,
+    /// `arrived` and `answered` (the machine's monotonic seconds, as the
+    /// Kubernetes test server's request log).
+    pub fn timed_call_log(&self) -> Vec<Value> {
+        self.request("GET", "/_realism/calls?log=1", "")["log"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// How many calls of `operation` (e.g. `CreateFargateProfile`) it served.
     pub fn calls_of(&self, operation: &str) -> u64 {
         self.calls()["calls"]
