@@ -554,8 +554,10 @@ fn a_fargate_profile_waits_while_eks_changes_another_one() {
     let p = Project::reference_on(&aws);
     p.run(&["apply", "--auto-approve"]).success();
 
-    // Someone else starts a Fargate profile change that lasts ~2 s.
-    aws.configure(json!({"durations": {"eks_fargate_profile_create": 1000}}));
+    // Someone else starts a Fargate profile change that lasts ~12 s: longer
+    // than the apply below takes to reach its own profile, even on a
+    // loaded machine.
+    aws.configure(json!({"durations": {"eks_fargate_profile_create": 6000}}));
     let state = p.state();
     let role = state["resources"]["aws.iam_role.fargate_pod_execution"]["attributes"]["arn"]
         .as_str()

@@ -383,7 +383,11 @@ fn by_default_slipway_connects_through_the_eks_cluster_with_its_own_token() {
     let mut state = p.state();
     state["resources"]["aws.eks_cluster.main"]["attributes"]["endpoint"] =
         json!("https://127.0.0.1:9");
-    std::fs::write(p.state_path(), serde_json::to_string_pretty(&state).unwrap()).unwrap();
+    std::fs::write(
+        p.state_path(),
+        serde_json::to_string_pretty(&state).unwrap(),
+    )
+    .unwrap();
     p.run(&["plan", "--detailed-exitcode"]).code(0);
 
     // The cluster is deleted behind slipway's back: everything in it went

@@ -157,13 +157,7 @@ impl KubeTest {
     /// was answered, from the request log: how many round trips one after
     /// another a command made.
     pub fn longest_request_chain(&self) -> usize {
-        let out = self.kubectl(&["get", "--raw", "/_kubetest/requests?log=1"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let log: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let log = self.request_log();
         let mut calls: Vec<(f64, f64)> = log["log"]
             .as_array()
             .unwrap()
