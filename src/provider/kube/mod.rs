@@ -756,6 +756,11 @@ impl KubeProvider {
             let (provider, path, cluster, region) = refresh;
             loop {
                 tokio::time::sleep(Duration::from_secs(5 * 60)).await;
+                // Its directory goes with the client that read it (or with
+                // a connection made and dropped): nothing to refresh.
+                if !path.parent().is_some_and(std::path::Path::exists) {
+                    break;
+                }
                 let Ok(creds) = provider.provide_credentials().await else {
                     continue;
                 };
