@@ -943,3 +943,65 @@ fn jenkins_home_outlives_the_master_on_its_own_protected_volume() {
         .unwrap();
     assert_eq!(volume_change["protected"], true, "it holds Jenkins' data");
 }
+
+#[test]
+fn the_identity_check_goes_beside_the_reads_and_a_refusal_is_the_one_error() {
+    let aws = launch();
+    let p = Project::reference_on(&aws);
+    p.run(&["apply", "--auto-approve"]).success();
+
+    // STS is asked beside the reads, not before them: with 300 ms per
+    // call, reads arrive while GetCallerIdentity is still unanswered.
+    aws.configure(json!({"latency_ms": 300}));
+    aws.reset_calls();
+    p.run(&["plan", "--detailed-exitcode"]).code(0);
+    let log = aws.timed_call_log();
+    let at = |c: &serde_json::Value, key: &str| c[key].as_f64().unwrap();
+    let sts = log
+        .iter()
+        .find(|c| c["operation"] == "GetCallerIdentity")
+        .expect("the identity is checked");
+    let first_read = log
+        .iter()
+        .filter(|c| c["service"] == "ec2")
+        .map(|c| at(c, "arrived"))
+        .fold(f64::INFINITY, f64::min);
+    assert!(
+        first_read < at(sts, "answered"),
+        "the reads waited for STS: {log:?}"
+    );
+
+    // Every call refused (expired credentials): the identity's refusal is
+    // the one error, not one per read.
+    aws.configure(json!({"latency_ms": 0, "faults": {"rate": 1.0, "kinds": ["denied"]}}));
+    for verb in [
+        &["plan"][..],
+        &["drift"][..],
+        &["apply", "--auto-approve"][..],
+    ] {
+        let run = p.run(verb);
+        run.code(1)
+            .stderr_has("AWS rejected the credentials")
+            .stderr_has("InvalidClientTokenId")
+            .stderr_has("hint: check that the credentials are current");
+        assert_eq!(
+            run.stderr.matches("error:").count(),
+            1,
+            "{verb:?}: one error:\n{}",
+            run.stderr
+        );
+    }
+
+    // Only STS refuses, every read succeeds: the run still stops there,
+    // before anything changes (a fresh state would create everything).
+    aws.configure(json!({"faults": {"rate": 1.0, "kinds": ["denied"],
+        "operations": ["GetCallerIdentity"]}}));
+    let fresh = Project::reference_on(&aws);
+    aws.reset_calls();
+    fresh
+        .run(&["apply", "--auto-approve"])
+        .code(1)
+        .stderr_has("AWS rejected the credentials");
+    let calls = aws.calls();
+    assert_eq!(calls["mutating"], 0, "nothing changed: {calls}");
+}

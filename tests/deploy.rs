@@ -606,6 +606,50 @@ fn rollout_waits_watch_the_deployment_and_its_pods_and_poll_when_watches_fail() 
         "develop-ddddddd"
     );
     kubetest_config(&kube, json!({"watch_faults": []}));
+
+    // STS refuses the credentials: the identity check goes beside the
+    // first reads, and its refusal is the one error, before the lock is
+    // taken or anything is written; `releases` says the same.
+    aws.configure(json!({"faults": {"rate": 1.0, "kinds": ["denied"],
+        "operations": ["GetCallerIdentity"]}}));
+    kube.reset_requests();
+    let refused = deploy(
+        &p,
+        &[
+            "--branch",
+            "develop",
+            "--image-tag",
+            "develop-aaaaaaa",
+            "--commit",
+            "abcdef12345",
+        ],
+    );
+    refused
+        .code(1)
+        .stderr_has("AWS rejected the credentials")
+        .stderr_has("hint: check that the credentials are current");
+    assert_eq!(
+        refused.stderr.matches("error:").count(),
+        1,
+        "{}",
+        refused.stderr
+    );
+    let writes: Vec<Value> = kube.request_log()["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["method"] != "GET")
+        .cloned()
+        .collect();
+    assert!(writes.is_empty(), "nothing written: {writes:?}");
+    p.run(&["releases", "--env", "develop"])
+        .code(1)
+        .stderr_has("AWS rejected the credentials");
+    aws.configure(json!({"faults": {"rate": 0.0}}));
+    assert_eq!(
+        releases(&p, "develop").last().unwrap()["tag"],
+        "develop-ddddddd"
+    );
 }
 
 #[test]

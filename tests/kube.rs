@@ -259,3 +259,47 @@ async fn an_object_still_terminating_is_created_again_once_it_is_gone() {
         seen.lock().unwrap()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_answers_are_tried_again_a_few_times_then_reported() {
+    let kube = KubeTest::start_with(&[]);
+    let provider = KubeProvider::new(Connection::Kubeconfig(kube.kubeconfig.clone()));
+    let ns = addr("namespace", "default");
+    let prior = slipway::resource::Live {
+        id: "default".into(),
+        attrs: attrs(json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "default"}})),
+    };
+    // A server that is briefly busy: each request is tried again, and the
+    // read (and the connection's first call before it) goes through.
+    kube.configure(json!({"busy_requests": 3}));
+    let found = provider.read(&ns, &prior).await.unwrap();
+    assert!(found.is_some());
+
+    // Busy for good, and asking for 60 s more each time: not waited for.
+    // Tried 1 + 4 times with short pauses, then the 503 is the error, not
+    // a wait of many minutes (kube's own retry tries 15 times, pausing up
+    // to 1000 s).
+    let path = "/api/v1/namespaces/default";
+    for (retry_after, tries) in [(0, 5), (60, 1)] {
+        kube.configure(json!({"busy_requests": 1000, "busy_retry_after": retry_after}));
+        kube.reset_requests();
+        let e = provider.read(&ns, &prior).await.unwrap_err();
+        assert!(
+            e.message.contains("HTTP 503") && e.retryable,
+            "{}",
+            e.message
+        );
+        let log = kube.request_log();
+        let tried = log["log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["path"] == path)
+            .inspect(|r| assert_eq!(r["status"], 503))
+            .count();
+        assert_eq!(tried, tries, "Retry-After {retry_after}: {log}");
+    }
+    kube.configure(json!({"busy_requests": 0, "busy_retry_after": 0}));
+    assert!(provider.read(&ns, &prior).await.unwrap().is_some());
+}

@@ -43,6 +43,12 @@ def parse_args(argv):
     p.add_argument("--eks-secret-key", action="append", default=[], metavar="ACCESS_KEY_ID:SECRET",
                    help="with --eks-cluster-name: check the SigV4 signature of EKS tokens made with this "
                         "access key, as STS would (moto does not); repeatable")
+    p.add_argument("--eks-known-key-ms", type=float, metavar="MS",
+                   help="with --eks-secret-key: once STS has named the identity of such an access key, check "
+                        "that key's later tokens here (the signature, as always) and answer after MS "
+                        "milliseconds, STS's own round trip, instead of asking the local AWS again, whose "
+                        "queue the client's own AWS calls fill (real STS is not slowed by them); default: "
+                        "ask for every new token")
     p.add_argument("--cluster-name", default="smallcase", help="value of the elbv2.k8s.aws/cluster tag")
     p.add_argument("--deployment-delay", type=float, default=1.0, metavar="S", help="seconds until a rollout completes")
     p.add_argument("--ingress-delay", type=float, default=1.0, metavar="S", help="seconds until an ALB ingress is reconciled")
@@ -62,6 +68,10 @@ def parse_args(argv):
                    help="namespace whose pods stay Pending, Unschedulable (repeatable; * wildcards)")
     p.add_argument("--latency-ms", type=float, default=0.0, metavar="N",
                    help="milliseconds added to every API request (not the control endpoints)")
+    p.add_argument("--keep-alive", action="store_true",
+                   help="keep connections open between requests, as API servers do (by default the server, "
+                        "werkzeug's, closes each one after its answer, so every request costs a new TLS "
+                        "handshake); the benchmark uses it")
     p.add_argument("--no-stdin-watch", action="store_true", help="do not stop when stdin reaches EOF")
     p.add_argument("--verbose", action="store_true", help="log every request to stderr")
     args = p.parse_args(argv)
@@ -133,6 +143,25 @@ def write_atomic(path: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+
+def drained(app):
+    """`app`, with each request's body read whole before it runs, so that a
+    kept-alive connection's next request starts where it should even when
+    the handler ignored the body."""
+    import io
+
+    def wrapped(environ, start_response):
+        stream = environ["wsgi.input"]
+        if environ.get("wsgi.input_terminated"):
+            data = stream.read()
+        else:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            data = stream.read(length) if length > 0 else b""
+        environ["wsgi.input"] = io.BytesIO(data)
+        return app(environ, start_response)
+
+    return wrapped
+
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     import yaml
@@ -162,6 +191,8 @@ def main(argv=None) -> int:
         "unready_images": list(args.unready_image),
         "unschedulable_namespaces": list(args.unschedulable_namespace),
         "watch_faults": [],
+        "busy_requests": 0,
+        "busy_retry_after": 0,
         "_ca_pem": ca_pem.decode(),
     }
     store = Store(config)
@@ -170,6 +201,15 @@ def main(argv=None) -> int:
         def log_request(self, code="-", size="-"):
             pass
 
+        def send_header(self, keyword, value):
+            # werkzeug closes every connection ("Connection: close"): with
+            # --keep-alive the header is left out and the connection waits
+            # for its next request (each request's body is read whole, see
+            # `drained`, so the next request line is where it should be).
+            if args.keep_alive and keyword.lower() == "connection" and value.lower() == "close":
+                return
+            super().send_header(keyword, value)
+
         def log_message(self, format, *a):  # noqa: A002
             if args.verbose:
                 super().log_message(format, *a)
@@ -177,11 +217,13 @@ def main(argv=None) -> int:
     eks = None
     if args.eks_cluster_name is not None:
         eks = EksVerifier(args.eks_cluster_name, args.aws_endpoint,
-                          dict(kv.split(":", 1) for kv in args.eks_secret_key))
+                          dict(kv.split(":", 1) for kv in args.eks_secret_key),
+                          known_key_ms=args.eks_known_key_ms)
         log(f"accepting EKS tokens for cluster {args.eks_cluster_name!r} (STS: {args.aws_endpoint})")
     app = App(store, token, config, verbose=args.verbose,
               authenticator=Authenticator(token, eks, verbose=args.verbose))
-    server = make_server("127.0.0.1", args.port, app, threaded=True, ssl_context=ctx, request_handler=Handler)
+    server = make_server("127.0.0.1", args.port, drained(app) if args.keep_alive else app, threaded=True,
+                         ssl_context=ctx, request_handler=Handler)
     server.daemon_threads = True
     port = server.socket.getsockname()[1]
     url = f"https://127.0.0.1:{port}"

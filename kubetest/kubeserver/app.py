@@ -34,6 +34,14 @@ def err(e: ApiError) -> Response:
 WATCH_FAULTS = {"refuse", "close"}
 
 
+def busy() -> Response:
+    """What an API server that cannot serve now answers (an aggregated API
+    down, a server starting, priority and fairness shedding load)."""
+    return jresp({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                  "message": "the server is currently unable to handle the request (kubetest's busy_requests)",
+                  "reason": "ServiceUnavailable", "code": 503}, 503)
+
+
 def truthy(v) -> bool:
     return str(v).lower() in ("1", "true", "yes")
 
@@ -61,12 +69,12 @@ class App:
         with self._requests_lock:
             self._requests[req.method] = self._requests.get(req.method, 0) + 1
 
-    def _time_request(self, req: Request, arrived: float, answered: float, latency_s: float) -> None:
+    def _time_request(self, req: Request, arrived: float, answered: float, latency_s: float, status: int) -> None:
         served = max(0.0, answered - arrived - latency_s)
         with self._requests_lock:
             self._served += served
             self._log.append({"method": req.method, "path": req.path, "arrived": arrived,
-                              "answered": answered, "served_s": served})
+                              "answered": answered, "served_s": served, "status": status})
             if len(self._log) > 200_000:
                 del self._log[: len(self._log) - 200_000]
 
@@ -91,7 +99,9 @@ class App:
         if latency:
             time.sleep(latency)
         try:
-            resp = self.handle(req)
+            resp = self.busy(req) if api else None
+            if resp is None:
+                resp = self.handle(req)
         except ApiError as e:
             resp = err(e)
         except Exception as e:  # noqa: BLE001
@@ -101,7 +111,7 @@ class App:
                                 {"causes": [{"message": str(e)}]}))
         if api and not watch:
             # A watch is timed by its events, not its answer: left out.
-            self._time_request(req, arrived, time.monotonic(), latency)
+            self._time_request(req, arrived, time.monotonic(), latency, resp.status_code)
         elif api:
             with self._requests_lock:
                 self._watches.append({"path": req.path, "arrived": arrived,
@@ -112,6 +122,21 @@ class App:
         if self.verbose:
             print(f"kubetest: {req.method} {req.full_path} -> {resp.status_code}", file=sys.stderr, flush=True)
         return resp(environ, start_response)
+
+    def busy(self, req: Request) -> Response | None:
+        """`busy_requests`: the next N API requests (watches too) are answered
+        503, with `Retry-After: busy_retry_after` when that is not 0."""
+        with self._requests_lock:
+            left = int(self.config.get("busy_requests") or 0)
+            if left <= 0:
+                return None
+            self.config["busy_requests"] = left - 1
+        self._log_request(req)
+        resp = busy()
+        after = int(self.config.get("busy_retry_after") or 0)
+        if after:
+            resp.headers["Retry-After"] = str(after)
+        return resp
 
     # ------------------------------------------------------------------ routing
     def handle(self, req: Request) -> Response:

@@ -401,6 +401,28 @@ def test_watch_faults_refuse_or_end_watches_and_the_log_keeps_watches_apart(kube
     assert [(w["path"], w["fieldSelector"]) for w in log["watches"]] == [(base, ""), (base, "metadata.name=f0")]
 
 
+def test_busy_requests_answer_503_a_given_number_of_times_with_retry_after(kube, ns):
+    base = CM.format(ns=ns)
+    kube.delete("/_kubetest/requests")
+    code, cfg = kube.post("/_kubetest/config", {"busy_requests": 2, "busy_retry_after": 3})
+    assert code == 200 and cfg["busy_requests"] == 2
+    try:
+        for _ in range(2):
+            r = kube.s.get(kube.url + base, timeout=10)
+            assert r.status_code == 503 and r.json()["reason"] == "ServiceUnavailable"
+            assert r.headers["Retry-After"] == "3"
+        code, _ = kube.get(base)  # counted down: served again
+        assert code == 200
+        code, cfg = kube.get("/_kubetest/config")
+        assert cfg["busy_requests"] == 0
+        code, out = kube.post("/_kubetest/config", {"busy_requests": -1})
+        assert code == 400
+    finally:
+        kube.post("/_kubetest/config", {"busy_requests": 0, "busy_retry_after": 0})
+    code, log = kube.get("/_kubetest/requests", params={"log": "1"})
+    assert [(e["path"], e["status"]) for e in log["log"]] == [(base, 503), (base, 503), (base, 200)]
+
+
 def test_request_log_counts_api_requests_by_method(kube, ns):
     code, _ = kube.delete("/_kubetest/requests")
     assert code == 200

@@ -152,6 +152,35 @@ def test_known_secret_key_signature_is_checked(eks):
     assert "signature" in report["last_rejection"]
 
 
+def test_known_key_ms_answers_a_known_keys_later_tokens_without_sts(localaws, tmp_path):
+    import time
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ago = lambda s: now - datetime.timedelta(seconds=s)  # distinct tokens, not one cached token  # noqa: E731
+    d = tmp_path
+    p, url = start([str(ROOT / "kubetest" / "launch"), "--kubeconfig", str(d / "kc"), "--ca-file", str(d / "ca"),
+                    "--token", TOKEN, "--aws-endpoint", localaws, "--eks-cluster-name", CLUSTER,
+                    "--eks-secret-key", f"{KNOWN_KEY}:{KNOWN_SECRET}", "--eks-known-key-ms", "300"])
+    try:
+        kube = EksKube(url, str(d / "ca"), str(d / "kc"))
+        calls = sts_calls(localaws)
+        assert status(kube, eks_token(key=KNOWN_KEY, secret=KNOWN_SECRET, at=ago(30))) == 200
+        assert sts_calls(localaws) == calls + 1  # the first token of the key: asked
+        started = time.monotonic()
+        assert status(kube, eks_token(key=KNOWN_KEY, secret=KNOWN_SECRET, at=ago(20))) == 200
+        assert time.monotonic() - started >= 0.3  # in STS's time
+        assert sts_calls(localaws) == calls + 1  # a later one: not asked again
+        ids = kube.auth()["identities"]
+        assert len(ids) == 1 and ids[0].startswith("arn:aws:")
+        # The signature is still checked; keys kubetest cannot check go to STS.
+        assert status(kube, eks_token(key=KNOWN_KEY, secret="not-the-secret")) == 401
+        assert status(kube, eks_token(key=OTHER_KEY, secret=OTHER_SECRET, at=ago(30))) == 200
+        assert status(kube, eks_token(key=OTHER_KEY, secret=OTHER_SECRET, at=ago(20))) == 200
+        assert sts_calls(localaws) == calls + 3
+    finally:
+        stop(p)
+
+
 def test_the_authenticators_15_minute_lifetime(eks):
     now = datetime.datetime.now(datetime.timezone.utc)
     # X-Amz-Expires=60 does not shorten it: aws-iam-authenticator allows 15 minutes from X-Amz-Date

@@ -55,3 +55,42 @@ def test_sigterm_stops_it(tmp_path):
     assert p.returncode == 0
     time.sleep(0.1)
     _ = os
+
+
+def test_keep_alive_serves_many_requests_on_one_connection(tmp_path):
+    """`--keep-alive`: no `Connection: close`, and one connection carries
+    requests with and without bodies, one after another."""
+    import http.client
+    import json
+    import ssl
+
+    from conftest import ROOT, TOKEN, start, stop
+
+    ca = tmp_path / "ca.crt"
+    p, url = start([str(ROOT / "kubetest" / "launch"), "--kubeconfig", str(tmp_path / "kc"), "--ca-file", str(ca),
+                    "--token", TOKEN, "--keep-alive"])
+    try:
+        host, port = url.removeprefix("https://").split(":")
+        conn = http.client.HTTPSConnection(host, int(port), context=ssl.create_default_context(cafile=str(ca)),
+                                           timeout=10)
+        auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+        cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kept"}, "data": {"a": "b"}}
+        steps = [("GET", "/version", None), ("POST", "/api/v1/namespaces/default/configmaps", json.dumps(cm)),
+                 ("GET", "/api/v1/namespaces/default/configmaps/kept", None),
+                 # a body the handler does not read: still drained
+                 ("DELETE", "/api/v1/namespaces/default/configmaps/kept", json.dumps({"kind": "DeleteOptions"})),
+                 ("GET", "/api/v1/namespaces/default/configmaps/kept", None)]
+        sock = None
+        codes = []
+        for method, path, body in steps:
+            conn.request(method, path, body=body, headers=auth)
+            r = conn.getresponse()
+            r.read()
+            codes.append(r.status)
+            assert (r.getheader("Connection") or "").lower() != "close"
+            assert sock is None or conn.sock is sock, f"{method} {path} came on a new connection"
+            sock = conn.sock
+        assert codes == [200, 201, 200, 200, 404]
+        conn.close()
+    finally:
+        stop(p)

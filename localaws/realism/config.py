@@ -36,8 +36,10 @@ DEFAULT_DURATIONS: dict[str, float] = {
 # Drawn from by default.
 DEFAULT_FAULT_KINDS = ("throttle", "500", "503", "drop")
 # Also `lost_response`: the request is served, then the connection is dropped
-# before the answer (the client cannot tell whether it landed).
-FAULT_KINDS = DEFAULT_FAULT_KINDS + ("lost_response",)
+# before the answer (the client cannot tell whether it landed); and `denied`:
+# the credentials are refused, in the protocol's own shape (EC2 AuthFailure,
+# InvalidClientTokenId, UnrecognizedClientException, S3 InvalidAccessKeyId).
+FAULT_KINDS = DEFAULT_FAULT_KINDS + ("lost_response", "denied")
 
 DEFAULTS: dict[str, Any] = {
     "latency_ms": 0,

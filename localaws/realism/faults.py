@@ -23,16 +23,19 @@ _EC2 = {
     "throttle": (503, "RequestLimitExceeded", "Request limit exceeded."),
     "500": (500, "InternalError", "An internal error has occurred."),
     "503": (503, "ServiceUnavailable", "The request has failed due to a temporary failure of the server."),
+    "denied": (401, "AuthFailure", "AWS was not able to validate the provided access credentials"),
 }
 _QUERY = {
     "throttle": (400, "Throttling", "Rate exceeded"),
     "500": (500, "InternalFailure", "The request processing has failed because of an unknown error, exception or failure."),
     "503": (503, "ServiceUnavailable", "The request has failed due to a temporary failure of the server."),
+    "denied": (403, "InvalidClientTokenId", "The security token included in the request is invalid."),
 }
 _JSON = {
     "throttle": (400, "ThrottlingException", "Rate exceeded"),
     "500": (500, "InternalFailure", "The request processing has failed because of an unknown error, exception or failure."),
     "503": (503, "ServiceUnavailable", "The request has failed due to a temporary failure of the server."),
+    "denied": (400, "UnrecognizedClientException", "The security token included in the request is invalid."),
 }
 # restJson (EKS): the EKS model declares ThrottlingException 429,
 # ServerException 500, ServiceUnavailableException 503.
@@ -40,11 +43,13 @@ _REST_JSON = {
     "throttle": (429, "ThrottlingException", "Rate exceeded"),
     "500": (500, "ServerException", "An internal error has occurred."),
     "503": (503, "ServiceUnavailableException", "The service is unavailable. Back off and retry the operation."),
+    "denied": (403, "UnrecognizedClientException", "The security token included in the request is invalid."),
 }
 _S3 = {
     "throttle": (503, "SlowDown", "Please reduce your request rate."),
     "500": (500, "InternalError", "We encountered an internal error. Please try again."),
     "503": (503, "ServiceUnavailable", "Reduce your request rate."),
+    "denied": (403, "InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records."),
 }
 
 

@@ -73,10 +73,17 @@ EXPECTED = {
         "elbv2": (503, "ServiceUnavailable"), "eks": (503, "ServiceUnavailableException"),
         "ecr": (503, "ServiceUnavailable"), "ssm": (503, "ServiceUnavailable"), "s3": (503, "ServiceUnavailable"),
     },
+    # Refused credentials, as each service says it.
+    "denied": {
+        "ec2": (401, "AuthFailure"), "iam": (403, "InvalidClientTokenId"), "sts": (403, "InvalidClientTokenId"),
+        "elbv2": (403, "InvalidClientTokenId"), "eks": (403, "UnrecognizedClientException"),
+        "ecr": (400, "UnrecognizedClientException"), "ssm": (400, "UnrecognizedClientException"),
+        "s3": (403, "InvalidAccessKeyId"),
+    },
 }
 
 
-@pytest.mark.parametrize("kind", ["throttle", "500", "503"])
+@pytest.mark.parametrize("kind", ["throttle", "500", "503", "denied"])
 def test_fault_shapes_per_protocol(aws, account, realism, kind):
     realism({"faults": {"rate": 1.0, "kinds": [kind], "accounts": [account]}})
     for service, call in CALLS.items():

@@ -168,9 +168,11 @@ pub async fn run_apply(ctx: &Ctx<'_>, args: &ApplyArgs) -> Result<Exit> {
     let lock = backend.lock(&command_line())?;
     report_reclaimed(ctx, &lock);
     let state = common::load_state(&backend, &stack)?;
-    let providers = ctx.providers(&stack).await?;
+    let platform = ctx.platform(&stack).await?;
+    let providers = &platform.providers;
     let plan = match &args.plan {
         Some(path) => {
+            platform.gated(&ctx.printer, async { Ok(()) }).await?;
             let mut plan = common::load_plan(path)?;
             check_saved_plan(&plan, &stack, state.as_ref(), path)?;
             common::restore_secrets(&mut plan, &desired, state.as_ref());
@@ -183,12 +185,13 @@ pub async fn run_apply(ctx: &Ctx<'_>, args: &ApplyArgs) -> Result<Exit> {
         None => {
             let planned = common::make_plan(
                 ctx,
-                &providers,
+                providers,
                 &stack,
                 &desired,
                 state.as_ref(),
                 Mode::Apply,
             );
+            let planned = platform.gated(&ctx.printer, planned);
             let Some(plan) = before_change(&interrupts, planned).await else {
                 return Ok(interrupted_before_change(ctx));
             };
@@ -219,7 +222,7 @@ pub async fn run_apply(ctx: &Ctx<'_>, args: &ApplyArgs) -> Result<Exit> {
     };
     execute(
         ctx,
-        &providers,
+        providers,
         &stack,
         &backend,
         state,
@@ -258,6 +261,7 @@ pub async fn run_destroy(ctx: &Ctx<'_>, args: &DestroyArgs) -> Result<Exit> {
             env: args.env.clone(),
         },
     );
+    let planned = platform.gated(&ctx.printer, planned);
     let Some(plan) = before_change(&interrupts, planned).await else {
         return Ok(interrupted_before_change(ctx));
     };

@@ -143,12 +143,9 @@ impl Ctx<'_> {
     /// through the stack's EKS cluster or an explicit kubeconfig, local TLS;
     /// and the simulated cloud when `SLIPWAY_FAKE_CLOUD` is set — for every
     /// kind, or for the kind prefixes listed in `SLIPWAY_FAKE_KINDS`.
-    pub async fn providers(&self, stack: &Stack) -> Result<Providers> {
-        Ok(self.platform(stack).await?.providers)
-    }
-
-    /// [`Self::providers`], with the AWS and Kubernetes providers also by
-    /// type (none under the simulated cloud alone).
+    /// With the AWS and Kubernetes providers also by type (none under the
+    /// simulated cloud alone). AWS's identity check is under way, not done:
+    /// a run's first calls go through [`Platform::gated`].
     pub async fn platform(&self, stack: &Stack) -> Result<Platform> {
         let fake = match crate::env::fake_cloud_opt() {
             Some(path) => {
@@ -164,6 +161,7 @@ impl Ctx<'_> {
                             providers: Providers::new().with("", p),
                             aws: None,
                             kube: None,
+                            connected: None,
                         });
                     }
                     Some(prefixes) => Some((p, prefixes)),
@@ -172,11 +170,6 @@ impl Ctx<'_> {
             None => None,
         };
         let aws = AwsProvider::connect(stack.name(), stack.region()).await?;
-        self.printer.debug(&format!(
-            "AWS account {} as {}",
-            aws.account_id(),
-            aws.caller_arn()
-        ));
         let connection = match &self.global.kubeconfig {
             Some(path) => Connection::Kubeconfig(path.clone()),
             None => Connection::eks(&aws, stack.cluster_name(), stack.region()),
@@ -195,6 +188,7 @@ impl Ctx<'_> {
                 prefixes.iter().any(|p| prefix.starts_with(p.as_str()))
             })
         };
+        let connected = Some(aws.clone());
         let (aws, kube) = (
             (!faked("aws.")).then_some(aws),
             (!faked("k8s.")).then_some(kube),
@@ -208,6 +202,7 @@ impl Ctx<'_> {
             providers,
             aws,
             kube,
+            connected,
         })
     }
 }
@@ -220,6 +215,26 @@ pub struct Platform {
     pub providers: Providers,
     pub aws: Option<Arc<AwsProvider>>,
     pub kube: Option<Arc<KubeProvider>>,
+    /// The AWS connection whose identity check [`Self::gated`] waits for.
+    connected: Option<Arc<AwsProvider>>,
+}
+
+impl Platform {
+    /// `work` (a run's first calls) beside AWS's identity check: when STS
+    /// refuses the credentials, that is the error, whatever `work` says —
+    /// its reads fail for the same reason, less clearly.
+    pub async fn gated<T>(
+        &self,
+        printer: &Printer,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let Some(aws) = &self.connected else {
+            return work.await;
+        };
+        let (me, out) = aws.gated(work).await?;
+        printer.debug(&format!("AWS account {} as {}", me.account, me.arn));
+        Ok(out)
+    }
 }
 
 pub fn load_state(backend: &Backend, stack: &Stack) -> Result<Option<State>> {

@@ -74,7 +74,7 @@ async fn check(ctx: &Ctx<'_>, args: &DriftArgs, started: Instant) -> Result<Exit
     let backend = ctx.backend(&stack)?;
     let state = common::load_state(&backend, &stack)?;
     let platform = ctx.platform(&stack).await?;
-    let (plan, info) = common::refresh_and_plan(
+    let refreshed = common::refresh_and_plan(
         ctx,
         &platform.providers,
         &stack,
@@ -82,8 +82,8 @@ async fn check(ctx: &Ctx<'_>, args: &DriftArgs, started: Instant) -> Result<Exit
         state.as_ref(),
         Mode::Apply,
         true,
-    )
-    .await?;
+    );
+    let (plan, info) = platform.gated(&ctx.printer, refreshed).await?;
     let mut findings = plan.drift;
 
     // What the controller made for Ingresses and Services now gone.

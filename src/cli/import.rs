@@ -70,20 +70,20 @@ pub async fn run(ctx: &Ctx<'_>, args: &ImportArgs) -> Result<Exit> {
             attrs.insert(k.clone(), v);
         }
     }
-    let providers = ctx.providers(&stack).await?;
+    let platform = ctx.platform(&stack).await?;
+    let providers = &platform.providers;
     for (a, r) in state.resources() {
         providers.observed(a, Some(&r.live()));
     }
     let provider = providers.for_addr(addr)?;
-    let found = provider
-        .read(
-            addr,
-            &Live {
-                id: id.clone(),
-                attrs,
-            },
-        )
-        .await?;
+    let read = async {
+        let live = Live {
+            id: id.clone(),
+            attrs,
+        };
+        Ok(provider.read(addr, &live).await?)
+    };
+    let found = platform.gated(&ctx.printer, read).await?;
     let Some(live) = found else {
         return Err(hinted(
             format!("there is no `{id}` to import as `{addr}`"),

@@ -34,7 +34,7 @@ pub async fn run(ctx: &Ctx<'_>, args: &PlanArgs) -> Result<Exit> {
     let desired = stack.desired()?;
     let backend = ctx.backend(&stack)?;
     let state = common::load_state(&backend, &stack)?;
-    let providers = ctx.providers(&stack).await?;
+    let platform = ctx.platform(&stack).await?;
     let mode = if args.destroy {
         super::apply::check_destroy_allowed(&stack, args.env.as_deref(), args.allow_protected)?;
         Mode::Destroy {
@@ -43,7 +43,15 @@ pub async fn run(ctx: &Ctx<'_>, args: &PlanArgs) -> Result<Exit> {
     } else {
         Mode::Apply
     };
-    let plan = common::make_plan(ctx, &providers, &stack, &desired, state.as_ref(), mode).await?;
+    let planned = common::make_plan(
+        ctx,
+        &platform.providers,
+        &stack,
+        &desired,
+        state.as_ref(),
+        mode,
+    );
+    let plan = platform.gated(&ctx.printer, planned).await?;
     if ctx.printer.json() {
         ctx.printer.out(&render::json::plan(&plan).to_string());
     } else {

@@ -188,6 +188,8 @@ pub enum DeployError {
     Interrupted,
     #[error(transparent)]
     Provider(#[from] ProviderError),
+    #[error(transparent)]
+    Credentials(#[from] crate::provider::aws::AwsSetupError),
 }
 
 impl DeployError {
@@ -202,6 +204,7 @@ impl DeployError {
             DeployError::Locked { .. } => Some(
                 "wait for the other deploy to finish, or give `--lock-timeout` a longer duration".into(),
             ),
+            DeployError::Credentials(e) => Some(e.hint().to_string()),
             DeployError::Provider(e) => match e.code.as_str() {
                 "Forbidden" | "AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation" => Some(
                     "the identity slipway runs as lacks a permission the deploy stage needs: ECR on the stack's repository, `elasticloadbalancing:DescribeTargetHealth`, and the `slipway-deployer` Role in the environment's namespace (docs/deploy.md)".into(),
@@ -426,8 +429,15 @@ impl<'a> Deployer<'a> {
         &self,
         env: &Environment,
     ) -> Result<(Vec<Release>, Vec<String>), DeployError> {
-        let cluster = self.cluster(env).await?;
-        let cms = record_config_maps(&cluster, env).await?;
+        // The first reads of `releases`, `promote` and `rollback`: beside
+        // the identity check, whose failure is the error to report.
+        let cms = self
+            .aws
+            .gated(async {
+                let cluster = self.cluster(env).await?;
+                Ok::<_, DeployError>(record_config_maps(&cluster, env).await?)
+            })
+            .await?;
         let mut out = Vec::new();
         let mut skipped = Vec::new();
         for cm in &cms {
@@ -558,12 +568,16 @@ impl<'a> Deployer<'a> {
         let mut rendering = tokio::task::spawn_blocking(move || {
             render::kustomize(&overlay).and_then(|yaml| render::parse(&yaml))
         });
-        let reads = async { tokio::join!(self.resolve(&req.image), self.histories()) };
+        // The identity check goes beside them, and its failure comes first.
+        let reads = self.aws.gated(async {
+            Ok::<_, DeployError>(tokio::join!(self.resolve(&req.image), self.histories()))
+        });
         tokio::pin!(reads);
-        let (mut objects, (resolved, histories)) = tokio::select! {
+        let (mut objects, read) = tokio::select! {
             rendered = &mut rendering => (self.rendered(rendered)?, reads.await),
             read = &mut reads => (self.rendered(rendering.await)?, read),
         };
+        let (resolved, histories) = read?;
         let (uri, digest) = resolved?;
         self.report.step(&format!("image {uri}@{digest}"));
         let histories = histories?;

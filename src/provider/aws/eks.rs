@@ -353,7 +353,13 @@ pub async fn create_cluster(
     // EKS gives the creator an access entry of its own; drift knows it by
     // this (EKS does not say who created a cluster).
     let mut attrs = desired.clone();
-    attrs.insert("creator_arn".to_string(), json!(aws.caller));
+    // A run checks its identity before it changes anything, so this is
+    // known; failing here would leave the new cluster out of the state.
+    let creator = aws.identity.get().await.map(|c| c.arn.clone());
+    attrs.insert(
+        "creator_arn".to_string(),
+        json!(creator.unwrap_or_default()),
+    );
     let prior = Live {
         id: name.to_string(),
         attrs,

@@ -9,7 +9,7 @@ use crate::addr::Address;
 use crate::provider::ProviderError;
 
 /// Why slipway cannot talk to AWS at all.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum AwsSetupError {
     #[error("no AWS credentials found ({detail})")]
     NoCredentials { detail: String },

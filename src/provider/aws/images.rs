@@ -24,6 +24,7 @@ pub struct DeployAws {
     ecr: aws_sdk_ecr::Client,
     elbv2: aws_sdk_elasticloadbalancingv2::Client,
     region: String,
+    identity: super::Identity,
 }
 
 /// An image in the repository.
@@ -73,12 +74,26 @@ fn target_group_addr(arn: &str) -> Address {
 }
 
 impl DeployAws {
-    pub(super) fn new(config: &aws_types::SdkConfig, region: &str) -> Self {
+    pub(super) fn new(
+        config: &aws_types::SdkConfig,
+        region: &str,
+        identity: super::Identity,
+    ) -> Self {
         DeployAws {
             ecr: aws_sdk_ecr::Client::new(config),
             elbv2: aws_sdk_elasticloadbalancingv2::Client::new(config),
             region: region.to_string(),
+            identity,
         }
+    }
+
+    /// `work` beside the check that STS accepts the credentials, which it
+    /// yields to (see [`super::AwsProvider::gated`]).
+    pub async fn gated<T, E: From<super::AwsSetupError>>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        Ok(self.identity.gate(work).await?.1)
     }
 
     pub fn region(&self) -> &str {

@@ -108,8 +108,100 @@ pub struct Aws {
     timeouts: Timeouts,
     /// How often to poll while waiting.
     poll: Duration,
-    /// The ARN slipway runs as (recorded as an EKS cluster's creator).
-    caller: String,
+    /// Who slipway runs as (recorded as an EKS cluster's creator).
+    identity: Identity,
+}
+
+/// The account and ARN slipway runs as, as STS names them.
+#[derive(Debug)]
+pub struct Caller {
+    pub account: String,
+    pub arn: String,
+}
+
+/// The answer to the one GetCallerIdentity of a run. The call starts when
+/// the provider connects and goes beside the run's first reads instead of
+/// before them (one round trip less); whoever needs the answer waits for
+/// it, and a run reports a failed check ahead of anything its reads said
+/// (see [`AwsProvider::identity`]).
+#[derive(Clone)]
+struct Identity(
+    futures::future::Shared<
+        futures::future::BoxFuture<'static, Result<std::sync::Arc<Caller>, AwsSetupError>>,
+    >,
+);
+
+impl Identity {
+    fn check(config: &aws_types::SdkConfig) -> Self {
+        use futures::FutureExt as _;
+        let sts = aws_sdk_sts::Client::new(config);
+        let endpoint = config
+            .endpoint_url()
+            .unwrap_or("the default AWS endpoints")
+            .to_string();
+        let call = tokio::spawn(async move {
+            let me = sts.get_caller_identity().send().await.map_err(|e| {
+                use aws_sdk_sts::error::ProvideErrorMetadata as _;
+                // What STS said, as it said it; the whole chain only when
+                // it said nothing (no connection, a timeout).
+                let detail = match e
+                    .as_service_error()
+                    .and_then(|se| se.code().map(|c| (c, se.message())))
+                {
+                    Some((code, message)) => {
+                        format!("{code}: {}", message.unwrap_or("(no message)"))
+                    }
+                    None => aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
+                };
+                AwsSetupError::Identity {
+                    endpoint: endpoint.clone(),
+                    detail,
+                }
+            })?;
+            Ok(std::sync::Arc::new(Caller {
+                account: me.account().unwrap_or_default().to_string(),
+                arn: me.arn().unwrap_or_default().to_string(),
+            }))
+        });
+        Identity(
+            call.map(|joined| {
+                joined.unwrap_or_else(|e| {
+                    Err(AwsSetupError::Identity {
+                        endpoint: "STS".to_string(),
+                        detail: format!("the identity check stopped: {e}"),
+                    })
+                })
+            })
+            .boxed()
+            .shared(),
+        )
+    }
+
+    async fn get(&self) -> Result<std::sync::Arc<Caller>, AwsSetupError> {
+        self.0.clone().await
+    }
+
+    /// `work` (a run's first calls) beside the identity check. A refusal is
+    /// the error whatever `work` says — with rejected credentials its calls
+    /// fail too, less clearly — and it stops `work` at once (a connection
+    /// being refused may retry for a while).
+    async fn gate<T, E: From<AwsSetupError>>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<(std::sync::Arc<Caller>, T), E> {
+        let mut work = std::pin::pin!(work);
+        let identity = std::pin::pin!(self.get());
+        tokio::select! {
+            me = identity => {
+                let me = me?;
+                Ok((me, work.await?))
+            }
+            out = &mut work => {
+                let me = self.get().await?;
+                Ok((me, out?))
+            }
+        }
+    }
 }
 
 /// The AWS provider.
@@ -117,15 +209,14 @@ pub struct Aws {
 pub struct AwsProvider {
     aws: Aws,
     config: aws_types::SdkConfig,
-    caller: String,
-    account: String,
 }
 
 impl AwsProvider {
     /// Loads the standard credential chain and region configuration
     /// (environment, profiles, SSO, web identity, instance profile), honours
     /// `AWS_ENDPOINT_URL` and its per-service variants, and checks that
-    /// credentials exist and work with one STS call.
+    /// credentials exist. Whether AWS accepts them is asked of STS at once,
+    /// without waiting for the answer: [`Self::identity`] has it.
     pub async fn connect(stack: &str, region: &str) -> Result<Self, AwsSetupError> {
         // Adaptive mode: exponential backoff with jitter on throttling and
         // 5xx answers, plus a client-side rate limiter that every call to a
@@ -154,18 +245,6 @@ impl AwsProvider {
             };
             return Err(AwsSetupError::NoCredentials { detail });
         }
-        let sts = aws_sdk_sts::Client::new(&config);
-        let me = sts
-            .get_caller_identity()
-            .send()
-            .await
-            .map_err(|e| AwsSetupError::Identity {
-                endpoint: config
-                    .endpoint_url()
-                    .unwrap_or("the default AWS endpoints")
-                    .to_string(),
-                detail: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
-            })?;
         let poll = if config.endpoint_url().is_some() {
             Duration::from_millis(100)
         } else {
@@ -183,26 +262,32 @@ impl AwsProvider {
                 ssm: aws_sdk_ssm::Client::new(&config),
                 timeouts: Timeouts::default(),
                 poll,
-                caller: me.arn().unwrap_or_default().to_string(),
+                identity: Identity::check(&config),
             },
-            caller: me.arn().unwrap_or_default().to_string(),
-            account: me.account().unwrap_or_default().to_string(),
         })
     }
 
-    /// The ARN of the identity slipway runs as.
-    pub fn caller_arn(&self) -> &str {
-        &self.caller
+    /// Who slipway runs as, once STS has said; the error when STS refused
+    /// the credentials (or could not be reached). A run puts this ahead of
+    /// whatever else failed: with rejected credentials every read fails
+    /// too, and this is the error that says why.
+    pub async fn identity(&self) -> Result<std::sync::Arc<Caller>, AwsSetupError> {
+        self.aws.identity.get().await
+    }
+
+    /// `work` beside the identity check, which it yields to (see
+    /// `Identity::gate`); and who slipway runs as.
+    pub async fn gated<T, E: From<AwsSetupError>>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<(std::sync::Arc<Caller>, T), E> {
+        self.aws.identity.gate(work).await
     }
 
     /// The loaded AWS configuration (credentials, region, endpoints), for
     /// the Kubernetes provider's EKS connection.
     pub fn sdk_config(&self) -> &aws_types::SdkConfig {
         &self.config
-    }
-
-    pub fn account_id(&self) -> &str {
-        &self.account
     }
 
     /// ECR images and load balancer target health, for the deploy stage.
@@ -264,7 +349,7 @@ impl AwsProvider {
             .config
             .region()
             .map_or(String::new(), |r| r.to_string());
-        DeployAws::new(&self.config, &region)
+        DeployAws::new(&self.config, &region, self.aws.identity.clone())
     }
 
     pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {

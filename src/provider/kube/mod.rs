@@ -11,6 +11,7 @@
 
 pub mod app;
 mod kinds;
+mod retry;
 pub mod token;
 
 use std::collections::BTreeSet;
@@ -551,15 +552,24 @@ impl KubeProvider {
         addr: &Address,
         config: (kube::Config, String),
     ) -> Result<(kube::Client, String), ProviderError> {
-        let (config, about) = config;
-        let client = kube::Client::try_from(config).map_err(|e| {
-            err(
-                addr,
-                "KubernetesUnreachable",
-                format!("{about}: {e}"),
-                false,
-            )
-        })?;
+        let (mut config, about) = config;
+        // A bounded retry of busy answers in place of kube's (see `retry`).
+        config.default_retry = false;
+        let client = kube::client::ClientBuilder::try_from(config)
+            .map(|builder| {
+                builder
+                    .with_layer(&tower::buffer::BufferLayer::new(1024))
+                    .with_layer(&tower::retry::RetryLayer::new(retry::Busy::default()))
+                    .build()
+            })
+            .map_err(|e| {
+                err(
+                    addr,
+                    "KubernetesUnreachable",
+                    format!("{about}: {e}"),
+                    false,
+                )
+            })?;
         // One cheap call now, so an unreachable cluster is one clear error.
         // A refusal is asked again for a little while: a new access entry
         // takes some seconds to be honoured.
