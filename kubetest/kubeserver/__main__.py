@@ -68,10 +68,6 @@ def parse_args(argv):
                    help="namespace whose pods stay Pending, Unschedulable (repeatable; * wildcards)")
     p.add_argument("--latency-ms", type=float, default=0.0, metavar="N",
                    help="milliseconds added to every API request (not the control endpoints)")
-    p.add_argument("--keep-alive", action="store_true",
-                   help="keep connections open between requests, as API servers do (by default the server, "
-                        "werkzeug's, closes each one after its answer, so every request costs a new TLS "
-                        "handshake); the benchmark uses it")
     p.add_argument("--no-stdin-watch", action="store_true", help="do not stop when stdin reaches EOF")
     p.add_argument("--verbose", action="store_true", help="log every request to stderr")
     args = p.parse_args(argv)
@@ -144,23 +140,6 @@ def write_atomic(path: str, data: bytes) -> None:
 
 
 
-def drained(app):
-    """`app`, with each request's body read whole before it runs, so that a
-    kept-alive connection's next request starts where it should even when
-    the handler ignored the body."""
-    import io
-
-    def wrapped(environ, start_response):
-        stream = environ["wsgi.input"]
-        if environ.get("wsgi.input_terminated"):
-            data = stream.read()
-        else:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-            data = stream.read(length) if length > 0 else b""
-        environ["wsgi.input"] = io.BytesIO(data)
-        return app(environ, start_response)
-
-    return wrapped
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
@@ -201,15 +180,6 @@ def main(argv=None) -> int:
         def log_request(self, code="-", size="-"):
             pass
 
-        def send_header(self, keyword, value):
-            # werkzeug closes every connection ("Connection: close"): with
-            # --keep-alive the header is left out and the connection waits
-            # for its next request (each request's body is read whole, see
-            # `drained`, so the next request line is where it should be).
-            if args.keep_alive and keyword.lower() == "connection" and value.lower() == "close":
-                return
-            super().send_header(keyword, value)
-
         def log_message(self, format, *a):  # noqa: A002
             if args.verbose:
                 super().log_message(format, *a)
@@ -222,8 +192,7 @@ def main(argv=None) -> int:
         log(f"accepting EKS tokens for cluster {args.eks_cluster_name!r} (STS: {args.aws_endpoint})")
     app = App(store, token, config, verbose=args.verbose,
               authenticator=Authenticator(token, eks, verbose=args.verbose))
-    server = make_server("127.0.0.1", args.port, drained(app) if args.keep_alive else app, threaded=True,
-                         ssl_context=ctx, request_handler=Handler)
+    server = make_server("127.0.0.1", args.port, app, threaded=True, ssl_context=ctx, request_handler=Handler)
     server.daemon_threads = True
     port = server.socket.getsockname()[1]
     url = f"https://127.0.0.1:{port}"
