@@ -497,6 +497,26 @@ fn failures_prune_dry_run_moved_tags_and_the_lock() {
         x["finished_at"].as_str().unwrap() <= y["started_at"].as_str().unwrap(),
         "{x}\n{y}"
     );
+
+    // The namespace's ApplySet taken over by another tool: refused before
+    // anything is written, not even a release record.
+    assert!(
+        kube.kubectl(&[
+            "-n",
+            ns,
+            "annotate",
+            "--overwrite",
+            "configmap",
+            "slipway-applyset",
+            "applyset.kubernetes.io/tooling=kubectl/v1.31",
+        ])
+        .status
+        .success()
+    );
+    deploy(&p, &["--branch", "develop", "--image-digest", &first])
+        .code(1)
+        .stderr_has("managed by `kubectl/v1.31`, not slipway");
+    assert_eq!(releases(&p, "develop").len(), history.len());
 }
 
 #[test]

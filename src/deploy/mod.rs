@@ -789,24 +789,38 @@ impl<'a> Deployer<'a> {
             address: None,
             error: None,
         };
-        let written = cluster
-            .create(
-                &history::to_config_map(&record, env.namespace(), None),
-                FIELD_MANAGER,
-            )
-            .await?;
+        // The ApplySet's kinds are settled before anything is written; the
+        // record and the parent (listing every kind that may hold a member
+        // before any is written, so an interrupted deploy still knows what
+        // to prune) go at once.
+        let union = applyset_kinds(env.namespace(), parent.as_ref(), &objects)?;
+        let (record_cm, parent_cm) = (
+            history::to_config_map(&record, env.namespace(), None),
+            applyset::parent(env.namespace(), &union),
+        );
+        let (written, parented) = tokio::join!(
+            cluster.create(&record_cm, FIELD_MANAGER),
+            cluster.apply(&parent_cm, FIELD_MANAGER, false)
+        );
+        // Without its record nothing started; with it, a failure from here
+        // on is recorded.
+        let written = written?;
         self.report
             .step(&format!("release {revision} of `{}` started", env.name()));
-        let outcome = self
-            .apply_and_verify(
-                env,
-                cluster,
-                parent,
-                &objects,
-                &format!("{uri}@{digest}"),
-                req.timeout,
-            )
-            .await;
+        let outcome = match parented {
+            Err(e) => Err(e.into()),
+            Ok(_) => {
+                self.apply_and_verify(
+                    env,
+                    cluster,
+                    &union,
+                    &objects,
+                    &format!("{uri}@{digest}"),
+                    req.timeout,
+                )
+                .await
+            }
+        };
         record.finished_at = Some(crate::clock::now_rfc3339());
         match &outcome {
             Ok(address) => {
@@ -903,38 +917,12 @@ impl<'a> Deployer<'a> {
         &self,
         env: &Environment,
         cluster: &AppCluster,
-        parent: Option<Value>,
+        union: &BTreeSet<String>,
         objects: &[Value],
         image: &str,
         timeout: Duration,
     ) -> Result<Option<String>, DeployError> {
         let ns = env.namespace();
-        if let Some(p) = &parent
-            && let Some(tool) = applyset::tooling_of(p)
-            && !tool.starts_with("slipway/")
-        {
-            return Err(refused(
-                format!(
-                    "ConfigMap `{ns}/{}` is the parent of an ApplySet managed by `{tool}`, not slipway",
-                    applyset::PARENT_NAME
-                ),
-                "slipway will not take over another tool's ApplySet; remove it or deploy into another namespace",
-            ));
-        }
-        let previous = parent
-            .as_ref()
-            .map(applyset::listed_group_kinds)
-            .unwrap_or_default();
-        let current: BTreeSet<String> = objects
-            .iter()
-            .map(|o| applyset::group_kind(s(o, "/apiVersion"), s(o, "/kind")))
-            .collect();
-        // The parent lists every kind that may hold a member before any is
-        // written, so an interrupted deploy still knows what to prune.
-        let union: BTreeSet<String> = previous.union(&current).cloned().collect();
-        cluster
-            .apply(&applyset::parent(ns, &union), FIELD_MANAGER, false)
-            .await?;
         let mut applied: Vec<Applied> = Vec::new();
         for obj in objects {
             self.check_cancel()?;
@@ -951,7 +939,7 @@ impl<'a> Deployer<'a> {
         // PruneLast): the old objects may still serve until then.
         let address = self.verify(cluster, objects, image, timeout).await?;
         for p in self
-            .prune_candidates(cluster, ns, &union, &applied, &versions_of(objects))
+            .prune_candidates(cluster, ns, union, &applied, &versions_of(objects))
             .await?
         {
             // Only the very object listed: a namesake made since survives.
@@ -967,6 +955,11 @@ impl<'a> Deployer<'a> {
                 Err(e) => return Err(e.into()),
             }
         }
+        // Pruned: the parent lists only what the release holds.
+        let current: BTreeSet<String> = objects
+            .iter()
+            .map(|o| applyset::group_kind(s(o, "/apiVersion"), s(o, "/kind")))
+            .collect();
         cluster
             .apply(&applyset::parent(ns, &current), FIELD_MANAGER, false)
             .await?;
@@ -1505,6 +1498,33 @@ fn rollout_failed(name: &str, why: &str, problems: &[String]) -> DeployError {
 }
 
 /// The ConfigMaps holding an environment's release records.
+/// The kinds the namespace's ApplySet is to list: those its parent lists
+/// already and those of `objects`; refused when the parent is another
+/// tool's.
+fn applyset_kinds(
+    ns: &str,
+    parent: Option<&Value>,
+    objects: &[Value],
+) -> Result<BTreeSet<String>, DeployError> {
+    if let Some(tool) = parent.and_then(applyset::tooling_of)
+        && !tool.starts_with("slipway/")
+    {
+        return Err(refused(
+            format!(
+                "ConfigMap `{ns}/{}` is the parent of an ApplySet managed by `{tool}`, not slipway",
+                applyset::PARENT_NAME
+            ),
+            "slipway will not take over another tool's ApplySet; remove it or deploy into another namespace",
+        ));
+    }
+    let previous = parent.map(applyset::listed_group_kinds).unwrap_or_default();
+    let current: BTreeSet<String> = objects
+        .iter()
+        .map(|o| applyset::group_kind(s(o, "/apiVersion"), s(o, "/kind")))
+        .collect();
+    Ok(previous.union(&current).cloned().collect())
+}
+
 async fn record_config_maps(
     cluster: &AppCluster,
     env: &Environment,
