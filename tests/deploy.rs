@@ -498,8 +498,8 @@ fn failures_prune_dry_run_moved_tags_and_the_lock() {
         "{x}\n{y}"
     );
 
-    // The namespace's ApplySet taken over by another tool: refused before
-    // anything is written, not even a release record.
+    // The namespace's ApplySet taken over by another tool: refused under
+    // the lock before any record or object is written.
     assert!(
         kube.kubectl(&[
             "-n",

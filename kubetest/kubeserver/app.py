@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import threading
 import sys
 import time
@@ -99,9 +100,7 @@ class App:
         if latency:
             time.sleep(latency)
         try:
-            resp = self.busy(req) if api else None
-            if resp is None:
-                resp = self.handle(req)
+            resp = self.handle(req)
         except ApiError as e:
             resp = err(e)
         except Exception as e:  # noqa: BLE001
@@ -123,27 +122,32 @@ class App:
             print(f"kubetest: {req.method} {req.full_path} -> {resp.status_code}", file=sys.stderr, flush=True)
         return resp(environ, start_response)
 
-    def busy(self, req: Request) -> Response | None:
-        """`busy_requests`: the next N API requests (watches too) are answered
-        503, with `Retry-After: busy_retry_after` when that is not 0."""
+    def busy(self) -> Response | None:
+        """`busy_requests`: the next N authenticated API requests (watches
+        too) are answered 503, with `Retry-After: busy_retry_after` (whole
+        seconds, rounded up) when that is not 0."""
         with self._requests_lock:
             left = int(self.config.get("busy_requests") or 0)
             if left <= 0:
                 return None
             self.config["busy_requests"] = left - 1
-        self._log_request(req)
+            after = math.ceil(float(self.config.get("busy_retry_after") or 0))
         resp = busy()
-        after = int(self.config.get("busy_retry_after") or 0)
         if after:
             resp.headers["Retry-After"] = str(after)
         return resp
 
     # ------------------------------------------------------------------ routing
     def handle(self, req: Request) -> Response:
-        self._log_request(req)
         if self.authn.authenticate(req.headers.get("Authorization", "")) is None:
+            self._log_request(req)
             return jresp({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                           "message": "Unauthorized", "reason": "Unauthorized", "code": 401}, 401)
+        if not req.path.startswith("/_kubetest"):
+            resp = self.busy()
+            if resp is not None:
+                return resp  # turned away: not counted as a request (nor as a write)
+        self._log_request(req)
         path = req.path
         parts = [p for p in path.split("/") if p]
         if path in ("/healthz", "/livez", "/readyz"):
@@ -653,7 +657,8 @@ class App:
                             raise bad_request(f"config key {k} takes only {sorted(WATCH_FAULTS)}")
                     elif isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
                         raise bad_request(f"config key {k} must be a non-negative number")
-                self.config.update(upd)
+                with self._requests_lock:  # beside busy()'s countdown
+                    self.config.update(upd)
                 if self.on_config:
                     self.on_config()
             return jresp(self.config)

@@ -404,7 +404,7 @@ def test_watch_faults_refuse_or_end_watches_and_the_log_keeps_watches_apart(kube
 def test_busy_requests_answer_503_a_given_number_of_times_with_retry_after(kube, ns):
     base = CM.format(ns=ns)
     kube.delete("/_kubetest/requests")
-    code, cfg = kube.post("/_kubetest/config", {"busy_requests": 2, "busy_retry_after": 3})
+    code, cfg = kube.post("/_kubetest/config", {"busy_requests": 2, "busy_retry_after": 2.5})
     assert code == 200 and cfg["busy_requests"] == 2
     try:
         for _ in range(2):
@@ -421,6 +421,7 @@ def test_busy_requests_answer_503_a_given_number_of_times_with_retry_after(kube,
         kube.post("/_kubetest/config", {"busy_requests": 0, "busy_retry_after": 0})
     code, log = kube.get("/_kubetest/requests", params={"log": "1"})
     assert [(e["path"], e["status"]) for e in log["log"]] == [(base, 503), (base, 503), (base, 200)]
+    assert log["by_method"] == {"GET": 1}  # turned-away requests are not counted
 
 
 def test_request_log_counts_api_requests_by_method(kube, ns):

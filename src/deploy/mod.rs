@@ -758,6 +758,9 @@ impl<'a> Deployer<'a> {
             })?;
         let histories = histories.releases;
         self.check_policy(req, env, &histories, digest)?;
+        // The ApplySet's kinds are settled (another tool's ApplySet refused)
+        // before anything is written.
+        let union = applyset_kinds(env.namespace(), parent.as_ref(), &objects)?;
         let history = histories.get(env.name()).cloned().unwrap_or_default();
         // Closing a record changes no revision label: `revision` holds.
         self.close_abandoned(cluster, env, &history).await?;
@@ -789,11 +792,9 @@ impl<'a> Deployer<'a> {
             address: None,
             error: None,
         };
-        // The ApplySet's kinds are settled before anything is written; the
-        // record and the parent (listing every kind that may hold a member
-        // before any is written, so an interrupted deploy still knows what
-        // to prune) go at once.
-        let union = applyset_kinds(env.namespace(), parent.as_ref(), &objects)?;
+        // The record and the parent (listing every kind that may hold a
+        // member before any is written, so an interrupted deploy still
+        // knows what to prune) go at once.
         let (record_cm, parent_cm) = (
             history::to_config_map(&record, env.namespace(), None),
             applyset::parent(env.namespace(), &union),
@@ -802,8 +803,9 @@ impl<'a> Deployer<'a> {
             cluster.create(&record_cm, FIELD_MANAGER),
             cluster.apply(&parent_cm, FIELD_MANAGER, false)
         );
-        // Without its record nothing started; with it, a failure from here
-        // on is recorded.
+        // Without its record nothing started (a parent written meanwhile
+        // only lists kinds, the old ones among them: it prunes nothing by
+        // itself); with it, a failure from here on is recorded.
         let written = written?;
         self.report
             .step(&format!("release {revision} of `{}` started", env.name()));
@@ -1497,7 +1499,6 @@ fn rollout_failed(name: &str, why: &str, problems: &[String]) -> DeployError {
     }
 }
 
-/// The ConfigMaps holding an environment's release records.
 /// The kinds the namespace's ApplySet is to list: those its parent lists
 /// already and those of `objects`; refused when the parent is another
 /// tool's.
@@ -1525,6 +1526,7 @@ fn applyset_kinds(
     Ok(previous.union(&current).cloned().collect())
 }
 
+/// The ConfigMaps holding an environment's release records.
 async fn record_config_maps(
     cluster: &AppCluster,
     env: &Environment,

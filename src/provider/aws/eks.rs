@@ -354,12 +354,12 @@ pub async fn create_cluster(
     // this (EKS does not say who created a cluster).
     let mut attrs = desired.clone();
     // A run checks its identity before it changes anything, so this is
-    // known; failing here would leave the new cluster out of the state.
-    let creator = aws.identity.get().await.map(|c| c.arn.clone());
-    attrs.insert(
-        "creator_arn".to_string(),
-        json!(creator.unwrap_or_default()),
-    );
+    // known; failing here would leave the new cluster out of the state, so
+    // an unknown creator is left out instead (drift then falls back on the
+    // identity it runs as).
+    if let Ok(creator) = aws.identity.get().await {
+        attrs.insert("creator_arn".to_string(), json!(creator.arn));
+    }
     let prior = Live {
         id: name.to_string(),
         attrs,
