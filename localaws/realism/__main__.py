@@ -42,7 +42,45 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default 0: a free port)")
     p.add_argument("--no-stdin-watch", action="store_true", help="do not stop when stdin reaches EOF")
     p.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    p.add_argument("--warm", action="store_true",
+                   help="before answering, call each service slipway uses once (moto builds its backends "
+                   "on first use: ~1 s for IAM's managed policies alone) and forget those calls")
     return p.parse_args(argv)
+
+
+# One read per service slipway calls: the first call of each builds moto's
+# backend (and, for any, the IAM backends that map access keys to accounts).
+WARM_CALLS = [
+    ("sts", "get_caller_identity", {}),
+    ("iam", "list_roles", {}),
+    ("ec2", "describe_tags", {}),
+    ("eks", "list_clusters", {}),
+    ("ecr", "describe_repositories", {}),
+    ("elbv2", "describe_load_balancers", {}),
+    ("ssm", "describe_parameters", {}),
+    ("s3", "list_buckets", {}),
+]
+
+
+def warm(url: str) -> None:
+    """Builds moto's backends before the first client's call, so that a
+    benchmark's first calls do not pay for them, then forgets those calls
+    (counters, call log, faults' counts)."""
+    import boto3
+    from botocore.config import Config
+
+    from .middleware import reset_layer
+
+    started = time.monotonic()
+    for service, call, kwargs in WARM_CALLS:
+        client = boto3.client(service, endpoint_url=url, region_name="ap-south-1", aws_access_key_id="testing",
+                              aws_secret_access_key="testing", config=Config(retries={"total_max_attempts": 1}))
+        try:
+            getattr(client, call)(**kwargs)
+        except Exception as e:  # best effort: a configured fault may refuse it
+            log(f"warm-up {service} {call}: {e}")
+    reset_layer()
+    log(f"warmed up in {time.monotonic() - started:.2f} s")
 
 
 def stdin_watchable() -> bool:
@@ -125,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
             issuer.stop()
             return 1
         time.sleep(0.05)
+
+    if args.warm:
+        warm(url)
 
     stop = threading.Event()
 

@@ -115,3 +115,15 @@ def test_moto_reset_resets_the_layer_too(tmp_path):
         assert eks.list_clusters()["clusters"] == []
     finally:
         srv.stop()
+
+
+def test_warm_builds_every_backend_first_and_forgets_those_calls(tmp_path):
+    srv = launch("--warm", tmp=tmp_path)
+    try:
+        log = srv.stderr.read_text()
+        assert "warmed up in" in log, log
+        assert "warm-up " not in log, log  # every service answered
+        calls = json.load(urllib.request.urlopen(srv.endpoint + "/_realism/calls?log=1", timeout=10))
+        assert (calls["total"], calls["log"]) == (0, []), calls
+    finally:
+        srv.stop()

@@ -231,6 +231,14 @@ impl Executor<'_> {
         warnings: &std::sync::Mutex<Vec<(Address, String)>>,
     ) -> ApplyReport {
         let nodes = build_nodes(&plan.changes);
+        let order = start_order(&nodes, |n| {
+            let deleting = matches!(n.op, Op::Delete | Op::ReplaceDelete);
+            self.providers
+                .for_addr(&n.addr)
+                .map_or(Duration::from_secs(1), |p| {
+                    p.expected_duration(&n.addr, deleting)
+                })
+        });
         let mut report = ApplyReport::default();
         let mut states = vec![NodeState::Waiting; nodes.len()];
         let mut busy_groups: BTreeSet<String> = BTreeSet::new();
@@ -244,7 +252,7 @@ impl Executor<'_> {
                 report.interrupted = self.cancel.is_cancelled();
             }
             if !stopping {
-                for i in 0..nodes.len() {
+                for &i in &order {
                     if running.len() >= parallelism {
                         break;
                     }
@@ -574,6 +582,40 @@ pub fn unorderable(changes: &[Change]) -> Option<Vec<(Address, Op)>> {
 /// Turns changes into operations with ordering edges:
 /// creates and updates after those of their dependencies; deletes after the
 /// deletes of their dependents; a replacement deletes before it creates.
+/// The order in which ready operations start: the one heading the longest
+/// chain of expected work first (critical-path scheduling), so that neither
+/// the parallelism bound nor a serial group (EKS's one Fargate profile at a
+/// time) holds up the run's longest chain behind shorter ones.
+fn start_order(nodes: &[Node], expected: impl Fn(&Node) -> Duration) -> Vec<usize> {
+    let mut dependents = vec![Vec::new(); nodes.len()];
+    let mut unmet: Vec<usize> = nodes.iter().map(|n| n.deps.len()).collect();
+    for (i, n) in nodes.iter().enumerate() {
+        for &d in &n.deps {
+            dependents[d].push(i);
+        }
+    }
+    // Prerequisites before dependents (Kahn), then walked backwards.
+    let mut topo: Vec<usize> = (0..nodes.len()).filter(|&i| unmet[i] == 0).collect();
+    let mut next = 0;
+    while let Some(&i) = topo.get(next) {
+        next += 1;
+        for &j in &dependents[i] {
+            unmet[j] -= 1;
+            if unmet[j] == 0 {
+                topo.push(j);
+            }
+        }
+    }
+    let mut chain = vec![Duration::ZERO; nodes.len()];
+    for &i in topo.iter().rev() {
+        let after = dependents[i].iter().map(|&j| chain[j]).max();
+        chain[i] = expected(&nodes[i]) + after.unwrap_or_default();
+    }
+    let mut order: Vec<usize> = (0..nodes.len()).collect();
+    order.sort_by_key(|&i| (std::cmp::Reverse(chain[i]), i));
+    order
+}
+
 fn build_nodes(changes: &[Change]) -> Vec<Node> {
     let mut nodes = Vec::new();
     let mut upsert: HashMap<&Address, usize> = HashMap::new();

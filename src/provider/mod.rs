@@ -8,6 +8,7 @@ pub mod tls;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -157,6 +158,14 @@ pub trait Provider: Send + Sync {
         prior: &Live,
         ctx: &OpContext<'_>,
     ) -> Result<(), ProviderError>;
+
+    /// About how long creating (or, with `deleting`, deleting) `addr`
+    /// usually takes, waits included. Only a guide to the executor's order:
+    /// of the operations ready to start, the one heading the longest chain
+    /// of expected work goes first.
+    fn expected_duration(&self, _addr: &Address, _deleting: bool) -> Duration {
+        Duration::from_secs(1)
+    }
 
     /// Hears what `addr` (of any provider) is now — `None`: deleted — from
     /// the state as loaded and after each change, so a provider whose

@@ -377,6 +377,48 @@ async fn parallelism_is_bounded_and_serial_groups_run_one_at_a_time() {
 }
 
 #[tokio::test]
+async fn of_the_ready_operations_the_head_of_the_longest_chain_starts_first() {
+    // Two Fargate profiles of one cluster, one at a time: the one a chain
+    // of three waits on goes first, though it sorts last.
+    let mut rs = vec![
+        Resource::new(a("aws.eks_fargate_profile.a_env"))
+            .attr("name", "a")
+            .serial_group("eks:c"),
+        Resource::new(a("aws.eks_fargate_profile.z_system"))
+            .attr("name", "z")
+            .serial_group("eks:c"),
+        // With one operation at a time, a root nothing waits on goes after
+        // the root of a chain.
+        Resource::new(a("aws.vpc.a_alone")).attr("cidr_block", "10.0.0.0/16"),
+    ];
+    let mut before = a("aws.eks_fargate_profile.z_system");
+    for i in 0..3 {
+        let next = a(&format!("aws.vpc.after{i}"));
+        rs.push(Resource::new(next.clone()).attr("cidr_block", Expr::reference(&before, "id")));
+        before = next;
+    }
+    let desired = Desired::new(rs).unwrap();
+    let fake = FakeProvider::in_memory("s");
+    let mut state = State::new("s");
+    let hooks = Recorder::default();
+    let plan = plan_for(&desired, &state, &BTreeMap::new(), Mode::Apply);
+    let report = apply(&fake, &plan, &mut state, 1, &hooks, Cancel::new()).await;
+    assert!(report.success(), "{report:?}");
+    let started = |what: &str| hooks.index(&format!("start create {what}"));
+    assert!(
+        started("aws.eks_fargate_profile.z_system") < started("aws.eks_fargate_profile.a_env"),
+        "{:?}",
+        hooks.events()
+    );
+    assert!(
+        started("aws.eks_fargate_profile.z_system") < started("aws.vpc.a_alone"),
+        "{:?}",
+        hooks.events()
+    );
+    assert!(started("aws.vpc.after0") < started("aws.vpc.a_alone"));
+}
+
+#[tokio::test]
 async fn cancel_stops_new_work_but_lets_in_flight_finish() {
     let fake = FakeProvider::in_memory("s");
     fake.edit(|w| w.faults.delay_ms = 50);

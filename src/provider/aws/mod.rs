@@ -732,4 +732,19 @@ impl Provider for AwsProvider {
             _ => Err(not_supported(addr)),
         }
     }
+
+    /// AWS's typical times (localaws's lifecycles use the same figures).
+    fn expected_duration(&self, addr: &Address, deleting: bool) -> Duration {
+        let secs = match (addr.kind(), deleting) {
+            ("eks_cluster", false) => 600,
+            ("eks_cluster", true) => 300,
+            ("eks_fargate_profile", false) => 150,
+            ("eks_fargate_profile", true) => 120,
+            ("nat_gateway", false) => 90,
+            ("nat_gateway", true) => 60,
+            ("instance", _) => 30,
+            _ => 1,
+        };
+        Duration::from_secs(secs)
+    }
 }

@@ -1385,6 +1385,17 @@ impl Provider for KubeProvider {
     /// Follows the EKS cluster: connects through the one the state names
     /// (a renamed cluster's objects are still in the old one), and anew
     /// whenever it is replaced or deleted.
+    /// A Deployment waits for its rollout (on Fargate, a node per pod: about
+    /// a minute); a namespace's delete waits for what it holds to go.
+    fn expected_duration(&self, addr: &Address, deleting: bool) -> std::time::Duration {
+        let secs = match (addr.kind(), deleting) {
+            ("deployment", false) => 60,
+            ("namespace", true) => 30,
+            _ => 1,
+        };
+        std::time::Duration::from_secs(secs)
+    }
+
     fn observed(&self, addr: &Address, live: Option<&Live>) {
         if addr.kind_key() != "aws.eks_cluster" {
             return;
