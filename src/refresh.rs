@@ -114,15 +114,17 @@ pub async fn refresh(
         async move {
             // Reads and discovery at once: discovery only looks where the
             // state says something is, which the state, not the reads, says.
+            // Discovery's first call goes first: what it finds is read again
+            // (a second round), and so waits on its answer.
             let scope = DiscoverScope {
                 stack: state.stack(),
                 known,
                 managed: &items,
                 thorough,
             };
-            let ((reads, read_time), (found, discover_time)) = futures::join!(
-                timed(provider.read_many(&items)),
-                timed(provider.discover(&scope))
+            let ((found, discover_time), (reads, read_time)) = futures::join!(
+                timed(provider.discover(&scope)),
+                timed(provider.read_many(&items))
             );
             let found = found.map(|mut d| {
                 // What another provider serves is its to report; kinds

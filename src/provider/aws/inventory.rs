@@ -145,58 +145,71 @@ async fn iam_tagged(aws: &Aws, scope: &DiscoverScope<'_>) -> Result<Vec<Tagged>,
         ids_of(scope, "iam_openid_connect_provider"),
     );
 
-    let mut roles = Vec::new();
-    let mut pages = aws.iam.list_roles().into_paginator().send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| sdk_error(at, "ListRoles", &e))?;
-        roles.extend(
-            page.roles()
-                .iter()
-                // Roles AWS manages for its services are never a stack's.
-                .filter(|r| !r.path().starts_with("/aws-service-role/"))
-                .filter(|r| !r.path().starts_with("/aws-reserved/"))
-                .map(|r| r.role_name().to_string())
-                .filter(|n| !roles_known.contains(n.as_str())),
-        );
-    }
-    let mut policies = Vec::new();
-    let mut pages = aws
-        .iam
-        .list_policies()
-        .scope(aws_sdk_iam::types::PolicyScopeType::Local)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| sdk_error(at, "ListPolicies", &e))?;
-        policies.extend(
-            page.policies()
-                .iter()
-                .filter_map(|p| p.arn().map(str::to_string))
-                .filter(|a| !policies_known.contains(a.as_str())),
-        );
-    }
-    let mut profiles = Vec::new();
-    let mut pages = aws.iam.list_instance_profiles().into_paginator().send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| sdk_error(at, "ListInstanceProfiles", &e))?;
-        profiles.extend(
-            page.instance_profiles()
-                .iter()
-                .map(|p| p.instance_profile_name().to_string())
-                .filter(|n| !profiles_known.contains(n.as_str())),
-        );
-    }
-    let oidc: Vec<String> = aws
-        .iam
-        .list_open_id_connect_providers()
-        .send()
-        .await
-        .map_err(|e| sdk_error(at, "ListOpenIDConnectProviders", &e))?
-        .open_id_connect_provider_list()
-        .iter()
-        .filter_map(|p| p.arn().map(str::to_string))
-        .filter(|a| !oidc_known.contains(a.as_str()))
-        .collect();
+    // The four lists at once.
+    let roles = async {
+        let mut roles = Vec::new();
+        let mut pages = aws.iam.list_roles().into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| sdk_error(at, "ListRoles", &e))?;
+            roles.extend(
+                page.roles()
+                    .iter()
+                    // Roles AWS manages for its services are never a stack's.
+                    .filter(|r| !r.path().starts_with("/aws-service-role/"))
+                    .filter(|r| !r.path().starts_with("/aws-reserved/"))
+                    .map(|r| r.role_name().to_string())
+                    .filter(|n| !roles_known.contains(n.as_str())),
+            );
+        }
+        Ok::<_, ProviderError>(roles)
+    };
+    let policies = async {
+        let mut policies = Vec::new();
+        let mut pages = aws
+            .iam
+            .list_policies()
+            .scope(aws_sdk_iam::types::PolicyScopeType::Local)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| sdk_error(at, "ListPolicies", &e))?;
+            policies.extend(
+                page.policies()
+                    .iter()
+                    .filter_map(|p| p.arn().map(str::to_string))
+                    .filter(|a| !policies_known.contains(a.as_str())),
+            );
+        }
+        Ok(policies)
+    };
+    let profiles = async {
+        let mut profiles = Vec::new();
+        let mut pages = aws.iam.list_instance_profiles().into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| sdk_error(at, "ListInstanceProfiles", &e))?;
+            profiles.extend(
+                page.instance_profiles()
+                    .iter()
+                    .map(|p| p.instance_profile_name().to_string())
+                    .filter(|n| !profiles_known.contains(n.as_str())),
+            );
+        }
+        Ok(profiles)
+    };
+    let oidc = async {
+        Ok(aws
+            .iam
+            .list_open_id_connect_providers()
+            .send()
+            .await
+            .map_err(|e| sdk_error(at, "ListOpenIDConnectProviders", &e))?
+            .open_id_connect_provider_list()
+            .iter()
+            .filter_map(|p| p.arn().map(str::to_string))
+            .filter(|a| !oidc_known.contains(a.as_str()))
+            .collect::<Vec<String>>())
+    };
+    let (roles, policies, profiles, oidc) = futures::try_join!(roles, policies, profiles, oidc)?;
 
     // A tag read of an object deleted meanwhile finds nothing: it is gone.
     let mut out = claims(stack, "iam_role", roles, |name| async move {
@@ -400,54 +413,42 @@ fn fronts<'t>(mut tags: impl Iterator<Item = (&'t str, &'t str)> + Clone) -> Opt
 /// stack's clusters, with its security groups.
 async fn elbv2_inventory(aws: &Aws, scope: &DiscoverScope<'_>) -> Result<Discovery, ProviderError> {
     let at = probe();
-    let mut named: BTreeMap<String, (&'static str, String)> = BTreeMap::new();
-    let mut pages = aws.elbv2.describe_load_balancers().into_paginator().send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| sdk_error(&at, "DescribeLoadBalancers", &e))?;
-        for l in page.load_balancers() {
-            if let Some(arn) = l.load_balancer_arn() {
-                let name = l.load_balancer_name().unwrap_or(arn).to_string();
-                named.insert(arn.to_string(), ("load_balancer", name));
-            }
-        }
-    }
-    let mut pages = aws.elbv2.describe_target_groups().into_paginator().send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| sdk_error(&at, "DescribeTargetGroups", &e))?;
-        for t in page.target_groups() {
-            if let Some(arn) = t.target_group_arn() {
-                let name = t.target_group_name().unwrap_or(arn).to_string();
-                named.insert(arn.to_string(), ("target_group", name));
-            }
-        }
-    }
+    let at = &at;
     let clusters = cluster_names(scope);
-    let mut out = Discovery::default();
-    let arns: Vec<String> = named.keys().cloned().collect();
-    for (arn, tags) in super::elbv2::tags_of(aws, &at, &arns).await? {
-        let Some((kind, name)) = named.get(&arn) else {
-            continue;
-        };
-        let pairs = tags.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-        if let Some(t) = claim(scope.stack, kind, name, pairs.clone()) {
-            out.tagged.push(Tagged {
-                id: arn.clone(),
-                ..t
-            });
+    // The two lists, and the security groups the controller made (found by
+    // tag, beside them).
+    let balancers = async {
+        let mut named = Vec::new();
+        let mut pages = aws.elbv2.describe_load_balancers().into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| sdk_error(at, "DescribeLoadBalancers", &e))?;
+            for l in page.load_balancers() {
+                if let Some(arn) = l.load_balancer_arn() {
+                    let name = l.load_balancer_name().unwrap_or(arn).to_string();
+                    named.push((arn.to_string(), ("load_balancer", name)));
+                }
+            }
         }
-        if pairs
-            .clone()
-            .any(|(k, v)| k == CLUSTER_TAG && clusters.contains(v))
-        {
-            out.controller.push(ControllerMade {
-                kind,
-                id: arn.clone(),
-                name: name.clone(),
-                fronts: fronts(pairs),
-            });
+        Ok::<_, ProviderError>(named)
+    };
+    let target_groups = async {
+        let mut named = Vec::new();
+        let mut pages = aws.elbv2.describe_target_groups().into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| sdk_error(at, "DescribeTargetGroups", &e))?;
+            for t in page.target_groups() {
+                if let Some(arn) = t.target_group_arn() {
+                    let name = t.target_group_name().unwrap_or(arn).to_string();
+                    named.push((arn.to_string(), ("target_group", name)));
+                }
+            }
         }
-    }
-    if !clusters.is_empty() {
+        Ok(named)
+    };
+    let groups = async {
+        if clusters.is_empty() {
+            return Ok(Vec::new());
+        }
         let groups = aws
             .ec2
             .describe_security_groups()
@@ -457,18 +458,53 @@ async fn elbv2_inventory(aws: &Aws, scope: &DiscoverScope<'_>) -> Result<Discove
             ))
             .send()
             .await
-            .map_err(|e| sdk_error(&at, "DescribeSecurityGroups", &e))?;
+            .map_err(|e| sdk_error(at, "DescribeSecurityGroups", &e))?;
+        let mut made = Vec::new();
         for g in groups.security_groups() {
             let Some(id) = g.group_id() else { continue };
             let pairs = g.tags().iter().filter_map(|t| Some((t.key()?, t.value()?)));
-            out.controller.push(ControllerMade {
+            made.push(ControllerMade {
                 kind: "security_group",
                 id: id.to_string(),
                 name: g.group_name().unwrap_or(id).to_string(),
                 fronts: fronts(pairs),
             });
         }
-    }
+        Ok(made)
+    };
+    let tagged = async {
+        let (balancers, target_groups) = futures::try_join!(balancers, target_groups)?;
+        let named: BTreeMap<String, (&'static str, String)> =
+            balancers.into_iter().chain(target_groups).collect();
+        let arns: Vec<String> = named.keys().cloned().collect();
+        let mut out = Discovery::default();
+        for (arn, tags) in super::elbv2::tags_of(aws, at, &arns).await? {
+            let Some((kind, name)) = named.get(&arn) else {
+                continue;
+            };
+            let pairs = tags.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+            if let Some(t) = claim(scope.stack, kind, name, pairs.clone()) {
+                out.tagged.push(Tagged {
+                    id: arn.clone(),
+                    ..t
+                });
+            }
+            if pairs
+                .clone()
+                .any(|(k, v)| k == CLUSTER_TAG && clusters.contains(v))
+            {
+                out.controller.push(ControllerMade {
+                    kind,
+                    id: arn.clone(),
+                    name: name.clone(),
+                    fronts: fronts(pairs),
+                });
+            }
+        }
+        Ok(out)
+    };
+    let (mut out, groups) = futures::try_join!(tagged, groups)?;
+    out.controller.extend(groups);
     Ok(out)
 }
 
@@ -749,30 +785,53 @@ async fn cluster_members(
         .collect();
     for (addr, live) in managed(scope, "eks_cluster") {
         let cluster = live.id.as_str();
-        let Some(described) = absent_ok(
-            addr,
-            "DescribeCluster",
-            aws.eks.describe_cluster().name(cluster).send().await,
-        )?
-        else {
+        // The cluster (its creation time), its profiles and its entries at
+        // once; a cluster gone meanwhile has none, whatever the lists said.
+        let describe = async {
+            absent_ok(
+                addr,
+                "DescribeCluster",
+                aws.eks.describe_cluster().name(cluster).send().await,
+            )
+        };
+        let profiles = async {
+            let mut profiles = Vec::new();
+            let mut pages = aws
+                .eks
+                .list_fargate_profiles()
+                .cluster_name(cluster)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| sdk_error(addr, "ListFargateProfiles", &e))?;
+                profiles.extend(page.fargate_profile_names().iter().cloned());
+            }
+            Ok::<_, ProviderError>(profiles)
+        };
+        let principals = async {
+            let mut principals = Vec::new();
+            let mut pages = aws
+                .eks
+                .list_access_entries()
+                .cluster_name(cluster)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| sdk_error(addr, "ListAccessEntries", &e))?;
+                principals.extend(page.access_entries().iter().cloned());
+            }
+            Ok::<_, ProviderError>(principals)
+        };
+        let (described, profiles, principals) = futures::join!(describe, profiles, principals);
+        let Some(described) = described? else {
             continue;
         };
+        let (profiles, principals) = (profiles?, principals?);
         let created = described
             .cluster()
             .and_then(|c| c.created_at())
             .map(aws_sdk_eks::primitives::DateTime::secs);
         let creator = live.attrs.get("creator_arn").and_then(Value::as_str);
-        let mut profiles = Vec::new();
-        let mut pages = aws
-            .eks
-            .list_fargate_profiles()
-            .cluster_name(cluster)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| sdk_error(addr, "ListFargateProfiles", &e))?;
-            profiles.extend(page.fargate_profile_names().iter().cloned());
-        }
         for name in profiles {
             if !known(scope, &format!("{cluster}/{name}")) {
                 out.push(Extra {
@@ -782,17 +841,6 @@ async fn cluster_members(
                     detail: json!({"name": name}),
                 });
             }
-        }
-        let mut principals = Vec::new();
-        let mut pages = aws
-            .eks
-            .list_access_entries()
-            .cluster_name(cluster)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| sdk_error(addr, "ListAccessEntries", &e))?;
-            principals.extend(page.access_entries().iter().cloned());
         }
         let unknown: Vec<String> = principals
             .into_iter()

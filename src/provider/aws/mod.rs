@@ -560,6 +560,17 @@ impl Provider for AwsProvider {
                 .or_default()
                 .push((a.clone(), l.clone()));
         }
+        // Kinds whose read needs a second round (a VPC's DNS attributes, an
+        // instance's volumes and attributes, a repository's tags, a policy's
+        // document) are asked first, so that AWS, answering many calls at
+        // once, answers theirs early and the second round overlaps the rest.
+        let mut by_kind: Vec<_> = by_kind.into_iter().collect();
+        by_kind.sort_by_key(|(kind, _)| {
+            !matches!(
+                kind.as_str(),
+                "instance" | "vpc" | "ecr_repository" | "iam_policy"
+            )
+        });
         let reads = by_kind.into_iter().map(|(kind, items)| async move {
             let result = match kind.as_str() {
                 "vpc" => network::read_vpcs(&self.aws, &items).await,

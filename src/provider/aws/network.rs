@@ -128,8 +128,8 @@ pub async fn create_vpc(
     desired: &Attrs,
     ctx: &OpContext<'_>,
 ) -> Result<Live, ProviderError> {
-    let id = match find_owned_vpc(aws, addr).await? {
-        Some(id) => id,
+    let (id, made) = match find_owned_vpc(aws, addr).await? {
+        Some(id) => (id, false),
         None => {
             let out = aws
                 .ec2
@@ -139,13 +139,24 @@ pub async fn create_vpc(
                 .send()
                 .await
                 .map_err(|e| sdk_error(addr, "CreateVpc", &e))?;
-            out.vpc()
+            let id = out
+                .vpc()
                 .and_then(|v| v.vpc_id())
-                .ok_or_else(|| invalid(addr, "CreateVpc returned no VPC id"))?
-                .to_string()
+                .ok_or_else(|| invalid(addr, "CreateVpc returned no VPC id"))?;
+            (id.to_string(), true)
         }
     };
-    set_vpc_dns(aws, addr, &id, None, desired, ctx).await?;
+    // A VPC just made has DNS support on and DNS hostnames off (AWS's
+    // defaults for a VPC that is not the default one): only what differs
+    // is changed. One adopted from an interrupted run may differ in either.
+    let made_as = Live {
+        id: id.clone(),
+        attrs: Attrs::from([
+            ("enable_dns_support".to_string(), json!(true)),
+            ("enable_dns_hostnames".to_string(), json!(false)),
+        ]),
+    };
+    set_vpc_dns(aws, addr, &id, made.then_some(&made_as), desired, ctx).await?;
     let prior = Live {
         id: id.clone(),
         attrs: Attrs::new(),
