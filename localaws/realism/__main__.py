@@ -74,7 +74,8 @@ def warm(url: str) -> None:
     started = time.monotonic()
     for service, call, kwargs in WARM_CALLS:
         client = boto3.client(service, endpoint_url=url, region_name="ap-south-1", aws_access_key_id="testing",
-                              aws_secret_access_key="testing", config=Config(retries={"total_max_attempts": 1}))
+                              aws_secret_access_key="testing", config=Config(retries={"total_max_attempts": 1},
+                                                                        connect_timeout=5, read_timeout=10))
         try:
             getattr(client, call)(**kwargs)
         except Exception as e:  # best effort: a configured fault may refuse it

@@ -49,24 +49,26 @@ class Counters:
             if c is None:
                 c = self._calls[key] = {
                     "account": info.account, "service": info.service, "operation": info.operation,
-                    "mutating": info.mutating, "count": 0, "faults": 0, "served_s": 0.0,
+                    "mutating": info.mutating, "count": 0, "faults": 0, "served_s": 0.0, "cpu_s": 0.0,
                 }
             c["count"] += 1
             if fault:
                 c["faults"] += 1
 
-    def served(self, info: RequestInfo, arrived: float, answered: float, latency_s: float) -> None:
+    def served(self, info: RequestInfo, arrived: float, answered: float, latency_s: float, cpu_s: float) -> None:
         """One call's times: `served_s` is the time spent answering it beyond
-        the configured latency (moto's own work, and waiting for the GIL)."""
+        the configured latency (moto's own work, and waiting for the GIL);
+        `cpu_s` the CPU time its thread spent after the latency's sleep."""
         served = max(0.0, answered - arrived - latency_s)
         key = (info.account, info.service, info.operation)
         with self._lock:
             c = self._calls.get(key)
             if c is not None:
                 c["served_s"] += served
+                c["cpu_s"] += cpu_s
             self._log.append({
                 "account": info.account, "service": info.service, "operation": info.operation,
-                "arrived": arrived, "answered": answered, "served_s": served,
+                "arrived": arrived, "answered": answered, "served_s": served, "cpu_s": cpu_s,
             })
             if len(self._log) > LOG_LIMIT:
                 del self._log[: len(self._log) - LOG_LIMIT]
@@ -80,6 +82,7 @@ class Counters:
             "total": sum(c["count"] for c in calls),
             "mutating": sum(c["count"] for c in calls if c["mutating"]),
             "served_s": sum(c["served_s"] for c in calls),
+            "cpu_s": sum(c["cpu_s"] for c in calls),
         }
         if entries is not None:
             out["log"] = entries
@@ -166,10 +169,13 @@ class RealismApp:
         fault = INJECTOR.decide(info)
         COUNTERS.record(info, fault)
         latency = CONFIG.latency_ms
+        # The thread's CPU time: its sleep for the latency takes none, so
+        # this is the work of serving the call once the latency has passed.
+        cpu_before = time.thread_time()
         try:
             answer = self.serve(environ, start_response, info, fault, latency, method)
         finally:
-            COUNTERS.served(info, arrived, time.monotonic(), latency / 1000.0)
+            COUNTERS.served(info, arrived, time.monotonic(), latency / 1000.0, time.thread_time() - cpu_before)
         return answer
 
     def serve(self, environ: dict[str, Any], start_response: StartResponse, info: RequestInfo,

@@ -46,7 +46,7 @@ def test_counters_match_the_calls_made_and_mutating_is_right(aws, endpoint, acco
 
     control(endpoint, "DELETE", f"/_realism/calls?account={account}")
     assert control(endpoint, "GET", f"/_realism/calls?account={account}") == {
-        "calls": [], "total": 0, "mutating": 0, "served_s": 0.0,
+        "calls": [], "total": 0, "mutating": 0, "served_s": 0.0, "cpu_s": 0.0,
     }
 
 
@@ -63,10 +63,13 @@ def test_the_call_log_times_each_call_without_its_latency(aws, endpoint, account
     for e in log:
         assert e["answered"] - e["arrived"] >= 0.2
         assert 0 <= e["served_s"] < 0.2
+        # The CPU of serving it, the latency's sleep left out.
+        assert 0 < e["cpu_s"] < 0.2
         assert e["answered"] <= report["now"]
     # The second call arrived after the first was answered: a chain of two.
     assert log[1]["arrived"] >= log[0]["answered"]
     assert abs(report["served_s"] - sum(e["served_s"] for e in log)) < 1e-9
+    assert abs(report["cpu_s"] - sum(e["cpu_s"] for e in log)) < 1e-9
     assert "log" not in control(endpoint, "GET", f"/_realism/calls?account={account}")
     control(endpoint, "DELETE", f"/_realism/calls?account={account}")
     assert control(endpoint, "GET", f"/_realism/calls?account={account}&log=1")["log"] == []

@@ -111,7 +111,7 @@ def test_moto_reset_resets_the_layer_too(tmp_path):
         req = urllib.request.Request(srv.endpoint + "/moto-api/reset", method="POST")
         urllib.request.urlopen(req, timeout=10)
         calls = json.load(urllib.request.urlopen(srv.endpoint + "/_realism/calls", timeout=10))
-        assert calls == {"calls": [], "total": 0, "mutating": 0, "served_s": 0}
+        assert calls == {"calls": [], "total": 0, "mutating": 0, "served_s": 0, "cpu_s": 0}
         assert eks.list_clusters()["clusters"] == []
     finally:
         srv.stop()

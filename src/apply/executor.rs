@@ -579,9 +579,6 @@ pub fn unorderable(changes: &[Change]) -> Option<Vec<(Address, Op)>> {
     (!stuck.is_empty()).then_some(stuck)
 }
 
-/// Turns changes into operations with ordering edges:
-/// creates and updates after those of their dependencies; deletes after the
-/// deletes of their dependents; a replacement deletes before it creates.
 /// The order in which ready operations start: the one heading the longest
 /// chain of expected work first (critical-path scheduling), so that neither
 /// the parallelism bound nor a serial group (EKS's one Fargate profile at a
@@ -616,6 +613,9 @@ fn start_order(nodes: &[Node], expected: impl Fn(&Node) -> Duration) -> Vec<usiz
     order
 }
 
+/// Turns changes into operations with ordering edges:
+/// creates and updates after those of their dependencies; deletes after the
+/// deletes of their dependents; a replacement deletes before it creates.
 fn build_nodes(changes: &[Change]) -> Vec<Node> {
     let mut nodes = Vec::new();
     let mut upsert: HashMap<&Address, usize> = HashMap::new();

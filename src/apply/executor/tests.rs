@@ -415,7 +415,11 @@ async fn of_the_ready_operations_the_head_of_the_longest_chain_starts_first() {
         "{:?}",
         hooks.events()
     );
-    assert!(started("aws.vpc.after0") < started("aws.vpc.a_alone"));
+    assert!(
+        started("aws.vpc.after0") < started("aws.vpc.a_alone"),
+        "{:?}",
+        hooks.events()
+    );
 }
 
 #[tokio::test]

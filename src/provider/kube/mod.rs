@@ -1382,9 +1382,6 @@ impl Provider for KubeProvider {
         self.apply(addr, manifest_of(addr, desired)?, ctx).await
     }
 
-    /// Follows the EKS cluster: connects through the one the state names
-    /// (a renamed cluster's objects are still in the old one), and anew
-    /// whenever it is replaced or deleted.
     /// A Deployment waits for its rollout (on Fargate, a node per pod: about
     /// a minute); a namespace's delete waits for what it holds to go.
     fn expected_duration(&self, addr: &Address, deleting: bool) -> std::time::Duration {
@@ -1396,6 +1393,9 @@ impl Provider for KubeProvider {
         std::time::Duration::from_secs(secs)
     }
 
+    /// Follows the EKS cluster: connects through the one the state names
+    /// (a renamed cluster's objects are still in the old one), and anew
+    /// whenever it is replaced or deleted.
     fn observed(&self, addr: &Address, live: Option<&Live>) {
         if addr.kind_key() != "aws.eks_cluster" {
             return;
