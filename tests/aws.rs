@@ -172,6 +172,14 @@ fn applies_from_empty_converges_and_a_no_op_refresh_is_cheap() {
         .stdout_has("Apply complete!")
         .stdout_has("aws.eks_cluster.main: still creating... [")
         .stdout_has("CREATING (about ");
+    // A VPC just made has DNS support on already: only DNS hostnames is
+    // changed, and the state reads both back as the stack wants them.
+    assert_eq!(aws.calls_of("ModifyVpcAttribute"), 1);
+    let vpc = &p.state()["resources"]["aws.vpc.main"]["attributes"];
+    assert_eq!(
+        (&vpc["enable_dns_support"], &vpc["enable_dns_hostnames"]),
+        (&json!(true), &json!(true))
+    );
     p.run(&["plan", "--detailed-exitcode"])
         .code(0)
         .stdout_has("No changes.");
