@@ -60,19 +60,30 @@ impl std::fmt::Display for RefreshError {
     }
 }
 
-/// The ids of everything the state tracks; a security-group rule's id
-/// lists each rule it stands for.
+/// Attributes naming an object that is part of the resource recorded with
+/// them, made and deleted with it: an instance's root volume.
+const PART_ID_ATTRS: &[&str] = &["root_volume_id"];
+
+/// The ids of everything the state tracks, and of the objects that are part
+/// of them; a security-group rule's id lists each rule it stands for.
 pub fn known_ids(state: &State) -> BTreeSet<String> {
     state
         .resources()
         .values()
         .flat_map(|r| {
-            std::iter::once(r.id.clone()).chain(
-                r.id.contains(',')
-                    .then(|| r.id.split(',').map(str::to_string).collect::<Vec<_>>())
-                    .into_iter()
-                    .flatten(),
-            )
+            let parts = PART_ID_ATTRS
+                .iter()
+                .filter_map(|k| r.attributes.get(*k).and_then(|v| v.as_str()))
+                .map(str::to_string);
+            std::iter::once(r.id.clone())
+                .chain(
+                    r.id.contains(',')
+                        .then(|| r.id.split(',').map(str::to_string).collect::<Vec<_>>())
+                        .into_iter()
+                        .flatten(),
+                )
+                .chain(parts)
+                .collect::<Vec<_>>()
         })
         .collect()
 }

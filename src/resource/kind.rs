@@ -20,8 +20,8 @@ pub struct KindSpec {
     pub clock_driven: &'static [&'static str],
     /// Outputs that change without anyone changing the object (an
     /// instance's public address on a stop and start, or when an Elastic IP
-    /// is associated with it): refresh records them, drift never reports
-    /// them.
+    /// is associated with it), or that only record what belongs to it:
+    /// refresh records them, drift never reports them.
     pub volatile: &'static [&'static str],
     /// When a replacement may be created before the old object is deleted
     /// (so what uses it can move over first). The provider's create must
@@ -164,7 +164,11 @@ pub static KINDS: &[KindSpec] = &[
         // A new instance type means a stop and start: a new public address.
         changed_by_update: &["public_ip", "public_dns"],
         clock_driven: &[],
-        volatile: &["public_ip", "public_dns"],
+        // The root volume's id is bookkeeping (discovery knows the volume
+        // as part of the instance), recorded by slipway since issue 15:
+        // a root-volume replacement task changes it, a state written before
+        // has none, neither is drift.
+        volatile: &["public_ip", "public_dns", "root_volume_id"],
         create_before_destroy: Cbd::Never,
     },
     kind(

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::error::{absent_ok, code_of, invalid, sdk_error};
 use super::tags::{ADDRESS_TAG, STACK_TAG};
-use super::{Aws, b, live, s, s_opt, strings};
+use super::{Aws, b, batch_addr, live, s, s_opt, strings};
 use crate::addr::Address;
 use crate::provider::{OpContext, ProviderError};
 use crate::resource::{Attrs, Live};
@@ -971,24 +971,82 @@ async fn describe_entry(
 /// The entry and its policies are read at once, and beside that whether
 /// its cluster is being deleted (its entries go with it).
 pub async fn read_entries(aws: &Aws, items: &[(Address, Live)]) -> Found {
-    let mut clusters: BTreeMap<&str, &Address> = BTreeMap::new();
+    let (alive, entries) = futures::join!(
+        clusters_alive(aws, entry_clusters(items)),
+        entries_unchecked(aws, items)
+    );
+    Ok(keep_alive(items, entries?, &alive?))
+}
+
+/// Clusters and their access entries: whether an entry's cluster is being
+/// deleted comes from the cluster's own read when the state tracks it,
+/// asked only for the others.
+pub async fn read_clusters_and_entries(
+    aws: &Aws,
+    clusters: &[(Address, Live)],
+    entries: &[(Address, Live)],
+) -> (Found, Found) {
+    let tracked: BTreeMap<&str, &Address> =
+        clusters.iter().map(|(a, l)| (l.id.as_str(), a)).collect();
+    let mut others = entry_clusters(entries);
+    others.retain(|name, _| !tracked.contains_key(name));
+    let (clusters_out, others, found) = futures::join!(
+        read_clusters(aws, clusters),
+        clusters_alive(aws, others),
+        entries_unchecked(aws, entries)
+    );
+    let entries_out: Found = (|| {
+        let mut alive = others?;
+        if entries
+            .iter()
+            .filter_map(|(_, l)| l.id.split_once('/'))
+            .any(|(c, _)| tracked.contains_key(c))
+        {
+            let read = clusters_out.as_ref().map_err(|e| ProviderError {
+                addr: batch_addr(entries),
+                ..e.clone()
+            })?;
+            for (name, a) in &tracked {
+                alive.insert(name, read.contains_key(*a));
+            }
+        }
+        Ok(keep_alive(entries, found?, &alive))
+    })();
+    (clusters_out, entries_out)
+}
+
+/// Each entry's cluster, with an address to report its errors against.
+fn entry_clusters(items: &[(Address, Live)]) -> BTreeMap<&str, &Address> {
+    let mut clusters = BTreeMap::new();
     for (a, prior) in items {
         if let Some((cluster, _)) = prior.id.split_once('/') {
             clusters.entry(cluster).or_insert(a);
         }
     }
-    let mut asks = Vec::new();
-    for (cluster, a) in clusters {
-        asks.push(async move {
-            let c = describe_cluster(aws, a, cluster).await?;
-            Ok::<_, ProviderError>((
-                cluster,
-                c.is_some_and(|c| c.status() != Some(&ClusterStatus::Deleting)),
-            ))
-        });
-    }
-    let alive = futures::future::try_join_all(asks);
-    let entries = super::read_each(items, |a, prior| async move {
+    clusters
+}
+
+/// Whether each cluster exists and is not being deleted.
+async fn clusters_alive<'a>(
+    aws: &Aws,
+    clusters: BTreeMap<&'a str, &Address>,
+) -> Result<BTreeMap<&'a str, bool>, ProviderError> {
+    let asks = clusters.into_iter().map(|(cluster, a)| async move {
+        let c = describe_cluster(aws, a, cluster).await?;
+        Ok::<_, ProviderError>((
+            cluster,
+            c.is_some_and(|c| c.status() != Some(&ClusterStatus::Deleting)),
+        ))
+    });
+    Ok(futures::future::try_join_all(asks)
+        .await?
+        .into_iter()
+        .collect())
+}
+
+/// The entries and their policies, whatever their clusters' state.
+async fn entries_unchecked(aws: &Aws, items: &[(Address, Live)]) -> Found {
+    super::read_each(items, |a, prior| async move {
         let Some((cluster, principal)) = prior.id.split_once('/') else {
             return Ok(None);
         };
@@ -1004,9 +1062,16 @@ pub async fn read_entries(aws: &Aws, items: &[(Address, Live)]) -> Found {
             .attrs
             .insert("access_policies".into(), Value::Array(policies?));
         Ok(Some(found))
-    });
-    let (alive, mut entries) = futures::try_join!(alive, entries)?;
-    let alive: BTreeMap<&str, bool> = alive.into_iter().collect();
+    })
+    .await
+}
+
+/// The entries found whose cluster is alive.
+fn keep_alive(
+    items: &[(Address, Live)],
+    mut entries: BTreeMap<Address, Live>,
+    alive: &BTreeMap<&str, bool>,
+) -> BTreeMap<Address, Live> {
     entries.retain(|a, _| {
         items
             .iter()
@@ -1014,7 +1079,7 @@ pub async fn read_entries(aws: &Aws, items: &[(Address, Live)]) -> Found {
             .and_then(|(_, prior)| prior.id.split_once('/'))
             .is_some_and(|(cluster, _)| alive.get(cluster).copied().unwrap_or(false))
     });
-    Ok(entries)
+    entries
 }
 
 pub async fn create_entry(

@@ -114,7 +114,7 @@ pub async fn read(aws: &Aws, items: &[(Address, Live)]) -> Found {
             continue;
         };
         let user_data = user_data.get(id).cloned().flatten();
-        let root = inst
+        let root_id = inst
             .root_device_name()
             .and_then(|root| {
                 inst.block_device_mappings()
@@ -122,9 +122,8 @@ pub async fn read(aws: &Aws, items: &[(Address, Live)]) -> Found {
                     .find(|m| m.device_name() == Some(root))
             })
             .and_then(|m| m.ebs())
-            .and_then(|e| e.volume_id())
-            .and_then(|v| volumes.get(v))
-            .copied();
+            .and_then(|e| e.volume_id());
+        let root = root_id.and_then(|v| volumes.get(v)).copied();
         let mut groups: Vec<&str> = inst
             .security_groups()
             .iter()
@@ -157,6 +156,8 @@ pub async fn read(aws: &Aws, items: &[(Address, Live)]) -> Found {
             ),
             ("root_volume_size", json!(root.and_then(|r| r.0))),
             ("root_volume_encrypted", json!(root.and_then(|r| r.1))),
+            // Part of the instance: discovery does not report it as unmanaged.
+            ("root_volume_id", json!(root_id)),
             ("user_data", json!(user_data)),
             ("private_ip", json!(inst.private_ip_address())),
             ("public_ip", json!(inst.public_ip_address())),

@@ -541,6 +541,32 @@ fn live(id: &str, attrs: impl IntoIterator<Item = (&'static str, Value)>) -> Liv
     }
 }
 
+/// Each item's answer from its kind's read: what was found (absent: gone),
+/// or the read's error reported against every item.
+fn answers(
+    items: &[(Address, Live)],
+    result: Result<BTreeMap<Address, Live>, ProviderError>,
+) -> Vec<(Address, Result<Option<Live>, ProviderError>)> {
+    match result {
+        Ok(found) => items
+            .iter()
+            .map(|(a, _)| (a.clone(), Ok(found.get(a).cloned())))
+            .collect(),
+        Err(e) => items
+            .iter()
+            .map(|(a, _)| {
+                (
+                    a.clone(),
+                    Err(ProviderError {
+                        addr: a.clone(),
+                        ..e.clone()
+                    }),
+                )
+            })
+            .collect(),
+    }
+}
+
 #[async_trait]
 impl Provider for AwsProvider {
     async fn read(&self, addr: &Address, prior: &Live) -> Result<Option<Live>, ProviderError> {
@@ -560,6 +586,41 @@ impl Provider for AwsProvider {
                 .or_default()
                 .push((a.clone(), l.clone()));
         }
+        let aws = &self.aws;
+        let mut take = |kind: &str| by_kind.remove(kind).unwrap_or_default();
+        // Kinds read from one answer: route tables, routes and associations
+        // from one DescribeRouteTables; Elastic IPs and their associations
+        // from one DescribeAddresses; whether an access entry's cluster is
+        // being deleted from the cluster's own read.
+        let (tables, routes, associations) = (
+            take("route_table"),
+            take("route"),
+            take("route_table_association"),
+        );
+        let (eips, eip_associations) = (take("eip"), take("eip_association"));
+        let (clusters, entries) = (take("eks_cluster"), take("eks_access_entry"));
+        let families = async {
+            let (route_family, address_family, eks_family) = futures::join!(
+                network::read_route_family(aws, &tables, &routes, &associations),
+                network::read_address_family(aws, &eips, &eip_associations),
+                eks::read_clusters_and_entries(aws, &clusters, &entries),
+            );
+            let (t, r, a) = route_family;
+            let (e, ea) = address_family;
+            let (c, ce) = eks_family;
+            [
+                answers(&tables, t),
+                answers(&routes, r),
+                answers(&associations, a),
+                answers(&eips, e),
+                answers(&eip_associations, ea),
+                answers(&clusters, c),
+                answers(&entries, ce),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+        };
         // Kinds whose read needs a second round (a VPC's DNS attributes, an
         // instance's volumes and attributes, a repository's tags, a policy's
         // document) are asked first, so that AWS, answering many calls at
@@ -573,57 +634,31 @@ impl Provider for AwsProvider {
         });
         let reads = by_kind.into_iter().map(|(kind, items)| async move {
             let result = match kind.as_str() {
-                "vpc" => network::read_vpcs(&self.aws, &items).await,
-                "internet_gateway" => network::read_igws(&self.aws, &items).await,
-                "subnet" => network::read_subnets(&self.aws, &items).await,
-                "eip" => network::read_eips(&self.aws, &items).await,
-                "eip_association" => network::read_eip_associations(&self.aws, &items).await,
-                "nat_gateway" => network::read_nats(&self.aws, &items).await,
-                "route_table" => network::read_route_tables(&self.aws, &items).await,
-                "route" => network::read_routes(&self.aws, &items).await,
-                "route_table_association" => network::read_associations(&self.aws, &items).await,
-                "security_group" => security::read_groups(&self.aws, &items).await,
-                "security_group_rule" => security::read_rules(&self.aws, &items).await,
-                "instance" => instance::read(&self.aws, &items).await,
-                "ebs_volume" => volume::read_volumes(&self.aws, &items).await,
-                "volume_attachment" => volume::read_attachments(&self.aws, &items).await,
-                "ecr_repository" => ecr::read_repositories(&self.aws, &items).await,
-                "ecr_lifecycle_policy" => ecr::read_lifecycle_policies(&self.aws, &items).await,
-                "eks_cluster" => eks::read_clusters(&self.aws, &items).await,
-                "eks_fargate_profile" => eks::read_profiles(&self.aws, &items).await,
-                "eks_access_entry" => eks::read_entries(&self.aws, &items).await,
-                "iam_openid_connect_provider" => eks::read_oidc(&self.aws, &items).await,
+                "vpc" => network::read_vpcs(aws, &items).await,
+                "internet_gateway" => network::read_igws(aws, &items).await,
+                "subnet" => network::read_subnets(aws, &items).await,
+                "nat_gateway" => network::read_nats(aws, &items).await,
+                "security_group" => security::read_groups(aws, &items).await,
+                "security_group_rule" => security::read_rules(aws, &items).await,
+                "instance" => instance::read(aws, &items).await,
+                "ebs_volume" => volume::read_volumes(aws, &items).await,
+                "volume_attachment" => volume::read_attachments(aws, &items).await,
+                "ecr_repository" => ecr::read_repositories(aws, &items).await,
+                "ecr_lifecycle_policy" => ecr::read_lifecycle_policies(aws, &items).await,
+                "eks_fargate_profile" => eks::read_profiles(aws, &items).await,
+                "iam_openid_connect_provider" => eks::read_oidc(aws, &items).await,
                 "iam_role"
                 | "iam_role_policy_attachment"
                 | "iam_role_policy"
                 | "iam_instance_profile"
-                | "iam_policy" => iam::read(&self.aws, &kind, &items).await,
+                | "iam_policy" => iam::read(aws, &kind, &items).await,
                 _ => Err(not_supported(&items[0].0)),
             };
-            match result {
-                Ok(found) => items
-                    .iter()
-                    .map(|(a, _)| (a.clone(), Ok(found.get(a).cloned())))
-                    .collect::<Vec<_>>(),
-                Err(e) => items
-                    .iter()
-                    .map(|(a, _)| {
-                        (
-                            a.clone(),
-                            Err(ProviderError {
-                                addr: a.clone(),
-                                ..e.clone()
-                            }),
-                        )
-                    })
-                    .collect(),
-            }
+            answers(&items, result)
         });
-        futures::future::join_all(reads)
-            .await
-            .into_iter()
-            .flatten()
-            .collect()
+        let (mut out, rest) = futures::join!(families, futures::future::join_all(reads));
+        out.extend(rest.into_iter().flatten());
+        out
     }
 
     async fn discover(&self, scope: &DiscoverScope<'_>) -> Result<Discovery, ProviderError> {

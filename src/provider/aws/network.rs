@@ -465,16 +465,33 @@ pub async fn create_subnet(
 // ---------------------------------------------------------------- Elastic IPs
 
 pub async fn read_eips(aws: &Aws, items: &[(Address, Live)]) -> Found {
+    let found = describe_addresses(aws, items, "allocation-id", ids(items)).await?;
+    Ok(eips_found(&found, items))
+}
+
+/// The Elastic IPs a filter selects, for the reads of `items`.
+async fn describe_addresses(
+    aws: &Aws,
+    items: &[(Address, Live)],
+    name: &str,
+    values: Vec<String>,
+) -> Result<Vec<aws_sdk_ec2::types::Address>, ProviderError> {
     let at = batch_addr(items);
     let out = aws
         .ec2
         .describe_addresses()
-        .filters(filter("allocation-id", ids(items)))
+        .filters(filter(name, values))
         .send()
         .await
         .map_err(|e| sdk_error(&at, "DescribeAddresses", &e))?;
-    let found = out
-        .addresses()
+    Ok(out.addresses().to_vec())
+}
+
+fn eips_found(
+    addresses: &[aws_sdk_ec2::types::Address],
+    items: &[(Address, Live)],
+) -> BTreeMap<Address, Live> {
+    let found = addresses
         .iter()
         .map(|a| {
             let id = a.allocation_id().unwrap_or_default();
@@ -489,7 +506,58 @@ pub async fn read_eips(aws: &Aws, items: &[(Address, Live)]) -> Found {
             )
         })
         .collect();
-    Ok(by_id(items, found))
+    by_id(items, found)
+}
+
+/// Elastic IPs and their associations, read with one DescribeAddresses of
+/// every allocation they name: an association belongs to one address (a
+/// new association of it gets a new id). Associations recorded without
+/// their allocation are read by their own id.
+pub async fn read_address_family(
+    aws: &Aws,
+    eips: &[(Address, Live)],
+    associations: &[(Address, Live)],
+) -> (Found, Found) {
+    let (placed, unplaced): (Vec<_>, Vec<_>) = associations
+        .iter()
+        .cloned()
+        .partition(|(_, l)| s_opt(&l.attrs, "allocation_id").is_some());
+    let mut names = ids(eips);
+    names.extend(
+        placed
+            .iter()
+            .filter_map(|(_, l)| s_opt(&l.attrs, "allocation_id").map(str::to_string)),
+    );
+    names.sort();
+    names.dedup();
+    let all: Vec<(Address, Live)> = eips.iter().chain(&placed).cloned().collect();
+    let shared = async {
+        if all.is_empty() {
+            return Ok(Vec::new());
+        }
+        describe_addresses(aws, &all, "allocation-id", names).await
+    };
+    let own = async {
+        if unplaced.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        read_eip_associations(aws, &unplaced).await
+    };
+    let (shared, own) = futures::join!(shared, own);
+    let for_kind =
+        |items: &[(Address, Live)]| -> Result<&[aws_sdk_ec2::types::Address], ProviderError> {
+            shared.as_deref().map_err(|e| ProviderError {
+                addr: batch_addr(items),
+                ..e.clone()
+            })
+        };
+    let eips_out = for_kind(eips).map(|a| eips_found(a, eips));
+    let associations_out = for_kind(&placed).and_then(|a| {
+        let mut found = associations_found_eip(a, &placed);
+        found.extend(own?);
+        Ok(found)
+    });
+    (eips_out, associations_out)
 }
 
 pub async fn create_eip(
@@ -547,20 +615,18 @@ fn association_live(a: &aws_sdk_ec2::types::Address) -> Option<Live> {
 }
 
 pub async fn read_eip_associations(aws: &Aws, items: &[(Address, Live)]) -> Found {
-    let at = batch_addr(items);
-    let out = aws
-        .ec2
-        .describe_addresses()
-        .filters(filter("association-id", ids(items)))
-        .send()
-        .await
-        .map_err(|e| sdk_error(&at, "DescribeAddresses", &e))?;
-    let found = out
-        .addresses()
-        .iter()
-        .filter_map(association_live)
-        .collect();
-    Ok(by_id(items, found))
+    let found = describe_addresses(aws, items, "association-id", ids(items)).await?;
+    Ok(associations_found_eip(&found, items))
+}
+
+fn associations_found_eip(
+    addresses: &[aws_sdk_ec2::types::Address],
+    items: &[(Address, Live)],
+) -> BTreeMap<Address, Live> {
+    by_id(
+        items,
+        addresses.iter().filter_map(association_live).collect(),
+    )
 }
 
 /// Associates the Elastic IP with the instance; an address already on that
@@ -776,16 +842,33 @@ pub async fn create_nat(
 // ---------------------------------------------------------------- route tables, routes, associations
 
 pub async fn read_route_tables(aws: &Aws, items: &[(Address, Live)]) -> Found {
+    let tables = describe_tables(aws, items, "route-table-id", ids(items)).await?;
+    Ok(tables_found(&tables, items))
+}
+
+/// The route tables a filter selects, for the reads of `items`.
+async fn describe_tables(
+    aws: &Aws,
+    items: &[(Address, Live)],
+    name: &str,
+    values: Vec<String>,
+) -> Result<Vec<aws_sdk_ec2::types::RouteTable>, ProviderError> {
     let at = batch_addr(items);
     let out = aws
         .ec2
         .describe_route_tables()
-        .filters(filter("route-table-id", ids(items)))
+        .filters(filter(name, values))
         .send()
         .await
         .map_err(|e| sdk_error(&at, "DescribeRouteTables", &e))?;
-    let found = out
-        .route_tables()
+    Ok(out.route_tables().to_vec())
+}
+
+fn tables_found(
+    tables: &[aws_sdk_ec2::types::RouteTable],
+    items: &[(Address, Live)],
+) -> BTreeMap<Address, Live> {
+    let found = tables
         .iter()
         .map(|t| {
             let id = t.route_table_id().unwrap_or_default();
@@ -799,7 +882,75 @@ pub async fn read_route_tables(aws: &Aws, items: &[(Address, Live)]) -> Found {
             )
         })
         .collect();
-    Ok(by_id(items, found))
+    by_id(items, found)
+}
+
+/// The table of each route, from its id.
+fn route_tables_of(items: &[(Address, Live)]) -> Vec<String> {
+    items
+        .iter()
+        .filter_map(|(_, l)| split_route_id(&l.id).map(|(t, _)| t.to_string()))
+        .collect()
+}
+
+/// Route tables, their routes and their subnet associations, read with one
+/// DescribeRouteTables of every table they name. An association stays on
+/// its table (moving a subnet to another table makes a new association),
+/// so the table the state records for it is where it is, if it still is;
+/// associations recorded without one are read by their own id.
+pub async fn read_route_family(
+    aws: &Aws,
+    tables: &[(Address, Live)],
+    routes: &[(Address, Live)],
+    associations: &[(Address, Live)],
+) -> (Found, Found, Found) {
+    let (placed, unplaced): (Vec<_>, Vec<_>) = associations
+        .iter()
+        .cloned()
+        .partition(|(_, l)| s_opt(&l.attrs, "route_table_id").is_some());
+    let mut names: Vec<String> = ids(tables);
+    names.extend(route_tables_of(routes));
+    names.extend(
+        placed
+            .iter()
+            .filter_map(|(_, l)| s_opt(&l.attrs, "route_table_id").map(str::to_string)),
+    );
+    names.sort();
+    names.dedup();
+    let all: Vec<(Address, Live)> = tables
+        .iter()
+        .chain(routes)
+        .chain(&placed)
+        .cloned()
+        .collect();
+    let shared = async {
+        if all.is_empty() {
+            return Ok(Vec::new());
+        }
+        describe_tables(aws, &all, "route-table-id", names).await
+    };
+    let own = async {
+        if unplaced.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        read_associations(aws, &unplaced).await
+    };
+    let (shared, own) = futures::join!(shared, own);
+    let for_kind =
+        |items: &[(Address, Live)]| -> Result<&[aws_sdk_ec2::types::RouteTable], ProviderError> {
+            shared.as_deref().map_err(|e| ProviderError {
+                addr: batch_addr(items),
+                ..e.clone()
+            })
+        };
+    let tables_out = for_kind(tables).map(|t| tables_found(t, tables));
+    let routes_out = for_kind(routes).map(|t| routes_found(t, routes));
+    let associations_out = for_kind(&placed).and_then(|t| {
+        let mut found = associations_found(t, &placed);
+        found.extend(own?);
+        Ok(found)
+    });
+    (tables_out, routes_out, associations_out)
 }
 
 pub async fn create_route_table(
@@ -860,20 +1011,16 @@ fn split_route_id(id: &str) -> Option<(&str, &str)> {
 }
 
 pub async fn read_routes(aws: &Aws, items: &[(Address, Live)]) -> Found {
-    let at = batch_addr(items);
-    let tables: Vec<String> = items
-        .iter()
-        .filter_map(|(_, l)| split_route_id(&l.id).map(|(t, _)| t.to_string()))
-        .collect();
-    let out = aws
-        .ec2
-        .describe_route_tables()
-        .filters(filter("route-table-id", tables))
-        .send()
-        .await
-        .map_err(|e| sdk_error(&at, "DescribeRouteTables", &e))?;
+    let tables = describe_tables(aws, items, "route-table-id", route_tables_of(items)).await?;
+    Ok(routes_found(&tables, items))
+}
+
+fn routes_found(
+    tables: &[aws_sdk_ec2::types::RouteTable],
+    items: &[(Address, Live)],
+) -> BTreeMap<Address, Live> {
     let mut found = Vec::new();
-    for t in out.route_tables() {
+    for t in tables {
         let table = t.route_table_id().unwrap_or_default();
         for r in t.routes() {
             let Some(dest) = r.destination_cidr_block() else {
@@ -897,7 +1044,7 @@ pub async fn read_routes(aws: &Aws, items: &[(Address, Live)]) -> Found {
             found.push(live(&id, attrs));
         }
     }
-    Ok(by_id(items, found))
+    by_id(items, found)
 }
 
 pub async fn create_route(
@@ -966,16 +1113,22 @@ pub async fn update_route(
 }
 
 pub async fn read_associations(aws: &Aws, items: &[(Address, Live)]) -> Found {
-    let at = batch_addr(items);
-    let out = aws
-        .ec2
-        .describe_route_tables()
-        .filters(filter("association.route-table-association-id", ids(items)))
-        .send()
-        .await
-        .map_err(|e| sdk_error(&at, "DescribeRouteTables", &e))?;
+    let tables = describe_tables(
+        aws,
+        items,
+        "association.route-table-association-id",
+        ids(items),
+    )
+    .await?;
+    Ok(associations_found(&tables, items))
+}
+
+fn associations_found(
+    tables: &[aws_sdk_ec2::types::RouteTable],
+    items: &[(Address, Live)],
+) -> BTreeMap<Address, Live> {
     let mut found = Vec::new();
-    for t in out.route_tables() {
+    for t in tables {
         for a in t.associations() {
             let (Some(id), Some(subnet)) = (a.route_table_association_id(), a.subnet_id()) else {
                 continue;
@@ -990,7 +1143,7 @@ pub async fn read_associations(aws: &Aws, items: &[(Address, Live)]) -> Found {
             ));
         }
     }
-    Ok(by_id(items, found))
+    by_id(items, found)
 }
 
 pub async fn create_association(
