@@ -590,8 +590,9 @@ impl Provider for AwsProvider {
         let mut take = |kind: &str| by_kind.remove(kind).unwrap_or_default();
         // Kinds read from one answer: route tables, routes and associations
         // from one DescribeRouteTables; Elastic IPs and their associations
-        // from one DescribeAddresses; whether an access entry's cluster is
-        // being deleted from the cluster's own read.
+        // from one DescribeAddresses; volumes and their attachments from one
+        // DescribeVolumes; whether an access entry's cluster is being
+        // deleted from the cluster's own read.
         let (tables, routes, associations) = (
             take("route_table"),
             take("route"),
@@ -599,15 +600,18 @@ impl Provider for AwsProvider {
         );
         let (eips, eip_associations) = (take("eip"), take("eip_association"));
         let (clusters, entries) = (take("eks_cluster"), take("eks_access_entry"));
+        let (volumes, attachments) = (take("ebs_volume"), take("volume_attachment"));
         let families = async {
-            let (route_family, address_family, eks_family) = futures::join!(
+            let (route_family, address_family, eks_family, volume_family) = futures::join!(
                 network::read_route_family(aws, &tables, &routes, &associations),
                 network::read_address_family(aws, &eips, &eip_associations),
                 eks::read_clusters_and_entries(aws, &clusters, &entries),
+                volume::read_volume_family(aws, &volumes, &attachments),
             );
             let (t, r, a) = route_family;
             let (e, ea) = address_family;
             let (c, ce) = eks_family;
+            let (v, va) = volume_family;
             [
                 answers(&tables, t),
                 answers(&routes, r),
@@ -616,6 +620,8 @@ impl Provider for AwsProvider {
                 answers(&eip_associations, ea),
                 answers(&clusters, c),
                 answers(&entries, ce),
+                answers(&volumes, v),
+                answers(&attachments, va),
             ]
             .into_iter()
             .flatten()
@@ -641,8 +647,6 @@ impl Provider for AwsProvider {
                 "security_group" => security::read_groups(aws, &items).await,
                 "security_group_rule" => security::read_rules(aws, &items).await,
                 "instance" => instance::read(aws, &items).await,
-                "ebs_volume" => volume::read_volumes(aws, &items).await,
-                "volume_attachment" => volume::read_attachments(aws, &items).await,
                 "ecr_repository" => ecr::read_repositories(aws, &items).await,
                 "ecr_lifecycle_policy" => ecr::read_lifecycle_policies(aws, &items).await,
                 "eks_fargate_profile" => eks::read_profiles(aws, &items).await,

@@ -38,10 +38,13 @@ fn volume_live(v: &aws_sdk_ec2::types::Volume, prior: Option<&Attrs>) -> Live {
     l
 }
 
-/// One DescribeVolumes for all; a volume being deleted is as good as gone.
-pub async fn read_volumes(aws: &Aws, items: &[(Address, Live)]) -> Found {
+/// The volumes of these ids, for the reads of `items`.
+async fn describe_volumes(
+    aws: &Aws,
+    items: &[(Address, Live)],
+    ids: Vec<String>,
+) -> Result<Vec<aws_sdk_ec2::types::Volume>, ProviderError> {
     let at = batch_addr(items);
-    let ids: Vec<String> = items.iter().map(|(_, l)| l.id.clone()).collect();
     let out = aws
         .ec2
         .describe_volumes()
@@ -49,8 +52,16 @@ pub async fn read_volumes(aws: &Aws, items: &[(Address, Live)]) -> Found {
         .send()
         .await
         .map_err(|e| sdk_error(&at, "DescribeVolumes", &e))?;
+    Ok(out.volumes().to_vec())
+}
+
+/// The volumes among `items`; one being deleted is as good as gone.
+fn volumes_found(
+    volumes: &[aws_sdk_ec2::types::Volume],
+    items: &[(Address, Live)],
+) -> BTreeMap<Address, Live> {
     let mut found = BTreeMap::new();
-    for v in out.volumes() {
+    for v in volumes {
         if matches!(
             v.state(),
             Some(VolumeState::Deleting | VolumeState::Deleted)
@@ -63,7 +74,35 @@ pub async fn read_volumes(aws: &Aws, items: &[(Address, Live)]) -> Found {
             }
         }
     }
-    Ok(found)
+    found
+}
+
+/// Volumes and their attachments, read with one DescribeVolumes of every
+/// volume they name (an attachment's id names its volume).
+pub async fn read_volume_family(
+    aws: &Aws,
+    volumes: &[(Address, Live)],
+    attachments: &[(Address, Live)],
+) -> (Found, Found) {
+    let mut ids: Vec<String> = volumes.iter().map(|(_, l)| l.id.clone()).collect();
+    ids.extend(attachment_volumes(attachments));
+    ids.sort();
+    ids.dedup();
+    if ids.is_empty() {
+        return (Ok(BTreeMap::new()), Ok(BTreeMap::new()));
+    }
+    let all: Vec<(Address, Live)> = volumes.iter().chain(attachments).cloned().collect();
+    let shared = describe_volumes(aws, &all, ids).await;
+    let for_kind = |items: &[(Address, Live)]| {
+        shared.as_deref().map_err(|e| ProviderError {
+            addr: batch_addr(items),
+            ..e.clone()
+        })
+    };
+    (
+        for_kind(volumes).map(|v| volumes_found(v, volumes)),
+        for_kind(attachments).map(|v| attachments_found(v, attachments)),
+    )
 }
 
 async fn describe_volume(
@@ -245,21 +284,20 @@ fn attachment_live(volume: &str, instance: &str, device: Option<&str>) -> Live {
 }
 
 /// Attached (or attaching) to the instance the id names.
-pub async fn read_attachments(aws: &Aws, items: &[(Address, Live)]) -> Found {
-    let at = batch_addr(items);
-    let volumes: Vec<String> = items
+/// The volume of each attachment, from its id.
+fn attachment_volumes(items: &[(Address, Live)]) -> Vec<String> {
+    items
         .iter()
         .filter_map(|(_, l)| l.id.split_once(':').map(|(v, _)| v.to_string()))
-        .collect();
-    let out = aws
-        .ec2
-        .describe_volumes()
-        .filters(filter("volume-id", volumes))
-        .send()
-        .await
-        .map_err(|e| sdk_error(&at, "DescribeVolumes", &e))?;
+        .collect()
+}
+
+fn attachments_found(
+    volumes: &[aws_sdk_ec2::types::Volume],
+    items: &[(Address, Live)],
+) -> BTreeMap<Address, Live> {
     let mut found = BTreeMap::new();
-    for v in out.volumes() {
+    for v in volumes {
         for a in v.attachments() {
             let (Some(volume), Some(instance)) = (a.volume_id(), a.instance_id()) else {
                 continue;
@@ -278,7 +316,7 @@ pub async fn read_attachments(aws: &Aws, items: &[(Address, Live)]) -> Found {
             }
         }
     }
-    Ok(found)
+    found
 }
 
 pub async fn create_attachment(
